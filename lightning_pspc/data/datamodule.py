@@ -1,0 +1,159 @@
+"""LightningDataModule: a deterministic N-image training set plus held-out images."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from .sources import IDXSource, ImageSource
+from .transforms import convert_channels, resize_images, select_indices, to_signed_unit
+
+
+class ImageTensorDataset(Dataset):
+    """Rows of a float ``[N, C, H, W]`` tensor, optionally x-flipped with probability 1/2 each.
+
+    ``__getitems__`` fetches a whole batch with one indexing op, so the loader's collate gets a
+    ready ``[B, C, H, W]`` tensor.
+    """
+
+    def __init__(self, images: Tensor, xflip: bool = False) -> None:
+        self.images, self.xflip = images, xflip
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> Tensor:
+        batch = self.images[torch.as_tensor(indices, dtype=torch.long)]  # [B, C, H, W]
+        if self.xflip:
+            flip = torch.rand(batch.shape[0]) < 0.5  # [B]
+            batch[flip] = batch[flip].flip(-1)
+        return batch
+
+
+def collate_images(batch: Tensor | list[Tensor]) -> Tensor:
+    """Pass a batched ``[B, C, H, W]`` tensor through; stack a list of ``[C, H, W]``."""
+    return batch if isinstance(batch, Tensor) else torch.stack(batch)
+
+
+class ImageDataModule(lightning.LightningDataModule):
+    """``num_train`` training images (nested across N for one seed) and ``num_heldout`` held out.
+
+    Images come from ``source`` (default: Fashion-MNIST IDX files), are mapped to float32 in
+    [-1, 1], converted to ``channels`` and resized or padded to ``resolution``. Training batches
+    are plain float32 ``[B, C, H, W]`` tensors, shuffled, randomly x-flipped when ``xflip``; an
+    epoch is ``epoch_length`` samples (the N images cycled) so epochs compare across N.
+    Data are loaded lazily in ``setup``.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource | None = None,
+        num_train: int | None = 1024,
+        subset: Literal["a", "b"] | None = None,
+        resolution: int | None = None,
+        resize_mode: Literal["resize", "pad"] = "resize",
+        channels: int | None = None,
+        xflip: bool = False,
+        num_heldout: int = 256,
+        seed: int = 0,
+        batch_size: int = 64,
+        epoch_length: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        _check(num_train is None or num_train >= 1, f"num_train={num_train} must be >= 1 or None")
+        _check(subset in (None, "a", "b"), f"subset={subset!r} must be None, 'a' or 'b'")
+        _check(resolution is None or resolution >= 1, f"resolution={resolution} must be >= 1")
+        _check(resize_mode in ("resize", "pad"), f"resize_mode={resize_mode!r}: use resize/pad")
+        _check(channels in (None, 1, 3), f"channels={channels} must be 1, 3 or None (native)")
+        _check(num_heldout >= 0, f"num_heldout={num_heldout} must be >= 0")
+        _check(batch_size >= 1, f"batch_size={batch_size} must be >= 1")
+        _check(epoch_length is None or epoch_length >= 1, f"epoch_length={epoch_length} >= 1")
+        _check(num_workers >= 0, f"num_workers={num_workers} must be >= 0")
+        self.source = source if source is not None else IDXSource()
+        self.num_train, self.subset, self.seed = num_train, subset, seed
+        self.resolution, self.resize_mode, self.channels = resolution, resize_mode, channels
+        self.xflip, self.num_heldout = xflip, num_heldout
+        self.batch_size, self.epoch_length, self.num_workers = batch_size, epoch_length, num_workers
+        self._train: Tensor | None = None
+        self._heldout: Tensor | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the source, select the images and preprocess them; runs once."""
+        if self._train is not None:
+            return
+        raw = self.source.load()  # uint8 [M, C, H, W]
+        try:
+            train_idx, heldout_idx = select_indices(
+                raw.shape[0], self.num_train, self.num_heldout, self.subset, self.seed
+            )
+        except ValueError as err:
+            raise ValueError(f"{self.source.describe()}: {err}") from None
+        self._train = self._preprocess(raw[train_idx])
+        self._heldout = self._preprocess(raw[heldout_idx])
+
+    def _preprocess(self, raw: Tensor) -> Tensor:
+        """uint8 ``[n, C, H, W]`` -> float32 ``[n, channels, resolution, resolution]``."""
+        images = convert_channels(to_signed_unit(raw), self.channels)
+        return resize_images(images, self.resolution, self.resize_mode).contiguous()
+
+    def train_images(self) -> Tensor:
+        """The N training images, float32 ``[N, C, H, W]`` in [-1, 1], no flipped copies."""
+        self.setup()
+        return self._train
+
+    def heldout_images(self) -> Tensor:
+        """The held-out images, float32 ``[num_heldout, C, H, W]`` in [-1, 1]."""
+        self.setup()
+        return self._heldout
+
+    def reference_images(self) -> Tensor:
+        """The training set as the network sees it, for closed-form denoisers.
+
+        float32 ``[N, C, H, W]``, or ``[2N, C, H, W]`` with the x-flipped copies appended when
+        ``xflip`` (reference code of Niedoba et al. / EDM augments with x-flips).
+        """
+        train = self.train_images()
+        return torch.cat([train, train.flip(-1)]) if self.xflip else train
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` after preprocessing (loads the data if needed)."""
+        return tuple(self.train_images().shape[1:])
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled float32 ``[B, C, H, W]`` batches; ``epoch_length`` samples per epoch."""
+        dataset = ImageTensorDataset(self.train_images(), self.xflip)
+        # Without replacement, RandomSampler cycles fresh permutations when num_samples > N,
+        # so every image appears epoch_length / N times (+- 1) per epoch.
+        sampler = RandomSampler(dataset, num_samples=self.epoch_length or len(dataset))
+        return self._loader(dataset, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Held-out float32 ``[B, C, H, W]`` batches, in order, no flips ([] when none)."""
+        heldout = self.heldout_images()
+        if heldout.shape[0] == 0:
+            return []
+        return self._loader(ImageTensorDataset(heldout), shuffle=False)
+
+    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_images,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(f"ImageDataModule: {message}.")

@@ -1,0 +1,18 @@
+"""EDM diffusion core: schedules, preconditioning, loss and PF-ODE samplers."""
+
+from .loss import EDMLoss
+from .preconditioning import EDMPrecond, edm_coefficients
+from .samplers import euler_sample, heun_sample
+from .schedule import SIGMA_MAX, SIGMA_MIN, edm_sigmas, sample_training_sigmas
+
+__all__ = [
+    "EDMLoss",
+    "EDMPrecond",
+    "SIGMA_MAX",
+    "SIGMA_MIN",
+    "edm_coefficients",
+    "edm_sigmas",
+    "euler_sample",
+    "heun_sample",
+    "sample_training_sigmas",
+]

@@ -1,0 +1,112 @@
+"""Noise-level embeddings shared by the UNet and the DiT.
+
+Both networks receive the EDM noise label ``c_noise = ln(sigma) / 4`` (Karras et al. 2022,
+table 1), a real number roughly in ``[-1.6, 1.1]``, and turn it into a feature vector with
+sinusoidal (or random Fourier) features followed by a small MLP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class PositionalEmbedding(nn.Module):
+    """Transformer sinusoidal features ``[cos(c f_k), sin(c f_k)]`` (Vaswani et al. 2017).
+
+    Frequencies ``f_k = (1 / max_positions)^(k / (K - endpoint))`` for ``k < K = num_channels/2``,
+    as in EDM's ``PositionalEmbedding`` (``endpoint=True``, DDPM++) and DiT's ``TimestepEmbedder``
+    (``endpoint=False``).
+    """
+
+    def __init__(self, num_channels: int, max_positions: int = 10_000, endpoint: bool = False):
+        super().__init__()
+        if num_channels < 2 or num_channels % 2:
+            raise ValueError(
+                f"num_channels must be an even number >= 2, got {num_channels}; use e.g. 128"
+            )
+        half = num_channels // 2
+        k = torch.arange(half, dtype=torch.float32) / max(half - int(endpoint), 1)
+        self.register_buffer("freqs", (1.0 / max_positions) ** k, persistent=False)
+        self.num_channels = num_channels
+
+    def forward(self, c: Tensor) -> Tensor:
+        """Noise labels ``c [B]`` -> features ``[B, num_channels]`` (always float32)."""
+        args = c.float().reshape(-1, 1) * self.freqs.reshape(1, -1)  # [B, K]
+        return torch.cat([args.cos(), args.sin()], dim=1)  # [B, 2K]
+
+
+class FourierEmbedding(nn.Module):
+    """Random Fourier features ``[cos(2 pi c b_k), sin(2 pi c b_k)]``, ``b_k ~ N(0, scale^2)``.
+
+    Tancik et al. 2020; used by NCSN++ (Song et al. 2021) and EDM's ``FourierEmbedding``.
+    The frequencies are a fixed (saved) buffer.
+    """
+
+    def __init__(self, num_channels: int, scale: float = 16.0):
+        super().__init__()
+        if num_channels < 2 or num_channels % 2:
+            raise ValueError(
+                f"num_channels must be an even number >= 2, got {num_channels}; use e.g. 128"
+            )
+        self.register_buffer("freqs", torch.randn(num_channels // 2) * scale)
+        self.num_channels = num_channels
+
+    def forward(self, c: Tensor) -> Tensor:
+        """Noise labels ``c [B]`` -> features ``[B, num_channels]`` (always float32)."""
+        args = c.float().reshape(-1, 1) * (2 * math.pi * self.freqs.reshape(1, -1))  # [B, K]
+        return torch.cat([args.cos(), args.sin()], dim=1)  # [B, 2K]
+
+
+class NoiseEmbedding(nn.Module):
+    """``c_noise [B]`` -> ``[B, emb_channels]``: features -> Linear -> SiLU -> Linear.
+
+    The final activation is left to the caller: the UNet applies SiLU (EDM's mapping network),
+    DiT's adaLN modulation starts with SiLU (Peebles & Xie 2023, sec. 3.2).
+    """
+
+    def __init__(
+        self,
+        feature_channels: int,
+        emb_channels: int,
+        embedding_type: str = "positional",
+        endpoint: bool = False,
+        fourier_scale: float = 16.0,
+    ):
+        super().__init__()
+        if embedding_type == "positional":
+            self.features: nn.Module = PositionalEmbedding(feature_channels, endpoint=endpoint)
+        elif embedding_type == "fourier":
+            self.features = FourierEmbedding(feature_channels, scale=fourier_scale)
+        else:
+            raise ValueError(
+                f"embedding_type must be 'positional' or 'fourier', got {embedding_type!r}"
+            )
+        self.mlp = nn.Sequential(
+            nn.Linear(feature_channels, emb_channels),
+            nn.SiLU(),
+            nn.Linear(emb_channels, emb_channels),
+        )
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        """Noise labels ``c_noise [B]`` -> embedding ``[B, emb_channels]``."""
+        f = self.features(c_noise).to(self.mlp[0].weight.dtype)  # [B, F]
+        return self.mlp(f)  # [B, E]
+
+
+def check_noise_labels(c_noise: Tensor, batch: int) -> Tensor:
+    """Return ``c_noise`` as shape ``[batch]``; a scalar or ``[1]`` is broadcast.
+
+    Raises ``ValueError`` for any other shape.
+    """
+    c_noise = torch.as_tensor(c_noise)
+    if c_noise.numel() == 1:
+        return c_noise.reshape(1).expand(batch)
+    if c_noise.shape != (batch,):
+        raise ValueError(
+            f"c_noise must have shape [B] = [{batch}] (one noise label per image), "
+            f"got {tuple(c_noise.shape)}; pass c_noise = ln(sigma) / 4 with sigma of shape [B]"
+        )
+    return c_noise

@@ -1,0 +1,122 @@
+"""Every metric synced over 2 gloo processes on CPU equals the 1-process value on all the data."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_pspc.metrics import DenoiserDistance, MemorizedFraction, NearestNeighbourStats
+
+WORKER = Path(__file__).with_name("_ddp_worker.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# launcher variables a parent run (torchrun, Lightning, SLURM) may have left behind
+_DIST_ENV = (
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_LOCALID",
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _clean_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _DIST_ENV and not k.startswith("TORCHELASTIC")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return env
+
+
+def _make_data() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.tensor([0.05, 0.5, 5.0], dtype=torch.float64)
+    # on-grid and off-grid sigmas; the last three all fall on rank 1's slice
+    sigma = torch.tensor([0.05, 5.0, 0.5, 0.07, 0.4, 6.0, 0.05, 3.0, 0.6])
+    train = torch.rand(6, 1, 3, 3, generator=gen) * 2 - 1
+    near = train[[0, 3, 5, 3]] + 1e-3 * torch.randn(4, 1, 3, 3, generator=gen)  # memorized
+    far = torch.rand(5, 1, 3, 3, generator=gen) * 2 - 1
+    samples = torch.cat([near, far])[torch.randperm(9, generator=gen)]
+    return {
+        "grid": grid,
+        "sigma": sigma,
+        "out_a": torch.randn(9, 2, 3, 3, generator=gen),
+        "out_b": torch.randn(9, 2, 3, 3, generator=gen),
+        "train": train,
+        "samples": samples,
+    }
+
+
+def _single_process(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    distance = DenoiserDistance(data["grid"])
+    distance.update(data["out_a"], data["out_b"], data["sigma"])
+    memorized = MemorizedFraction(data["train"])
+    memorized.update(data["samples"])
+    stats = NearestNeighbourStats(data["train"])
+    stats.update(data["samples"])
+    return {"distance": distance.compute(), "memorized": memorized.compute(), **stats.compute()}
+
+
+@pytest.mark.slow
+def test_two_process_gloo_equals_single_process(tmp_path: Path) -> None:
+    data = _make_data()
+    torch.save(data, tmp_path / "data.pt")
+    port, env = _free_port(), _clean_env()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(rank),
+                "2",
+                str(port),
+                str(tmp_path / "data.pt"),
+                str(tmp_path / f"out{rank}.pt"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    logs = []
+    try:
+        for proc in procs:
+            logs.append(proc.communicate(timeout=120)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+
+    expected = _single_process(data)
+    assert 0 < expected["memorized"] < 1  # the data mixes memorized and novel samples
+    assert not expected["distance"].isnan().any()
+    for rank in range(2):
+        got = torch.load(tmp_path / f"out{rank}.pt")
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-12, msg=key)
