@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,8 @@ class TrainCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        # config.yaml is written into the run folder before the first checkpoint, on purpose
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         kwargs.setdefault("save_config_callback", RunConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
@@ -95,6 +98,8 @@ class TrainCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if args is None or isinstance(args, (list, tuple)):
+            args = _default_logger_dir(list(sys.argv[1:] if args is None else args))
         super().parse_arguments(parser, args)
         cfg = self.config.get(self.config.get("subcommand") or "", self.config)
         ckpt = cfg.get("ckpt_path")
@@ -132,6 +137,28 @@ def main(args: list[str] | None = None) -> TrainCLI:
     except RunSetupError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _default_logger_dir(args: list[str]) -> list[str]:
+    """``--trainer.logger CSVLogger`` (or TensorBoardLogger) alone: add ``save_dir=.`` (= run folder).
+
+    Those loggers require a ``save_dir``; ``.`` is replaced by the run folder later.
+    """
+    if any(a.startswith("--trainer.logger.save_dir") for a in args):
+        return args
+    out, i = [], 0
+    while i < len(args):
+        if args[i] == "--trainer.logger" and i + 1 < len(args):
+            value, taken = args[i + 1], args[i : i + 2]
+        else:
+            value, taken = None, args[i : i + 1]
+            if args[i].startswith("--trainer.logger="):
+                value = args[i].split("=", 1)[1]
+        out += taken
+        i += len(taken)
+        if value and value.rsplit(".", 1)[-1] in ("CSVLogger", "TensorBoardLogger"):
+            out.append("--trainer.logger.save_dir=.")
+    return out
 
 
 # --- run folders ---------------------------------------------------------------------------

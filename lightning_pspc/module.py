@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,8 @@ class DiffusionModule(lightning.LightningModule):
     def on_fit_start(self) -> None:
         """Remember the run's seed (set by ``seed_everything``) for the per-epoch reseeding."""
         self._base_seed = torch.initial_seed()
+        # The EMA copy is in eval mode on purpose; Lightning would warn about it at every fit.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
     def on_train_epoch_start(self) -> None:
         """Reseed torch/numpy/random from ``(seed, epoch, rank)``.

@@ -1,0 +1,162 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_pspc.denoisers import (
+    CIFAR10_PATCH_SIZES,
+    EmpiricalDenoiser,
+    PSPCSquareDenoiser,
+    box_sum,
+    box_sum_transposed,
+    scale_patch_sizes,
+)
+from lightning_pspc.denoisers.reference import pspc_square_loop
+from lightning_pspc.diffusion import edm_sigmas
+
+from .conftest import noisy
+
+SIGMAS = edm_sigmas(18)
+
+
+@pytest.fixture(scope="module")
+def data(fmnist):
+    """Training crops and probes (train + held-out) at 16x16 so the definition loop is quick."""
+    crop = fmnist[:, :, 6:22, 6:22].contiguous()
+    train = crop[:120]
+    clean = torch.cat([train[:9], crop[300:309]])  # 9 training + 9 held-out probes
+    return train, clean
+
+
+def loop_reference(d: PSPCSquareDenoiser, z, sigma, train):
+    sizes = d.patch_size_for(sigma)
+    out = torch.empty_like(z, dtype=torch.float64)
+    for p in sizes.unique().tolist():
+        i = (sizes == p).nonzero().squeeze(1)
+        out[i] = pspc_square_loop(z[i].double(), sigma[i].double(), train.double(), int(p))
+    return out
+
+
+@pytest.mark.parametrize("method", ["auto", "gemm", "pixel"])
+def test_matches_per_position_loop_at_all_18_edm_sigmas(data, method):
+    train, clean = data
+    # A 16x16 schedule that visits whole-image, large, medium and small patches.
+    sizes = (16,) * 5 + (13, 11, 9, 7, 5, 4, 3, 3, 2, 2, 1, 1, 3)
+    d = PSPCSquareDenoiser(train, sigmas=SIGMAS, patch_sizes=sizes, method=method, chunk_elements=20000)
+    z = noisy(clean, SIGMAS, seed=3)  # element i at sigma_i: mixed sigmas in one batch
+    out = d(z, SIGMAS)
+    ref = loop_reference(d, z, SIGMAS, train)
+    assert (out.double() - ref).abs().max() < 1e-5
+
+
+def test_default_fmnist_schedule_matches_loop(fmnist):
+    train, probes = fmnist[:60], fmnist[300:303]
+    d = PSPCSquareDenoiser(train)
+    assert d.patch_sizes == scale_patch_sizes(28)
+    sig = SIGMAS[[6, 9, 15]]  # patch sizes 28, 9, 3
+    z = noisy(probes, sig)
+    assert (d(z, sig).double() - loop_reference(d, z, sig, train)).abs().max() < 1e-5
+
+
+def test_rgb_matches_loop(rgb_small):
+    train = rgb_small[:30]
+    z = noisy(rgb_small[30:36], SIGMAS[[0, 4, 8, 11, 14, 17]])
+    for p in (3, 5, 12):
+        d = PSPCSquareDenoiser(train, patch_size=p)
+        sig = SIGMAS[[0, 4, 8, 11, 14, 17]]
+        ref = pspc_square_loop(z.double(), sig.double(), train.double(), p)
+        assert (d(z, sig).double() - ref).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("p", [16, 17, 100])
+def test_patch_at_least_image_size_is_the_empirical_denoiser(data, p):
+    train, clean = data
+    z = noisy(clean, SIGMAS)
+    out = PSPCSquareDenoiser(train, patch_size=p)(z, SIGMAS)
+    torch.testing.assert_close(out, EmpiricalDenoiser(train)(z, SIGMAS), rtol=0, atol=1e-6)
+
+
+def test_one_image_data_set_returns_that_image(data):
+    train, _ = data
+    x = train[:1].expand(18, -1, -1, -1)
+    for p in (1, 3, 8):
+        out = PSPCSquareDenoiser(train[:1], patch_size=p)(noisy(x, SIGMAS), SIGMAS)
+        torch.testing.assert_close(out, x, rtol=0, atol=1e-6)
+
+
+def test_mixed_sigma_batch_equals_per_element_calls(data):
+    train, clean = data
+    d = PSPCSquareDenoiser(train, sigmas=SIGMAS, patch_sizes=(16,) * 6 + (11, 7, 5) + (3,) * 9)
+    z = noisy(clean, SIGMAS)
+    single = torch.cat([d(z[i : i + 1], SIGMAS[i : i + 1]) for i in range(18)])
+    torch.testing.assert_close(d(z, SIGMAS), single, rtol=0, atol=1e-6)
+
+
+def test_methods_and_chunk_sizes_agree(data):
+    train, clean = data
+    z = noisy(clean, SIGMAS)
+    outs = [
+        PSPCSquareDenoiser(train, patch_size=5, method=m, chunk_elements=c)(z, SIGMAS)
+        for m in ("gemm", "pixel")
+        for c in (10**8, 3000, 1)
+    ]
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-6)
+
+
+def test_exact_under_autocast_and_reduced_matmul_precision(data):
+    train, clean = data
+    z = noisy(clean, SIGMAS)
+    d = PSPCSquareDenoiser(train, patch_size=3)
+    ref = d(z, SIGMAS)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = d(z, SIGMAS)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_nearest_grid_sigma_picks_the_patch_size():
+    d = PSPCSquareDenoiser(torch.zeros(2, 3, 32, 32))
+    assert d.patch_sizes == CIFAR10_PATCH_SIZES
+    sizes = d.patch_size_for(torch.cat([SIGMAS, torch.tensor([1000.0, 1e-4])]))
+    assert sizes.tolist() == list(CIFAR10_PATCH_SIZES) + [32, 3]
+    # Between two grid sigmas the nearer one (absolute difference) wins.
+    mid = (SIGMAS[8] + SIGMAS[9]) / 2
+    assert d.patch_size_for(mid - 1e-3).item() == 11 and d.patch_size_for(mid + 1e-3).item() == 15
+
+
+def test_patch_size_schedule_presets():
+    assert CIFAR10_PATCH_SIZES == (32,) * 7 + (23, 15, 11, 7, 5) + (3,) * 6
+    assert scale_patch_sizes(32) == CIFAR10_PATCH_SIZES
+    assert scale_patch_sizes(28) == (28,) * 7 + (21, 13, 9, 7, 5) + (3,) * 6
+    assert all(p % 2 == 1 or p == 64 for p in scale_patch_sizes(64))
+
+
+def test_box_sum_and_its_adjoint():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 9, 7, generator=g, dtype=torch.float64)
+    for ph, pw in [(1, 1), (3, 2), (9, 7), (4, 5)]:
+        ref = F.avg_pool2d(x, (ph, pw), stride=1, divisor_override=1)
+        torch.testing.assert_close(box_sum(x, ph, pw), ref)
+        y = torch.rand(ref.shape, generator=g, dtype=torch.float64)
+        # <box(x), y> == <x, box^T(y)>
+        torch.testing.assert_close((box_sum(x, ph, pw) * y).sum(), (x * box_sum_transposed(y, ph, pw)).sum())
+
+
+def test_bad_arguments_raise_clear_errors(data):
+    train, _ = data
+    with pytest.raises(ValueError, match="not both"):
+        PSPCSquareDenoiser(train, patch_size=3, sigmas=[1.0], patch_sizes=[3])
+    with pytest.raises(ValueError, match="same non-zero length"):
+        PSPCSquareDenoiser(train, sigmas=[1.0, 2.0], patch_sizes=[3])
+    with pytest.raises(ValueError, match="both sigmas"):
+        PSPCSquareDenoiser(train, patch_sizes=[3])
+    with pytest.raises(ValueError, match="patch_size must be >= 1"):
+        PSPCSquareDenoiser(train, patch_size=0)
+    with pytest.raises(ValueError, match="method must be"):
+        PSPCSquareDenoiser(train, patch_size=3, method="fast")
+    with pytest.raises(ValueError, match=r"\[B, 1, 16, 16\]"):
+        PSPCSquareDenoiser(train, patch_size=3)(torch.zeros(1, 1, 28, 28), torch.ones(1))
