@@ -63,7 +63,9 @@ class PeakMemory:
             self.peak = max(self.peak, self._rss() - self.base)
 
 
-def timed(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> tuple[float, torch.Tensor, int]:
+def timed(
+    fn: Callable[[], torch.Tensor], device: torch.device, repeats: int
+) -> tuple[float, torch.Tensor, int]:
     """Best wall time of ``repeats`` calls (after one warm-up on GPU), output, peak memory."""
     if device.type == "cuda":
         fn()
@@ -81,22 +83,28 @@ def timed(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--patch-sizes", type=int, nargs="+", default=[3, 7, 15])
     ap.add_argument("--sigma", type=float, default=0.5, help="noise level of the probes")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=2, help="timed calls of the fast denoisers")
-    ap.add_argument("--no-loop", action="store_true", help="skip the (slow) published-structure loop")
+    ap.add_argument(
+        "--no-loop", action="store_true", help="skip the (slow) published-structure loop"
+    )
     ap.add_argument("--methods", nargs="+", default=["auto"], help="PSPC methods: auto gemm pixel")
     args = ap.parse_args()
     device = torch.device(args.device)
-    print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} sigma={args.sigma}")
+    print(
+        f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} sigma={args.sigma}"
+    )
 
     data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]
     g = torch.Generator().manual_seed(0)
-    held = data[-max(args.batches):]
+    held = data[-max(args.batches) :]
     header = (
         f"{'N':>6} {'B':>3} {'denoiser':<14} {'time s':>9} {'loop s':>9} {'speed-up':>9} "
         f"{'x empirical':>11} {'max|diff|':>10} {'peak MB':>8}"
@@ -113,9 +121,11 @@ def main() -> None:
             clean = held[:b]
             z = (clean + args.sigma * torch.randn(clean.shape, generator=g)).to(device)
             sigma = torch.full((b,), args.sigma, device=device)
-            t_emp, out_emp, mem = timed(lambda: emp(z, sigma), device, args.repeats)
-            print(f"{n:>6} {b:>3} {'empirical':<14} {t_emp:>9.4f} {'':>9} {'':>9} {1.0:>11.1f} {'':>10} {mem / 2**20:>8.0f}")
-            t_g, _, mem = timed(lambda: gauss(z, sigma), device, args.repeats)
+            t_emp, out_emp, mem = timed(lambda d=emp, z=z, s=sigma: d(z, s), device, args.repeats)
+            print(
+                f"{n:>6} {b:>3} {'empirical':<14} {t_emp:>9.4f} {'':>9} {'':>9} {1.0:>11.1f} {'':>10} {mem / 2**20:>8.0f}"
+            )
+            t_g, _, mem = timed(lambda d=gauss, z=z, s=sigma: d(z, s), device, args.repeats)
             print(
                 f"{n:>6} {b:>3} {'gaussian':<14} {t_g:>9.4f} {'':>9} {'':>9} {t_g / t_emp:>11.2f} {'':>10} "
                 f"{mem / 2**20:>8.0f}   (fit {t_gauss_fit:.2f} s once)"
@@ -124,14 +134,20 @@ def main() -> None:
                 loop_t, loop_out = None, None
                 if not args.no_loop:
                     t0 = time.perf_counter()
-                    loop_out = pspc_square_loop(z.float(), sigma.float(), train.float(), p, chunk=100)
+                    loop_out = pspc_square_loop(
+                        z.float(), sigma.float(), train.float(), p, chunk=100
+                    )
                     if device.type == "cuda":
                         torch.cuda.synchronize()
                     loop_t = time.perf_counter() - t0
                 for method in args.methods:
                     d = PSPCSquareDenoiser(train, patch_size=p, method=method)
-                    t, out, mem = timed(lambda d=d: d(z, sigma), device, args.repeats)
-                    diff = (out - loop_out).abs().max().item() if loop_out is not None else float("nan")
+                    t, out, mem = timed(lambda d=d, z=z, s=sigma: d(z, s), device, args.repeats)
+                    diff = (
+                        (out - loop_out).abs().max().item()
+                        if loop_out is not None
+                        else float("nan")
+                    )
                     name = f"pspc P={p}" + ("" if method == "auto" else f" {method}")
                     loop_s = f"{loop_t:>9.2f}" if loop_t else f"{'-':>9}"
                     speed = f"{loop_t / t:>8.1f}x" if loop_t else f"{'-':>9}"

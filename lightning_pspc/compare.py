@@ -67,8 +67,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     r = compare(args.num_train, args.num_probes)
-    cols = ["empirical vs clean", "pspc vs clean", "gaussian vs clean", "pspc vs empirical", "gaussian vs empirical"]
-    print(f"Fashion-MNIST, N={args.num_train} training images, {args.num_probes} held-out probes per sigma")
+    cols = [
+        "empirical vs clean",
+        "pspc vs clean",
+        "gaussian vs clean",
+        "pspc vs empirical",
+        "gaussian vs empirical",
+    ]
+    print(
+        f"Fashion-MNIST, N={args.num_train} training images, {args.num_probes} held-out probes per sigma"
+    )
     print(f"{'sigma':>8} " + " ".join(f"{c:>21}" for c in cols))
     for i, s in enumerate(r["sigmas"].tolist()):
         print(f"{s:>8.3f} " + " ".join(f"{r[c][i].item():>21.5f}" for c in cols))

@@ -83,7 +83,11 @@ def test_scalar_sigma_and_bf16_input(fmnist):
 
 @pytest.mark.parametrize(
     ("z_shape", "match"),
-    [((2, 1, 32, 32), r"\[B, 1, 28, 28\]"), ((2, 28, 28), r"\[B, 1, 28, 28\]"), ((2, 3, 28, 28), "got")],
+    [
+        ((2, 1, 32, 32), r"\[B, 1, 28, 28\]"),
+        ((2, 28, 28), r"\[B, 1, 28, 28\]"),
+        ((2, 3, 28, 28), "got"),
+    ],
 )
 def test_bad_shapes_raise_clear_errors(fmnist, z_shape, match):
     d = EmpiricalDenoiser(fmnist[:10])

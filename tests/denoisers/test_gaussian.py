@@ -51,7 +51,9 @@ def test_tends_to_the_mean_as_sigma_grows(fmnist):
     train = fmnist[:300]
     d = GaussianDenoiser(train)
     z = noisy(fmnist[300:304], torch.ones(4))
-    errs = [(d(z, torch.full((4,), s)) - train.mean(0)).abs().max().item() for s in (1, 10, 100, 1e4)]
+    errs = [
+        (d(z, torch.full((4,), s)) - train.mean(0)).abs().max().item() for s in (1, 10, 100, 1e4)
+    ]
     assert all(a > b for a, b in zip(errs, errs[1:]))
     assert errs[-1] < 1e-5
 

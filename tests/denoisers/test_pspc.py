@@ -41,7 +41,9 @@ def test_matches_per_position_loop_at_all_18_edm_sigmas(data, method):
     train, clean = data
     # A 16x16 schedule that visits whole-image, large, medium and small patches.
     sizes = (16,) * 5 + (13, 11, 9, 7, 5, 4, 3, 3, 2, 2, 1, 1, 3)
-    d = PSPCSquareDenoiser(train, sigmas=SIGMAS, patch_sizes=sizes, method=method, chunk_elements=20000)
+    d = PSPCSquareDenoiser(
+        train, sigmas=SIGMAS, patch_sizes=sizes, method=method, chunk_elements=20000
+    )
     z = noisy(clean, SIGMAS, seed=3)  # element i at sigma_i: mixed sigmas in one batch
     out = d(z, SIGMAS)
     ref = loop_reference(d, z, SIGMAS, train)
@@ -143,7 +145,9 @@ def test_box_sum_and_its_adjoint():
         torch.testing.assert_close(box_sum(x, ph, pw), ref)
         y = torch.rand(ref.shape, generator=g, dtype=torch.float64)
         # <box(x), y> == <x, box^T(y)>
-        torch.testing.assert_close((box_sum(x, ph, pw) * y).sum(), (x * box_sum_transposed(y, ph, pw)).sum())
+        torch.testing.assert_close(
+            (box_sum(x, ph, pw) * y).sum(), (x * box_sum_transposed(y, ph, pw)).sum()
+        )
 
 
 def test_bad_arguments_raise_clear_errors(data):
