@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -30,3 +32,15 @@ def noisy(images: torch.Tensor, sigma: torch.Tensor, seed: int = 0) -> torch.Ten
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(images.shape, generator=g)
     return images + sigma.view(-1, 1, 1, 1).float() * eps
+
+
+@contextlib.contextmanager
+def reduced_precision():
+    """The settings training uses: bf16 autocast and reduced-precision float32 matmuls."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -4,7 +4,7 @@ import torch
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.diffusion import edm_sigmas
 
-from .conftest import empirical_reference, noisy
+from .conftest import empirical_reference, noisy, reduced_precision
 
 SIGMAS = edm_sigmas(18)
 
@@ -62,13 +62,8 @@ def test_exact_under_autocast_and_reduced_matmul_precision(fmnist):
     z = noisy(fmnist[200:218], SIGMAS)
     d = EmpiricalDenoiser(train)
     ref = d(z, SIGMAS)
-    before = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("medium")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = d(z, SIGMAS)
-    finally:
-        torch.set_float32_matmul_precision(before)
+    with reduced_precision():
+        out = d(z, SIGMAS)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
 

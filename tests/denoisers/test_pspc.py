@@ -13,7 +13,7 @@ from lightning_pspc.denoisers import (
 from lightning_pspc.denoisers.reference import pspc_square_loop
 from lightning_pspc.diffusion import edm_sigmas
 
-from .conftest import noisy
+from .conftest import noisy, reduced_precision
 
 SIGMAS = edm_sigmas(18)
 
@@ -110,13 +110,8 @@ def test_exact_under_autocast_and_reduced_matmul_precision(data):
     z = noisy(clean, SIGMAS)
     d = PSPCSquareDenoiser(train, patch_size=3)
     ref = d(z, SIGMAS)
-    before = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("medium")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = d(z, SIGMAS)
-    finally:
-        torch.set_float32_matmul_precision(before)
+    with reduced_precision():
+        out = d(z, SIGMAS)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
 
 
