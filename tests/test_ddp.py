@@ -1,0 +1,75 @@
+"""Real 2-process DDP training on CPU (gloo) through train.py, in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_pspc.module import DEBUG_DIR_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+_DIST_ENV = (
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "NODE_RANK",
+    "GROUP_RANK",
+)
+
+
+def _rank_losses(debug: Path, rank: int) -> list[dict]:
+    return [
+        json.loads(line)
+        for line in (debug / f"train_loss_rank{rank}.jsonl").read_text().splitlines()
+    ]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_fit_logs_the_mean_loss_over_processes(
+    tmp_path, make_train_args, monkeypatch
+):
+    args = make_train_args(tmp_path, monkeypatch)
+    debug = tmp_path / "debug"
+    env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
+    env.update({DEBUG_DIR_ENV: str(debug), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    cmd = [
+        sys.executable,
+        "train.py",
+        *args,
+        "--run_name=ddp",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.logger=CSVLogger",
+        "--trainer.callbacks=[]",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = tmp_path / "runs" / "ddp"
+    r0, r1 = _rank_losses(debug, 0), _rank_losses(debug, 1)
+    assert [r["step"] for r in r0] == [r["step"] for r in r1] == [0, 1]
+    # The ranks trained on different images and noise, so the mean is a real check.
+    assert all(abs(a["loss"] - b["loss"]) > 1e-4 for a, b in zip(r0, r1))
+
+    (metrics,) = run.glob("**/metrics.csv")
+    rows = list(csv.DictReader(metrics.open()))
+    logged = {int(r["step"]): float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")}
+    expected = {a["step"]: (a["loss"] + b["loss"]) / 2 for a, b in zip(r0, r1)}
+    assert logged.keys() == expected.keys()
+    for step, value in logged.items():
+        assert value == pytest.approx(expected[step], rel=1e-6)
+    (epoch_loss,) = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    assert epoch_loss == pytest.approx(sum(r["loss"] for r in r0 + r1) / 4, rel=1e-6)
+
+    ckpt = torch.load(run / "last.ckpt", weights_only=True)
+    assert ckpt["images_seen"] == 2 * 16 * 2  # steps x per-rank batch x processes
+    assert (run / "config.yaml").is_file()

@@ -1,0 +1,250 @@
+"""train.py / TrainCLI: run folders, config round trip, exact resume, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_pspc.cli import RunSetupError, TrainCLI, build_from_config, load_run, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fit(args: list[str]) -> TrainCLI:
+    return TrainCLI(args=args)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _error_of(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def _into(run: Path) -> list[str]:
+    """Arguments that make a run use the folder ``run``."""
+    return [f"--run_root={run.parent}", f"--run_name={run.name}"]
+
+
+def _no_output(runs: Path) -> bool:
+    """True when no run folder holds any file (a failed start leaves nothing behind)."""
+    return not runs.exists() or not [p for p in runs.rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, make_train_args) -> Path:
+    """A finished one-epoch run (CSV logger) shared by the read-only tests; returns its folder."""
+    root = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as mp:
+        args = [*make_train_args(root, mp), "--run_name=done", "--trainer.logger=CSVLogger"]
+        _fit([*args, "--trainer.callbacks=[]"])
+    return root / "runs" / "done"
+
+
+def test_fit_with_wandb_offline_writes_the_run_folder_and_load_run_rebuilds_it(
+    train_args, tmp_path
+):
+    _fit([*train_args, "--run_name=wb"])  # the preset's WandbLogger, offline
+    run = tmp_path / "runs" / "wb"
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "last.ckpt", "best.ckpt", "samples", "wandb"} <= names
+    assert (run / "samples" / "epoch_0001.png").stat().st_size > 0
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    assert list(offline.glob("files/media/images/samples_*.png"))  # the grid went to W&B too
+
+    module, dm = load_run(run / "last.ckpt")
+    ckpt = torch.load(run / "last.ckpt", weights_only=True)
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, ckpt["state_dict"][key]), key
+    assert module.images_seen == 2 * 16 == ckpt["images_seen"]
+    assert (dm.num_train, dm.batch_size, dm.image_shape) == (64, 16, (1, 28, 28))
+    assert module.precond.net.enc["28x28_conv"].out_channels == 8  # the command-line override
+    assert not module.training and not module.denoiser.training
+    z = torch.randn(2, 1, 28, 28)
+    assert module.denoiser(z, torch.tensor([1.0, 2.0])).shape == z.shape
+
+
+def test_csv_logger_override_and_logged_metrics(train_args, tmp_path):
+    _fit([*train_args, "--run_name=csv", "--trainer.logger=CSVLogger", "--trainer.max_epochs=2"])
+    run = tmp_path / "runs" / "csv"
+    (metrics,) = run.glob("**/metrics.csv")
+    rows = list(csv.DictReader(metrics.open()))
+    steps = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+    assert len(steps) == 4 and len(val) == 2 and all(v > 0 for v in steps + val)
+    assert lrs == sorted(lrs) and lrs[-1] <= 2e-3  # linear warm-up of the preset
+    assert any(r.get("train/images_per_sec_epoch") for r in rows)
+    assert {p.name for p in (run / "samples").iterdir()} >= {"epoch_0002.png"}
+    assert not (run / "wandb").exists()
+
+
+def test_resumed_run_ends_with_the_same_weights(train_args, tmp_path):
+    common = [*train_args, "--trainer.logger=CSVLogger", "--trainer.callbacks=[]"]
+    common += [
+        "--model.net.init_args.dropout=0.2",
+        "--data.xflip=true",
+    ]  # more randomness to replay
+    _fit([*common, "--run_name=straight", "--trainer.max_epochs=2"])
+    _fit([*common, "--run_name=split", "--trainer.max_epochs=1"])
+    split = tmp_path / "runs" / "split"
+    after_one = torch.load(split / "last.ckpt", weights_only=True)["state_dict"]
+    _fit(
+        [
+            *common,
+            "--run_name=split",
+            "--trainer.max_epochs=2",
+            f"--ckpt_path={split / 'last.ckpt'}",
+        ]
+    )
+    a = torch.load(tmp_path / "runs" / "straight" / "last.ckpt", weights_only=True)
+    b = torch.load(split / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 4 and a["images_seen"] == b["images_seen"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        torch.testing.assert_close(
+            a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6, msg=key
+        )
+    # ... and the second epoch really trained: it changed the raw and the EMA weights.
+    for key in ("precond.net.out_conv.weight", "ema.net.out_conv.weight"):
+        assert not torch.equal(after_one[key], b["state_dict"][key])
+
+
+def test_unknown_config_key_names_the_key_and_the_fix(train_args, capsys, tmp_path):
+    err = _error_of([*train_args, "--data.num_trian=3"], capsys)
+    assert "data.num_trian" in err and "Fix:" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  net:\n    init_args:\n      dropot: 0.1\n")
+    err = _error_of([*train_args, f"--config={bad}"], capsys)
+    assert "dropot" in err and "Fix:" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resolution_the_network_cannot_take(train_args, capsys, tmp_path):
+    # The UNet itself rejects a resolution its levels cannot halve ...
+    err = _error_of(
+        [
+            *train_args,
+            "--model.net.init_args.channel_mult=[1,2,2]",
+            "--model.net.init_args.img_resolution=30",
+        ],
+        capsys,
+    )
+    assert "resolution 30" in err and "channel_mult" in err
+    # ... and a network built for 32x32 cannot take the 28x28 data: caught before training.
+    err = _error_of([*train_args, "--model.net.init_args.img_resolution=32"], capsys)
+    assert "[1, 28, 28]" in err and "img_resolution" in err and "Fix" in err
+    assert _no_output(tmp_path / "runs")
+
+
+def test_missing_data_set(train_args, capsys, tmp_path):
+    missing = tmp_path / "no_such_folder"
+    err = _error_of(
+        [
+            *train_args,
+            "--data.source=lightning_pspc.data.IDXSource",
+            f"--data.source.root={missing}",
+        ],
+        capsys,
+    )
+    assert str(missing) in err and "dataset-fashion-mnist" in err
+    assert _no_output(tmp_path / "runs")
+
+
+def test_corrupt_checkpoint_is_rejected_and_the_good_one_kept(
+    finished_run, train_args, capsys, tmp_path
+):
+    good = finished_run / "last.ckpt"
+    digest = _sha(good)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint" * 100)
+    for bad in (truncated, garbage):
+        err = _error_of([*train_args, *_into(finished_run), f"--ckpt_path={bad}"], capsys)
+        assert str(bad) in err and "Fix:" in err
+    err = _error_of([*train_args, f"--ckpt_path={tmp_path / 'absent.ckpt'}"], capsys)
+    assert "absent.ckpt" in err and "does not exist" in err
+    assert _sha(good) == digest
+
+
+def test_checkpoint_of_another_architecture(finished_run, train_args, capsys):
+    good = finished_run / "last.ckpt"
+    digest = _sha(good)
+    err = _error_of(
+        [*train_args, "--model.net.init_args.model_channels=16", f"--ckpt_path={good}"], capsys
+    )
+    assert str(good) in err and "different architecture" in err and "config.yaml" in err
+    assert _sha(good) == digest
+
+
+def test_fresh_run_never_clobbers_an_existing_run(finished_run, train_args, capsys):
+    digest = _sha(finished_run / "last.ckpt")
+    err = _error_of([*train_args, *_into(finished_run)], capsys)
+    assert "already holds checkpoints" in err and "--ckpt_path" in err
+    assert _sha(finished_run / "last.ckpt") == digest
+
+
+def test_load_run_without_config_is_a_clear_error(finished_run, tmp_path):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(finished_run / "last.ckpt", lone / "last.ckpt")
+    with pytest.raises(RunSetupError, match="no config.yaml next to checkpoint"):
+        load_run(lone / "last.ckpt")
+
+
+def _preset(name: str, capsys) -> dict:
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit) as exc:
+        mp.setattr(sys, "argv", ["train.py"])
+        TrainCLI(args=["fit", f"--config={REPO / 'configs' / name}", "--print_config"])
+    assert exc.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_cifar10_presets_carry_the_reference_hyperparameters(capsys):
+    ddpmpp = _preset("ddpmpp_cifar10.yaml", capsys)
+    net = ddpmpp["model"]["net"]["init_args"]
+    assert (net["model_channels"], net["channel_mult"], net["num_blocks"]) == (128, [2, 2, 2], 4)
+    assert (net["attn_resolutions"], net["dropout"]) == ([16], 0.13)
+    assert (ddpmpp["model"]["lr"], ddpmpp["model"]["ema_halflife_images"]) == (1e-3, 500_000)
+    data = ddpmpp["data"]
+    assert (data["batch_size"], data["xflip"]) == (512, True)
+    assert data["source"]["init_args"]["path"] == "uoft-cs/cifar10"
+    assert data["source"]["init_args"]["image_column"] == "img"
+
+    dit = _preset("dit_b4_cifar10.yaml", capsys)
+    net = dit["model"]["net"]["init_args"]
+    assert (net["patch_size"], net["hidden_size"], net["num_heads"], net["depth"]) == (
+        4,
+        768,
+        12,
+        12,
+    )
+    assert net["dropout"] == 0.12
+    assert (dit["model"]["lr"], dit["model"]["betas"], dit["model"]["eps"]) == (
+        1e-4,
+        [0.9, 0.999],
+        1e-8,
+    )
+    assert dit["data"]["batch_size"] == 512
+    for cfg in (ddpmpp, dit):
+        assert cfg["trainer"]["logger"]["init_args"]["project"] == "lightning_pspc"
+
+
+@pytest.mark.parametrize("name", ["unet_fmnist_small.yaml", "dit_fmnist_small.yaml"])
+def test_small_presets_build_a_network_for_fashion_mnist(name, capsys):
+    module, dm = build_from_config(_preset(name, capsys))
+    assert dm.num_train == 1024
+    z = torch.randn(2, 1, 28, 28)  # Fashion-MNIST at its native resolution
+    assert module.denoiser(z, torch.tensor([0.5, 5.0])).shape == z.shape
