@@ -1,0 +1,78 @@
+"""Command line of ``eval.py`` (the logic is in :mod:`lightning_pspc.evaluation.evaluate`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+from .evaluate import EvalError, EvalSettings, evaluate_checkpoints
+
+#: Help of each :class:`EvalSettings` field; each becomes ``--field-name``.
+HELP = {
+    "num_train_probes": "training images, each probed at every sigma",
+    "num_heldout_probes": "held-out images, each probed at every sigma",
+    "num_reverse_probes": "seeds of reverse (Heun) trajectories, one probe per sigma each",
+    "num_samples": "Heun samples for the memorization statistics",
+    "num_steps": "Heun steps per sample",
+    "references": "reference denoisers (empirical, pspc, gaussian)",
+    "sigmas": "noise levels (default: the 18 EDM sigmas)",
+    "seed": "seed of the probes and samples",
+    "batch_size": "images per denoiser call",
+    "threshold": "memorized when d(NN1) / d(NN2) < threshold (Gu et al. 2023)",
+    "device": "auto, cpu, cuda, cuda:1, ...",
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``--ckpt PATH [--ckpt PATH ...] --out DIR`` plus one option per :class:`EvalSettings` field."""
+    p = argparse.ArgumentParser(
+        prog="eval.py", description="Evaluate checkpoints written by train.py."
+    )
+    p.add_argument("--ckpt", action="append", required=True, metavar="PATH", help="repeatable")
+    p.add_argument("--out", required=True, metavar="DIR", help="gets metrics.json and plots/")
+    for f in fields(EvalSettings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in ("references", "sigmas"):
+            kind = float if f.name == "sigmas" else str
+            p.add_argument(flag, nargs="+", type=kind, default=f.default, help=HELP[f.name])
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default, help=HELP[f.name])
+    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases")
+    p.add_argument("--wandb-project", default="lightning_pspc")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p.parse_args(argv)
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A short table: checkpoint, N, epoch, memorized fraction, MSE to empirical (train probes)."""
+    head = ["checkpoint", "N", "epoch", "memorized", "emp low", "emp mid", "emp high"]
+    lines = [f"{head[0]:<36}" + "".join(f"{h:>10}" for h in head[1:])]
+    for rec in report["checkpoints"]:
+        bands = rec["bands"].get("empirical", {}).get("train", {})
+        values = [bands.get(b, float("nan")) for b in ("low", "mid", "high")]
+        lines.append(
+            f"{rec['label']:<36}{rec['num_train']:>10}{rec['epoch']:>10}"
+            f"{rec['memorized_fraction']:>10.3f}" + "".join(f"{v:>10.3g}" for v in values)
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``eval.py``; a bad input prints one ``error:`` line and returns 2."""
+    args = parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(EvalSettings)}
+    settings = EvalSettings(**values | {"references": tuple(args.references)})
+    project = args.wandb_project if args.wandb else None
+    try:
+        report = evaluate_checkpoints(
+            args.ckpt, args.out, settings, project, progress=not args.no_progress
+        )
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(report)))
+    print(f"wrote {Path(args.out) / 'metrics.json'} ({report['seconds']:.1f} s)")
+    return 0

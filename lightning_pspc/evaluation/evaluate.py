@@ -1,0 +1,268 @@
+"""``eval.py``: evaluate saved checkpoints with nothing but their run folders.
+
+``python eval.py --ckpt RUN/last.ckpt [--ckpt ...] --out DIR`` rebuilds each run's model and data
+from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.cli.load_run`), measures the
+EMA network's MSE to the reference denoisers per sigma on train / held-out / reverse probes and
+the memorization of its samples, and writes ``DIR/metrics.json`` and PNG charts; with checkpoints
+of runs at two or more training-set sizes it also draws the transition chart. Every input is
+checked before anything is written, and results are staged in a temp folder that is moved into
+``DIR`` only when all checkpoints succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..cli import RunSetupError, load_run, read_checkpoint
+from .engine import (
+    DenoiserComparer,
+    DenoiserPanel,
+    build_references,
+    check_reference_names,
+    memorization_stats,
+    nearest_training_images,
+    sample_batched,
+)
+from .plots import (
+    mse_vs_sigma_figure,
+    neighbours_figure,
+    panel_figure,
+    save_figure,
+    transition_figure,
+)
+from .probes import fixed_noise, probe_sigmas
+from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
+
+
+class EvalError(ValueError):
+    """A bad input of ``eval.py``; the message names the value and the fix."""
+
+
+@dataclass
+class EvalSettings:
+    """Evaluation sizes (larger than the callbacks' per-epoch ones) and options of ``eval.py``."""
+
+    num_train_probes: int = 32
+    num_heldout_probes: int = 32
+    num_reverse_probes: int = 8
+    num_samples: int = 64
+    num_steps: int = 18
+    references: tuple[str, ...] = ("empirical", "pspc", "gaussian")
+    sigmas: list[float] | None = None
+    seed: int = 0
+    batch_size: int = 128
+    threshold: float = 1 / 3
+    device: str = "auto"
+
+    def check(self) -> None:
+        """Raise :class:`EvalError` for a bad setting."""
+        try:
+            check_reference_names(self.references)
+            probe_sigmas(self.sigmas)
+        except ValueError as err:
+            raise EvalError(str(err)) from None
+        counts = {
+            "--num-train-probes": self.num_train_probes,
+            "--num-heldout-probes": self.num_heldout_probes,
+            "--num-reverse-probes": self.num_reverse_probes,
+        }
+        if min(counts.values()) < 0 or not any(counts.values()):
+            raise EvalError(f"probe counts {counts} must be >= 0 and not all 0")
+        if min(self.num_samples, self.num_steps, self.batch_size) < 1 or not self.threshold > 0:
+            raise EvalError(
+                f"--num-samples {self.num_samples}, --num-steps {self.num_steps} and --batch-size "
+                f"{self.batch_size} must be >= 1 and --threshold {self.threshold} > 0"
+            )
+
+    def torch_device(self) -> torch.device:
+        """``auto``: CUDA when available, else CPU."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint with its rebuilt module and data, and the checkpoint's counters."""
+
+    path: Path
+    label: str
+    module: Any
+    datamodule: Any
+    meta: dict[str, int]
+
+
+def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
+    """Rebuild model and data of one checkpoint; every failure is one :class:`EvalError`."""
+    path = Path(path)
+    fix = "Fix: pass a last.ckpt or best.ckpt that train.py wrote into its run folder"
+    if not path.is_file():
+        raise EvalError(
+            f"checkpoint {str(path)!r} does not exist. {fix} (e.g. checkpoints/<run>/last.ckpt)."
+        )
+    try:
+        ckpt = read_checkpoint(path)
+    except RunSetupError as err:
+        reason = str(err).split(" Fix:")[0]
+        raise EvalError(
+            f"{reason} {fix}; re-run or resume the training if no good one is left."
+        ) from None
+    if not (path.parent / "config.yaml").is_file():
+        raise EvalError(
+            f"no config.yaml next to checkpoint {str(path)!r}, so its model and data cannot be "
+            "rebuilt. Fix: keep the checkpoint in the run folder train.py wrote, or copy that "
+            "run's config.yaml beside it."
+        )
+    try:
+        module, dm = load_run(path, map_location=device)
+    except RunSetupError as err:
+        raise EvalError(str(err)) from None
+    try:
+        dm.setup("validate")
+        dm.reference_images()
+    except (OSError, ValueError) as err:
+        raise EvalError(
+            f"checkpoint {str(path)!r}: cannot load its training data ({err}). Fix: make the data "
+            f"set named in {str(path.parent / 'config.yaml')!r} available."
+        ) from None
+    if dm.train_images().shape[0] < 2:
+        raise EvalError(
+            f"checkpoint {str(path)!r} was trained on fewer than 2 images; nothing to compare"
+        )
+    meta = {k: int(ckpt.get(k, -1)) for k in ("epoch", "global_step", "images_seen")}
+    return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta)
+
+
+@torch.no_grad()
+def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progress: bool) -> dict:
+    """All metrics of one checkpoint as a JSON-ready record; charts into ``plot_dir``."""
+    t0 = time.perf_counter()
+    device = settings.torch_device()
+    dm, net = run.datamodule, run.module.denoiser
+    train, heldout, shape = dm.train_images(), dm.heldout_images(), dm.image_shape
+    refs = build_references(settings.references, dm.reference_images(), device)
+    sigmas = probe_sigmas(settings.sigmas)
+    comparer = DenoiserComparer(
+        refs,
+        sigmas,
+        train,
+        heldout,
+        settings.num_train_probes,
+        settings.num_heldout_probes,
+        fixed_noise(settings.num_reverse_probes, shape, settings.seed + 2),
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        device=device,
+    )
+    noise = fixed_noise(settings.num_samples, shape, settings.seed).to(device)
+    bar = tqdm(
+        total=comparer.work() + settings.num_samples,
+        desc=run.label,
+        unit="img",
+        disable=not progress,
+        leave=False,
+    )
+    with bar:
+        result = comparer.evaluate(net, bar)
+        samples = sample_batched(net, noise, settings.num_steps, settings.batch_size, bar)
+    stats = memorization_stats(samples, train.to(device), settings.threshold)
+
+    stem = run.label.replace("/", "_")
+    plots = []
+    for ref in settings.references:
+        history = [(run.meta["epoch"], {k: t[ref] for k, t in result.mse.items()})]
+        plots.append(
+            save_figure(
+                mse_vs_sigma_figure(sigmas, history, ref), plot_dir / f"{stem}_mse_{ref}.png"
+            )
+        )
+    panel = DenoiserPanel.build(
+        refs, heldout[0] if heldout.shape[0] else train[0], sigmas, 6, settings.seed + 3, device
+    )
+    plots.append(
+        save_figure(
+            panel_figure(panel(net), panel.probes.sigma, run.label), plot_dir / f"{stem}_panel.png"
+        )
+    )
+    shown = samples[:16]
+    neighbours, ratio = nearest_training_images(shown, train.to(device))
+    fig = neighbours_figure(shown, neighbours, ratio, settings.threshold)
+    plots.append(save_figure(fig, plot_dir / f"{stem}_neighbours.png"))
+
+    tables = result.to_json()
+    return {
+        "checkpoint": str(run.path.resolve()),
+        "label": run.label,
+        "run": run.path.parent.name,
+        "num_train": int(train.shape[0]),
+        "num_reference_images": int(dm.reference_images().shape[0]),
+        "image_shape": list(shape),
+        **run.meta,
+        "sigmas": tables["sigmas"],
+        "mse": tables["mse"],
+        "bands": tables["bands"],
+        "memorized_fraction": stats["memorized_fraction"],
+        "nearest_neighbour": {k: v for k, v in stats.items() if k != "memorized_fraction"},
+        "num_probes": {k: len(p) for k, p in comparer.forward.items()}
+        | {"reverse": settings.num_reverse_probes * sigmas.numel()},
+        "num_samples": settings.num_samples,
+        "plots": [p.name for p in plots],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def evaluate_checkpoints(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    settings: EvalSettings | None = None,
+    wandb_project: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate every checkpoint, then write ``out/metrics.json`` and ``out/plots/`` at once.
+
+    All checkpoints, their configs and data, and ``out`` are validated first (:class:`EvalError`
+    naming the bad path and the fix); nothing is written into ``out`` unless every checkpoint
+    was evaluated. Returns the content of ``metrics.json``.
+    """
+    settings = settings or EvalSettings()
+    settings.check()
+    if not paths:
+        raise EvalError("no checkpoint given; pass --ckpt PATH (repeat it for several)")
+    try:
+        out = check_output_dir(out)
+    except ValueError as err:
+        raise EvalError(str(err)) from None
+    device = settings.torch_device()
+    runs = [load_checkpoint_run(p, device) for p in paths]  # validates everything first
+    labels = [r.label for r in runs]
+    for i, r in enumerate(runs):
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label}-{i}"
+    t0 = time.perf_counter()
+    with staged_output(out) as tmp:
+        records = []
+        for run in runs:
+            records.append(evaluate_run(run, settings, tmp / "plots", progress))
+            run.module.cpu()
+        report = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "settings": asdict(settings) | {"device": str(device)},
+            "checkpoints": records,
+            "transition": None,
+            "seconds": None,
+        }
+        if len({r["num_train"] for r in records}) >= 2:
+            save_figure(transition_figure(records), tmp / "transition.png")
+            report["transition"] = "transition.png"
+        report["seconds"] = time.perf_counter() - t0
+        write_json_atomic(tmp / "metrics.json", report)
+        if wandb_project:
+            log_report_to_wandb(report, tmp, wandb_project, f"eval-{out.name}")
+    return report

@@ -1,0 +1,82 @@
+"""Under 2-process DDP the callbacks split probes and seeds and log the 1-process values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_pspc.evaluation import (
+    DenoiserComparer,
+    build_references,
+    fixed_noise,
+    memorization_stats,
+    probe_sigmas,
+    sample_batched,
+)
+from lightning_pspc.module import DiffusionModule
+from tests.callbacks._ddp_fit import SIGMAS, make_datamodule
+from tests.conftest import TinyNet
+
+REPO = Path(__file__).resolve().parents[2]
+_LAUNCHER_VARS = (
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+
+
+@pytest.mark.slow
+def test_ddp_split_and_reduction(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "callbacks" / "_ddp_fit.py"), str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shares = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    totals = {"train": 3 * 3, "heldout": 2 * 3, "reverse": 3, "samples": 5}
+    for key, total in totals.items():
+        assert shares[0][key] + shares[1][key] == total and min(s[key] for s in shares) > 0
+    # rank 0 printed its overhead line; rank 1 did not print its own
+    assert proc.stdout.count("DenoiserComparison:") == 1
+
+    result = torch.load(tmp_path / "result.pt")
+    module = DiffusionModule(TinyNet(1, 8))
+    module.ema.load_state_dict(result["ema"])
+    dm = make_datamodule()
+    sigmas = probe_sigmas(SIGMAS)
+    refs = build_references(["empirical", "pspc", "gaussian"], dm.reference_images())
+    single = DenoiserComparer(
+        refs,
+        sigmas,
+        dm.train_images(),
+        dm.heldout_images(),
+        3,
+        2,
+        fixed_noise(3, dm.image_shape, 5 + 2),
+        seed=5,
+        batch_size=4,
+    ).evaluate(module.denoiser)
+    expected = single.scalars()
+    logged = {k: v for k, v in result["metrics"].items() if k in expected}
+    assert len(logged) == len(expected) == 3 * 3 * (3 + 2)  # sigmas + low, mid bands
+    for key, value in expected.items():
+        assert logged[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+    samples = sample_batched(module.denoiser, fixed_noise(5, dm.image_shape, 2), 4, 64)
+    for key, value in memorization_stats(samples, dm.train_images()).items():
+        assert result["metrics"][f"memorization/{key}"] == pytest.approx(value, rel=1e-4), key

@@ -1,0 +1,86 @@
+"""All-or-nothing output folders, strict JSON, and what the charts actually plot."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from lightning_pspc.evaluation import probe_sigmas, staged_output, write_json_atomic
+from lightning_pspc.evaluation.plots import (
+    heatmap_figure,
+    mosaic,
+    mse_vs_sigma_figure,
+    save_figure,
+    transition_figure,
+)
+
+
+def test_write_json_atomic_is_strict_json(tmp_path):
+    path = write_json_atomic(tmp_path / "m.json", {"a": [1.0, math.nan], "b": {"c": math.inf}})
+    assert json.loads(path.read_text()) == {"a": [1.0, None], "b": {"c": None}}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temp file left
+
+
+def test_staged_output_moves_everything_or_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    (out / "metrics.json").write_text("old")
+    with pytest.raises(RuntimeError), staged_output(out) as tmp:
+        (tmp / "metrics.json").write_text("new")
+        raise RuntimeError("evaluation failed half-way")
+    assert (out / "metrics.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # temp folder removed
+    with staged_output(out) as tmp:
+        (tmp / "metrics.json").write_text("new")
+        (tmp / "plots").mkdir()
+        (tmp / "plots" / "a.png").write_bytes(b"png")
+    assert (out / "metrics.json").read_text() == "new" and (out / "keep.txt").read_text() == "old"
+    assert (out / "plots" / "a.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"), staged_output(tmp_path / "file"):
+        pass
+
+
+def _records():
+    bands = lambda v: {"train": {"low": v, "mid": 2 * v, "high": 3 * v}}  # noqa: E731
+    return [
+        {"num_train": 64, "memorized_fraction": 0.5, "bands": {"empirical": bands(0.2)}},
+        {"num_train": 16, "memorized_fraction": 1.0, "bands": {"empirical": bands(0.1)}},
+        {"num_train": 64, "memorized_fraction": 0.3, "bands": {"empirical": bands(0.4)}},
+        {"num_train": 1024, "memorized_fraction": 0.0, "bands": {"empirical": bands(0.8)}},
+    ]
+
+
+def test_transition_figure_plots_sizes_on_a_log_axis(tmp_path):
+    fig = transition_figure(_records())
+    memo, emp = fig.axes
+    (line,) = memo.lines
+    assert list(line.get_xdata()) == [16, 64, 1024] and memo.get_xscale() == "log"
+    assert list(line.get_ydata()) == pytest.approx([1.0, 0.4, 0.0])  # runs at one N averaged
+    mids = [ln for ln in emp.lines if ln.get_label() == "mid sigma, train"]
+    assert list(mids[0].get_ydata()) == pytest.approx([0.2, 0.6, 1.6])
+    assert save_figure(fig, tmp_path / "t.png").stat().st_size > 5000
+
+
+def test_mse_chart_draws_every_epoch_and_heatmap_every_cell():
+    sigmas = probe_sigmas([0.1, 1.0, 10.0])
+    history = [
+        (e, {"train": torch.full((3,), float(e)), "reverse": torch.ones(3)}) for e in (1, 2, 3)
+    ]
+    fig = mse_vs_sigma_figure(sigmas, history, "pspc")
+    assert [len(ax.lines) for ax in fig.axes] == [3, 3]
+    assert list(fig.axes[0].lines[-1].get_ydata()) == [3.0, 3.0, 3.0]  # this epoch, drawn last
+    heat = heatmap_figure(sigmas, [1, 2], {"train": torch.rand(2, 3)})
+    assert heat.axes[0].images[0].get_array().shape == (2, 3)
+
+
+def test_mosaic_layout():
+    tiles = torch.stack([torch.full((2, 1, 3, 3), -1.0), torch.full((2, 1, 3, 3), 1.0)], 1)
+    image = mosaic(tiles, pad=1)  # 2 rows x 2 columns of 3x3 tiles, 1-pixel white gaps
+    assert image.shape == (8, 8)
+    assert image[0, 0] == 0.0 and image[0, 4] == 1.0 and image[3, 0] == 1.0
