@@ -2,13 +2,17 @@
 
 ``python train.py fit --config configs/<preset>.yaml [--run_name NAME] [--data.num_train 64] ...``
 writes everything of a run into ``<run_root>/<run_name>/``: ``config.yaml`` (the resolved
-configuration), ``last.ckpt`` and ``best.ckpt`` (lowest ``val/loss``), ``samples/`` and the
-logger's files. :func:`load_run` rebuilds the model and data from a checkpoint alone.
+configuration), ``last.ckpt`` (rewritten after every epoch) and ``best.ckpt`` (lowest
+``val/loss``), ``samples/``, the logger's files and, with a ``WandbLogger``, ``wandb_id.txt`` (the
+W&B run that ``--ckpt_path`` resumes). :func:`load_run` rebuilds the model and data from a
+checkpoint alone.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import string
 import sys
 import time
 import warnings
@@ -18,16 +22,21 @@ from typing import Any
 import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from .callbacks.checkpoint import LastCheckpoint
 from .data import ImageDataModule
 from .module import DiffusionModule
 
 RUN_NAME_ENV = "LIGHTNING_PSPC_RUN_NAME"
 """Passes the run name chosen by rank 0 to the DDP worker processes Lightning launches."""
+
+WANDB_ID_FILE = "wandb_id.txt"
+"""In the run folder: the id of the run's W&B run, continued when the run is resumed."""
 
 _SPECIAL_CKPT = {"last", "best", "hpc", "registry"}
 _LOGGER_DIR_ARG = {
@@ -75,8 +84,10 @@ class TrainCLI(LightningCLI):
 
     Extra arguments: ``--run_name`` (default ``<preset>-<date>-<time>``, or the folder of
     ``--ckpt_path`` when resuming) and ``--run_root`` (default ``checkpoints``). The
-    ``--checkpoint.*`` group configures the ``ModelCheckpoint`` (``last.ckpt`` and ``best.ckpt``
-    by ``val/loss``). Loggers without a ``save_dir`` write into the run folder.
+    ``--checkpoint.*`` group configures the ``ModelCheckpoint`` of ``best.ckpt`` (by
+    ``val/loss``); a :class:`LastCheckpoint` in the same folder rewrites ``last.ckpt`` after every
+    epoch. Loggers without a ``save_dir`` write into the run folder. A ``WandbLogger`` gets a run
+    id, kept in ``<run folder>/wandb_id.txt``; ``--ckpt_path`` continues that W&B run.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
@@ -102,7 +113,9 @@ class TrainCLI(LightningCLI):
                 "checkpoint.mode": "min",
                 "checkpoint.filename": "best",
                 "checkpoint.save_top_k": 1,
-                "checkpoint.save_last": True,
+                # last.ckpt comes from LastCheckpoint: this Lightning version's save_last rewrites
+                # it only when val/loss improves
+                "checkpoint.save_last": False,
             }
         )
 
@@ -124,12 +137,36 @@ class TrainCLI(LightningCLI):
         if cfg.checkpoint.dirpath is None:
             cfg.checkpoint.dirpath = str(run_dir)
         _point_loggers_at(cfg.trainer, run_dir)
+        self._run_dir = run_dir
+        self._wandb_id, self._wandb_init = _assign_wandb_id(
+            cfg.trainer, run_dir, resuming=bool(cfg.get("ckpt_path"))
+        )
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
             raise RunSetupError(f"cannot build the run from its configuration: {err}") from err
+        finally:
+            if self._wandb_init is not None:
+                # the drawn id lives in wandb_id.txt, not in config.yaml: a new run started from
+                # a copy of config.yaml must not continue this run's W&B run
+                self._wandb_init["id"] = None
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The configured Trainer plus a :class:`LastCheckpoint` beside its ``ModelCheckpoint``."""
+        trainer = super().instantiate_trainer(**kwargs)
+        best = trainer.checkpoint_callback
+        if best is None:  # enable_checkpointing=False
+            return trainer
+        if best.save_last:  # set in configs written before LastCheckpoint existed
+            rank_zero_warn(
+                "checkpoint.save_last is ignored: LastCheckpoint rewrites last.ckpt after every "
+                "epoch (save_last would add last-v1.ckpt beside it)."
+            )
+            best.save_last = False
+        trainer.callbacks.append(LastCheckpoint(best.dirpath))
+        return trainer
 
     def before_fit(self) -> None:
         shape = _image_shape(self.datamodule)
@@ -137,6 +174,8 @@ class TrainCLI(LightningCLI):
         ckpt = self.config["fit"].get("ckpt_path")
         if ckpt and ckpt not in _SPECIAL_CKPT:
             check_checkpoint_matches(self.model, ckpt)
+        if self._wandb_id is not None and rank_zero_only.rank == 0:
+            _write_atomic(self._run_dir / WANDB_ID_FILE, self._wandb_id + "\n")
 
     def after_fit(self) -> None:
         # Close the W&B run so that a later fit in the same process starts its own run.
@@ -228,6 +267,55 @@ def _point_loggers_at(trainer_cfg: Namespace, run_dir: Path) -> None:
         if kind == "WandbLogger" and init.get("name") is None:
             init["name"] = run_dir.name
         logger.init_args = init
+
+
+def _assign_wandb_id(
+    trainer_cfg: Namespace, run_dir: Path, resuming: bool
+) -> tuple[str | None, Namespace | None]:
+    """Give the first ``WandbLogger`` a run id and ``resume="allow"``.
+
+    When resuming (``--ckpt_path``), the id stored in ``<run_dir>/wandb_id.txt`` continues the
+    run's W&B run; otherwise (or when the file is missing) a new id is drawn. An ``id`` or
+    ``version`` set in the configuration wins. Returns the id (None without a ``WandbLogger``)
+    and the logger's ``init_args`` when this function put the id there (else None). The file is
+    written by ``before_fit``, after the up-front checks, so a run that fails to start leaves
+    nothing behind.
+    """
+    loggers = trainer_cfg.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not isinstance(logger, Namespace) or "class_path" not in logger:
+            continue
+        if str(logger.class_path).rsplit(".", 1)[-1] != "WandbLogger":
+            continue
+        init = logger.get("init_args") or Namespace()
+        run_id, injected = init.get("id") or init.get("version"), None
+        if run_id is None:
+            stored = run_dir / WANDB_ID_FILE
+            run_id = stored.read_text().strip() if resuming and stored.is_file() else None
+            if not run_id:
+                run_id = new_wandb_id()
+            init["id"], injected = run_id, init
+        if init.get("resume") is None:
+            init["resume"] = "allow"
+        logger.init_args = init
+        return str(run_id), injected
+    return None, None
+
+
+def new_wandb_id() -> str:
+    """A fresh W&B run id: 8 lowercase letters and digits, as ``wandb`` draws them.
+
+    ``secrets`` rather than ``random``: ``seed_everything`` must not make two runs share an id.
+    """
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 # --- up-front checks ------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny stand-in network, a tiny in-memory data module, tiny train.py overrides."""
+"""Shared fixtures: a tiny stand-in network, a tiny in-memory data module, tiny train.py overrides.
+
+The network and data module themselves live in :mod:`tests.helpers` (scripts import them too).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-REPO = Path(__file__).resolve().parents[1]
-CHEAP_CALLBACKS = [  # the presets' callbacks, with a 4-image, 3-step sample grid
+from tests.helpers import REPO, TinyNet
+from tests.helpers import tiny_datamodule as make_tiny_datamodule
+
+# the presets' SampleGrid (4 images, 3 steps) and Throughput; their evaluation callbacks left out
+CHEAP_CALLBACKS = [
     {
         "class_path": "lightning_pspc.callbacks.SampleGrid",
         "init_args": {"num_samples": 4, "num_steps": 3},
@@ -21,44 +24,17 @@ CHEAP_CALLBACKS = [  # the presets' callbacks, with a 4-image, 3-step sample gri
 ]
 
 
-class TinyNet(nn.Module):
-    """Raw network ``F(x [B,C,H,W], c_noise [B]) -> [B,C,H,W]``: two convolutions, noise as a channel."""
-
-    def __init__(self, channels: int = 1, width: int = 8, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.inp = nn.Conv2d(channels + 1, width, 3, padding=1)
-        self.drop = nn.Dropout(dropout)
-        self.out = nn.Conv2d(width, channels, 3, padding=1)
-
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        c = c_noise.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:]).to(x.dtype)  # [B,1,H,W]
-        return self.out(self.drop(F.silu(self.inp(torch.cat([x, c], 1)))))  # [B,C,H,W]
-
-
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_net() -> type[TinyNet]:
-    """The :class:`TinyNet` class (construct with ``channels``, ``width``, ``dropout``)."""
+    """The :class:`~tests.helpers.TinyNet` class (construct with ``channels``, ``width``, ``dropout``)."""
     return TinyNet
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_datamodule():
-    """Factory: an ``ImageDataModule`` over random 1x8x8 uint8 images held in memory."""
-    from lightning_pspc.data import ImageDataModule, TensorSource
-
-    def make(num_train: int = 32, num_heldout: int = 8, batch_size: int = 8) -> ImageDataModule:
-        gen = torch.Generator().manual_seed(0)
-        raw = torch.randint(
-            0, 256, (num_train + num_heldout + 8, 1, 8, 8), generator=gen, dtype=torch.uint8
-        )
-        return ImageDataModule(
-            TensorSource(raw, "random"),
-            num_train=num_train,
-            num_heldout=num_heldout,
-            batch_size=batch_size,
-        )
-
-    return make
+    """Factory ``(num_train=32, num_heldout=8, batch_size=8) -> ImageDataModule`` over random
+    1x8x8 images (:func:`tests.helpers.tiny_datamodule`)."""
+    return make_tiny_datamodule
 
 
 def _train_args(root: Path) -> list[str]:

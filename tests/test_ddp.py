@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_pspc.module import DEBUG_DIR_ENV
-
-REPO = Path(__file__).resolve().parents[1]
-_DIST_ENV = (
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "NODE_RANK",
-    "GROUP_RANK",
-)
+from tests.helpers import run_clean
 
 
 def _rank_losses(debug: Path, rank: int) -> list[dict]:
@@ -39,10 +26,7 @@ def test_two_process_ddp_fit_logs_the_mean_loss_over_processes(
 ):
     args = make_train_args(tmp_path, monkeypatch)
     debug = tmp_path / "debug"
-    env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
-    env.update({DEBUG_DIR_ENV: str(debug), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     cmd = [
-        sys.executable,
         "train.py",
         *args,
         "--run_name=ddp",
@@ -51,7 +35,8 @@ def test_two_process_ddp_fit_logs_the_mean_loss_over_processes(
         "--trainer.logger=CSVLogger",
         "--trainer.callbacks=[]",
     ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    extra = {DEBUG_DIR_ENV: str(debug), "PYTHONWARNINGS": "ignore"}
+    proc = run_clean(cmd, timeout=240, **extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     run = tmp_path / "runs" / "ddp"

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,42 @@ def test_resumed_run_ends_with_the_same_weights(train_args, tmp_path):
     # ... and the second epoch really trained: it changed the raw and the EMA weights.
     for key in ("precond.net.out_conv.weight", "ema.net.out_conv.weight"):
         assert not torch.equal(after_one[key], b["state_dict"][key])
+
+
+def test_last_ckpt_follows_every_epoch_without_validation_or_improvement(train_args, tmp_path):
+    # validation every 2nd epoch: epoch 3 has none, so the ModelCheckpoint of best.ckpt (and
+    # Lightning's save_last, here turned on as in configs written before) does not save then
+    args = [*train_args, "--run_name=every", "--trainer.logger=CSVLogger", "--trainer.callbacks=[]"]
+    args += ["--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=2"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit([*args, "--checkpoint.save_last=true"])
+    run = tmp_path / "runs" / "every"
+    assert torch.load(run / "last.ckpt", weights_only=True)["global_step"] == 3 * 2
+    assert torch.load(run / "best.ckpt", weights_only=True)["global_step"] == 2 * 2
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    assert any("save_last is ignored" in str(w.message) for w in caught)
+
+
+def test_resume_continues_the_same_wandb_run(train_args, tmp_path):
+    args = [*train_args, "--trainer.callbacks=[]"]
+    _fit([*args, "--run_name=wb"])  # the preset's WandbLogger, offline
+    run = tmp_path / "runs" / "wb"
+    run_id = (run / "wandb_id.txt").read_text().strip()
+    assert len(run_id) == 8 and run_id.isalnum()
+    # the id is not in config.yaml: a new run started from a copy of it gets its own W&B run
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["trainer"]["logger"]["init_args"]["id"] is None
+
+    cli = _fit([*args, "--trainer.max_epochs=2", f"--ckpt_path={run / 'last.ckpt'}"])
+    assert cli.trainer.logger.version == run_id
+    assert cli.trainer.logger._wandb_init["resume"] == "allow"
+    offline = sorted(run.glob("wandb/offline-run-*"))
+    assert offline and all(p.name.endswith(f"-{run_id}") for p in offline)
+    assert (run / "wandb_id.txt").read_text().strip() == run_id
+
+    _fit([*args, "--run_name=other"])
+    assert (tmp_path / "runs" / "other" / "wandb_id.txt").read_text().strip() != run_id
 
 
 def test_unknown_config_key_names_the_key_and_the_fix(train_args, capsys, tmp_path):
@@ -240,6 +277,30 @@ def test_cifar10_presets_carry_the_reference_hyperparameters(capsys):
     assert dit["data"]["batch_size"] == 512
     for cfg in (ddpmpp, dit):
         assert cfg["trainer"]["logger"]["init_args"]["project"] == "lightning_pspc"
+
+
+@pytest.mark.parametrize(
+    ("name", "period", "probes", "samples"),
+    [
+        ("unet_fmnist_small.yaml", 5, (8, 8, 4), 16),
+        ("dit_fmnist_small.yaml", 5, (8, 8, 4), 16),
+        ("ddpmpp_cifar10.yaml", 50, (16, 16, 8), 64),
+        ("dit_b4_cifar10.yaml", 50, (16, 16, 8), 64),
+    ],
+)
+def test_presets_wire_the_evaluation_callbacks(name, period, probes, samples, capsys):
+    callbacks = {
+        c["class_path"]: c["init_args"] for c in _preset(name, capsys)["trainer"]["callbacks"]
+    }
+    compare = callbacks["lightning_pspc.callbacks.DenoiserComparison"]
+    assert compare["every_n_epochs"] == period
+    assert (
+        compare["num_train_probes"],
+        compare["num_heldout_probes"],
+        compare["num_reverse_probes"],
+    ) == probes
+    memo = callbacks["lightning_pspc.callbacks.MemorizationMonitor"]
+    assert (memo["every_n_epochs"], memo["num_samples"]) == (period, samples)
 
 
 @pytest.mark.parametrize("name", ["unet_fmnist_small.yaml", "dit_fmnist_small.yaml"])

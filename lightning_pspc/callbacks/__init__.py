@@ -1,6 +1,18 @@
-"""Training callbacks: sample grids and throughput."""
+"""Training callbacks: checkpoints, sample grids, throughput and periodic evaluations."""
 
+from .checkpoint import LastCheckpoint
+from .comparison import DenoiserComparison
+from .memorization import MemorizationMonitor
+from .periodic import PeriodicEvaluation, is_last_epoch
 from .samples import SampleGrid
 from .throughput import Throughput
 
-__all__ = ["SampleGrid", "Throughput"]
+__all__ = [
+    "DenoiserComparison",
+    "LastCheckpoint",
+    "MemorizationMonitor",
+    "PeriodicEvaluation",
+    "SampleGrid",
+    "Throughput",
+    "is_last_epoch",
+]

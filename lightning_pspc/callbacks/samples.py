@@ -12,6 +12,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from .periodic import is_last_epoch
+
 
 class SampleGrid(lightning.Callback):
     """Every ``every_n_epochs`` epochs (and after the last one) draw ``num_samples`` images.
@@ -48,8 +50,7 @@ class SampleGrid(lightning.Callback):
     ) -> None:
         """Draw and save a grid when the epoch count hits the period or training ends."""
         epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        if epoch % self.every_n_epochs == 0 or last:
+        if epoch % self.every_n_epochs == 0 or is_last_epoch(trainer):
             self._log_grid(trainer, pl_module, epoch)
 
     @rank_zero_only

@@ -118,8 +118,7 @@ def distance_table(
     for name, ref in reference_outputs.items():
         metric = DenoiserDistance(grid).to(outputs.device)
         metric.update(outputs, ref, sigma)
-        # torchmetrics squeezes a one-element result to 0-d: keep [S]
-        table[name] = metric.compute().reshape(-1).cpu()
+        table[name] = metric.compute().cpu()  # [S], also for a one-sigma grid
     return table
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -62,3 +63,14 @@ class DenoiserDistance(Metric):
         """Mean MSE per grid sigma ``[num_sigmas]`` (float64), NaN where no probe fell."""
         mean = self.sum_mse / self.count.clamp_min(1)
         return torch.where(self.count > 0, mean, torch.full_like(mean, float("nan")))
+
+    def _wrap_compute(self, compute: Callable[[], Tensor]) -> Callable[[], Tensor]:
+        # torchmetrics squeezes every one-element result to 0-d; a one-sigma grid must still
+        # give one value per sigma, [1]. (Metric.__init__ and __setstate__ both wrap here.)
+        wrapped = super()._wrap_compute(compute)
+
+        @functools.wraps(compute)
+        def per_sigma() -> Tensor:
+            return wrapped().reshape(self.sigmas.numel())
+
+        return per_sigma

@@ -15,19 +15,15 @@ import torch
 
 from lightning_pspc.callbacks.comparison import DenoiserComparison
 from lightning_pspc.callbacks.memorization import MemorizationMonitor
-from lightning_pspc.data import ImageDataModule, TensorSource
 from lightning_pspc.module import DiffusionModule
-from tests.conftest import TinyNet
+from tests.helpers import TinyNet, tiny_datamodule
 
 SIGMAS = [0.02, 0.5, 8.0]
 
 
-def make_datamodule() -> ImageDataModule:
+def make_datamodule():
     """20 training and 6 held-out random 1x8x8 images (the same in every process)."""
-    raw = torch.randint(
-        0, 256, (32, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
-    )
-    return ImageDataModule(TensorSource(raw, "random"), num_train=20, num_heldout=6, batch_size=4)
+    return tiny_datamodule(num_train=20, num_heldout=6, batch_size=4)
 
 
 def main(out: Path) -> None:

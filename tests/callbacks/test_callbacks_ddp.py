@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -20,33 +15,12 @@ from lightning_pspc.evaluation import (
 )
 from lightning_pspc.module import DiffusionModule
 from tests.callbacks._ddp_fit import SIGMAS, make_datamodule
-from tests.conftest import TinyNet
-
-REPO = Path(__file__).resolve().parents[2]
-_LAUNCHER_VARS = (
-    "LOCAL_RANK",
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "NODE_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
+from tests.helpers import TinyNet, run_clean
 
 
 @pytest.mark.slow
 def test_ddp_split_and_reduction(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "callbacks" / "_ddp_fit.py"), str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_clean(["tests/callbacks/_ddp_fit.py", tmp_path], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shares = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     totals = {"train": 3 * 3, "heldout": 2 * 3, "reverse": 3, "samples": 5}

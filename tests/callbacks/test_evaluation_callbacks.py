@@ -13,12 +13,10 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_pspc.callbacks.comparison import DenoiserComparison
 from lightning_pspc.callbacks.memorization import MemorizationMonitor
-from lightning_pspc.data import ImageDataModule, TensorSource
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.evaluation import fixed_noise, forward_probes, probe_sigmas
 from lightning_pspc.metrics import memorized_mask
 from lightning_pspc.module import DiffusionModule
-from tests.conftest import TinyNet
 
 SIGMAS = [0.01, 0.1, 1.0, 10.0]
 
@@ -33,12 +31,21 @@ class ModeRecorder(lightning.Callback):
         self.seen.append((pl_module.training, torch.is_grad_enabled()))
 
 
-def _fit(root, callbacks, max_epochs=2, max_steps=-1):
-    """A short CPU fit of a tiny network on 24 random 8x8 images (8 held out)."""
-    gen = torch.Generator().manual_seed(0)
-    raw = torch.randint(0, 256, (40, 1, 8, 8), generator=gen, dtype=torch.uint8)
-    dm = ImageDataModule(TensorSource(raw, "random"), num_train=24, num_heldout=8, batch_size=8)
-    module = DiffusionModule(TinyNet(1, 8), lr=1e-2, ema_halflife_images=8)
+@pytest.fixture(scope="module")
+def short_fit(tiny_net, tiny_datamodule):
+    """``short_fit(root, callbacks, max_epochs=2, max_steps=-1) -> (trainer, module, dm)``."""
+
+    def run(root, callbacks, max_epochs=2, max_steps=-1):
+        return _fit(
+            tiny_net(1, 8), tiny_datamodule(24, 8, 8), root, callbacks, max_epochs, max_steps
+        )
+
+    return run
+
+
+def _fit(net, dm, root, callbacks, max_epochs, max_steps):
+    """A short CPU fit of ``net`` on ``dm`` (2 batches per epoch)."""
+    module = DiffusionModule(net, lr=1e-2, ema_halflife_images=8)
     trainer = lightning.Trainer(
         accelerator="cpu",
         max_epochs=max_epochs,
@@ -59,7 +66,7 @@ def _fit(root, callbacks, max_epochs=2, max_steps=-1):
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
+def fitted(tmp_path_factory, short_fit):
     """One 2-epoch fit with both callbacks (shared by the tests of this module)."""
     root = tmp_path_factory.mktemp("fit")
     compare = DenoiserComparison(
@@ -75,7 +82,7 @@ def fitted(tmp_path_factory):
     mode = ModeRecorder()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        trainer, module, dm = _fit(root, [compare, memo, mode])
+        trainer, module, dm = short_fit(root, [compare, memo, mode])
     return trainer, module, dm, compare, memo, mode, out.getvalue(), root
 
 
@@ -145,7 +152,7 @@ def test_charts_are_written_per_epoch_and_modes_restored(fitted):
     assert 0 < compare.overhead_fraction < 1 and 0 < memo.overhead_fraction < 1
 
 
-def test_period_and_last_epoch(tmp_path):
+def test_period_and_last_epoch(tmp_path, short_fit):
     compare = DenoiserComparison(
         every_n_epochs=2,
         sigmas=[1.0],
@@ -156,7 +163,7 @@ def test_period_and_last_epoch(tmp_path):
         log_images=False,
     )
     memo = MemorizationMonitor(every_n_epochs=2, num_samples=2, num_steps=2)
-    _fit(tmp_path, [compare, memo], max_epochs=3)
+    short_fit(tmp_path, [compare, memo], max_epochs=3)
     assert [e for e, _ in compare.history] == [2, 3]  # every 2nd epoch, and the last one
     assert compare.evaluated_epochs == memo.evaluated_epochs == [2, 3]
     assert list(compare.history[0][1]) == ["train"]
@@ -166,10 +173,10 @@ def test_period_and_last_epoch(tmp_path):
     ]
 
 
-def test_max_steps_run_evaluates_its_last_epoch_only(tmp_path):
+def test_max_steps_run_evaluates_its_last_epoch_only(tmp_path, short_fit):
     # max_steps without max_epochs: Lightning sets max_epochs = -1, which is not "every epoch"
     memo = MemorizationMonitor(every_n_epochs=5, num_samples=2, num_steps=2, log_images=False)
-    trainer, *_ = _fit(tmp_path, [memo], max_epochs=None, max_steps=6)  # 3 epochs of 2 steps
+    trainer, *_ = short_fit(tmp_path, [memo], max_epochs=None, max_steps=6)  # 3 epochs of 2 steps
     assert memo.evaluated_epochs == [3] and trainer.global_step == 6
 
 

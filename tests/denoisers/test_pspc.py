@@ -36,7 +36,7 @@ def loop_reference(d: PSPCSquareDenoiser, z, sigma, train):
     return out
 
 
-@pytest.mark.parametrize("method", ["auto", "gemm", "pixel"])
+@pytest.mark.parametrize("method", ["auto", "fused", "gemm", "pixel"])
 def test_matches_per_position_loop_at_all_18_edm_sigmas(data, method):
     train, clean = data
     # A 16x16 schedule that visits whole-image, large, medium and small patches.
@@ -101,8 +101,34 @@ def test_methods_and_chunk_sizes_agree(data):
         for m in ("gemm", "pixel")
         for c in (10**8, 3000, 1)
     ]
+    outs.append(PSPCSquareDenoiser(train, patch_size=5, method="fused")(z, SIGMAS))
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 18])
+def test_fused_kernel_blocks_parts_and_padding(fmnist, batch):
+    """N = 150 is 3 blocks of 64 (the last one padded); a small batch splits the training set
+    into parts whose log-sum-exps are merged; 28x28 with an even patch on full Fashion-MNIST."""
+    train, clean = fmnist[:150], fmnist[300 : 300 + batch]
+    sig = SIGMAS[torch.linspace(0, 17, batch).long()]
+    z = noisy(clean, sig)
+    for p in (1, 4, 9):
+        out = PSPCSquareDenoiser(train, patch_size=p, method="fused")(z, sig)
+        ref = pspc_square_loop(z.double(), sig.double(), train.double(), p)
+        assert (out.double() - ref).abs().max() < 1e-5
+
+
+def test_fused_kernel_sees_in_place_changes_of_the_training_set(data):
+    train, clean = data
+    train = train.clone()
+    d = PSPCSquareDenoiser(train, patch_size=3, method="fused")
+    z, sig = noisy(clean[:4], SIGMAS[:4]), SIGMAS[:4]
+    d(z, sig)
+    before = d.images.clone()
+    d.images.mul_(-1)  # the cached kernel layout must be rebuilt
+    ref = pspc_square_loop(z.double(), sig.double(), -before.double(), 3)
+    assert (d(z, sig).double() - ref).abs().max() < 1e-5
 
 
 def test_exact_under_autocast_and_reduced_matmul_precision(data):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -175,6 +176,21 @@ def test_denoiser_distance_buckets_per_sigma() -> None:
     metric.reset()
     with pytest.warns(UserWarning, match="before the ``update``"):
         assert metric.compute().isnan().all()
+
+
+def test_denoiser_distance_one_sigma_grid_gives_one_value_per_sigma() -> None:
+    # torchmetrics squeezes one-element results to 0-d; the contract is [num_sigmas]
+    metric = DenoiserDistance([1.0])
+    out_a = torch.arange(1.0, 3.0).view(2, 1, 1, 1).expand(2, 1, 2, 2)  # MSE 1, 4
+    metric.update(out_a, torch.zeros(2, 1, 2, 2), 0.7)
+    result = metric.compute()
+    assert result.shape == (1,)
+    torch.testing.assert_close(result, torch.tensor([2.5], dtype=torch.float64))
+    copied = copy.deepcopy(metric)  # re-wrapped compute (torchmetrics __setstate__)
+    copied.reset()
+    copied.update(out_a[:1], torch.zeros(1, 1, 2, 2), 1.0)
+    assert copied.compute().shape == (1,)
+    assert metric(out_a, torch.zeros(2, 1, 2, 2), 1.0).shape == (1,)  # forward: batch value
 
 
 def test_denoiser_distance_errors() -> None:

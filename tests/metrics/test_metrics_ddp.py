@@ -2,52 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_pspc.metrics import DenoiserDistance, MemorizedFraction, NearestNeighbourStats
+from tests.helpers import run_clean_together
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# launcher variables a parent run (torchrun, Lightning, SLURM) may have left behind
-_DIST_ENV = (
-    "LOCAL_RANK",
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "NODE_RANK",
-    "GROUP_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "SLURM_PROCID",
-    "SLURM_NTASKS",
-    "SLURM_LOCALID",
-)
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _clean_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _DIST_ENV and not k.startswith("TORCHELASTIC")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    return env
 
 
 def _make_data() -> dict[str, torch.Tensor]:
@@ -83,34 +53,13 @@ def _single_process(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_two_process_gloo_equals_single_process(tmp_path: Path) -> None:
     data = _make_data()
     torch.save(data, tmp_path / "data.pt")
-    port, env = _free_port(), _clean_env()
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                str(rank),
-                "2",
-                str(port),
-                str(tmp_path / "data.pt"),
-                str(tmp_path / f"out{rank}.pt"),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    port = _free_port()
+    ranks = [
+        [WORKER, rank, 2, port, tmp_path / "data.pt", tmp_path / f"out{rank}.pt"]
         for rank in range(2)
     ]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=120)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    procs = run_clean_together(ranks, timeout=120)
+    assert all(p.returncode == 0 for p in procs), "\n".join(p.stdout for p in procs)
 
     expected = _single_process(data)
     assert 0 < expected["memorized"] < 1  # the data mixes memorized and novel samples

@@ -1,0 +1,380 @@
+"""Fused CPU kernel of PSPC-Square (numba): the ``"fused"`` strategy of :class:`PSPCSquareDenoiser`.
+
+The torch strategies in :mod:`.pspc` write every ``(noisy image, training image, window)`` logit
+to memory several times (logits, max, exp, sum, weighted sum); on a CPU that traffic, not the
+arithmetic, is the cost. This kernel streams the training set in blocks of ``BLOCK`` images laid
+out image-last (``[C, H, W, BLOCK]``), so every step is a contiguous vector loop over the block
+that stays in cache:
+
+1. window distances ``d2[l, v] = ||crop_l(z) - crop_l(x_v)||^2`` in float64 from exact
+   per-pixel differences and running box sums, row by row (no ``||z||^2 - 2 z.x + ||x||^2``
+   cancellation: the logits ``-d2 / 2 s^2`` of ~1e5 at sigma = 0.002 keep their digits);
+2. per window, a running minimum distance and the sum of ``exp(-(d2 - min) / 2 s^2)`` (online
+   log-sum-exp); the weights, ``<= 1`` relative to the minimum, are float32;
+3. the normalised weights spread onto the pixels each window covers (transposed running box
+   sums) and contracted with the block, accumulated in float64.
+
+One pass per noisy image when its weights fit ``keep_elements`` (they are kept in float32 and
+rescaled by the final minimum and sum); otherwise two passes (distances recomputed), and a batch
+smaller than the thread count splits the training set into parts merged between the passes.
+Memory beyond the kept weights is a few ``H * W * BLOCK`` buffers per thread, whatever ``N``.
+
+Exactness: the only float32 steps act on weights in ``[0, 1]`` (the exponential of a float64
+argument, relative error < 4e-7 + 6e-8 ``|x|``, i.e. < 3e-8 absolute on a normalised weight);
+sums and the contraction are float64. Results match the float64 definition to ~1e-7
+(tests/denoisers/test_pspc.py: every sigma from 0.002 to 80, per-position loop).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+from torch import Tensor
+
+#: Training images per block (the vector length of every inner loop).
+BLOCK = 128
+
+_FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks padding
+_F32 = np.float32
+_LOG2E = _F32(1.4426950408889634)
+_LN2_HI = _F32(0.693359375)  # ln 2 = hi + lo, hi exact in a few bits
+_LN2_LO = _F32(-2.12194440e-4)
+_EXP_MIN = _F32(-87.0)  # exp(-87) ~ 1.6e-38, the smallest normal float32 range
+_C = tuple(_F32(1.0 / math.factorial(i)) for i in range(8))
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """Reinterprets an int32 as a float32 (to build 2**k in the exponential)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@njit(cache=True, fastmath={"contract", "nsz"}, inline="always")
+def _exp32(x):
+    """``exp(x)`` for float32 ``x <= 0`` (clamped at -87), vectorisable, relative error < 4e-7
+    plus the float32 rounding of ``x``: a weight ``w`` is off by at most ``w |x| 6e-8 < 2.2e-8``."""
+    x = max(x, _EXP_MIN)
+    k = np.floor(x * _LOG2E + _C[2])  # _C[2] = 0.5: round to nearest
+    r = x - k * _LN2_HI - k * _LN2_LO  # |r| <= ln(2) / 2
+    p = _C[7]
+    p = p * r + _C[6]
+    p = p * r + _C[5]
+    p = p * r + _C[4]
+    p = p * r + _C[3]
+    p = p * r + _C[2]
+    p = p * r + _C[1]
+    p = p * r + _C[0]
+    return p * _f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+
+
+@njit(cache=True, fastmath=_FM)
+def _weights(d2, shift, scale, out):
+    """``out[v] = exp(-scale * (d2[v] - shift))`` as float32 (argument in float64); returns the
+    float64 sum."""
+    t = 0.0
+    for v in range(d2.shape[0]):
+        w = _exp32(_F32(-scale * (d2[v] - shift)))
+        out[v] = w
+        t += np.float64(w)
+    return t
+
+
+@njit(cache=True, fastmath=_FM)
+def _sqdiff(dst, zc, xr):
+    for v in range(dst.shape[0]):
+        d = zc - xr[v]
+        dst[v] = d * d
+
+
+@njit(cache=True, fastmath=_FM)
+def _add_sqdiff(dst, zc, xr):
+    for v in range(dst.shape[0]):
+        d = zc - xr[v]
+        dst[v] += d * d
+
+
+@njit(cache=True, fastmath=_FM)
+def _copy(dst, a):
+    for v in range(dst.shape[0]):
+        dst[v] = a[v]
+
+
+@njit(cache=True, fastmath=_FM)
+def _iadd(dst, a):
+    for v in range(dst.shape[0]):
+        dst[v] += a[v]
+
+
+@njit(cache=True, fastmath=_FM)
+def _isub(dst, a):
+    for v in range(dst.shape[0]):
+        dst[v] -= a[v]
+
+
+@njit(cache=True, fastmath=_FM)
+def _diff(dst, a, b):
+    for v in range(dst.shape[0]):
+        dst[v] = a[v] - b[v]
+
+
+@njit(cache=True, fastmath=_FM)
+def _slide(dst, prev, add, sub):
+    for v in range(dst.shape[0]):
+        dst[v] = prev[v] + (add[v] - sub[v])
+
+
+@njit(cache=True, fastmath=_FM)
+def _scaled(dst, a, f):
+    for v in range(dst.shape[0]):
+        dst[v] = a[v] * f
+
+
+@njit(cache=True, fastmath=_FM)
+def _dot(a, b):
+    t = 0.0
+    for v in range(a.shape[0]):
+        t += a[v] * b[v]
+    return t
+
+
+@njit(cache=True, fastmath=_FM)
+def _block_distances(zb, xb, valid, ph, pw, er, ring, d2):
+    """``d2[li, lj, v]``: squared distance of window (li, lj) between ``zb [C,H,W]`` and block
+    image ``v`` of ``xb [C,H,W,NV]``, ``+inf`` for padding (``v >= valid``). Streams the rows:
+    ``er [W, NV]`` holds one row of squared errors, ``ring [ph, Lw, NV]`` the last ``ph`` rows of
+    horizontal window sums."""
+    C, H, W = zb.shape
+    Lh, Lw = H - ph + 1, W - pw + 1
+    flat = Lw * er.shape[1]
+    for i in range(H):
+        for j in range(W):
+            _sqdiff(er[j], zb[0, i, j], xb[0, i, j])
+            for c in range(1, C):
+                _add_sqdiff(er[j], zb[c, i, j], xb[c, i, j])
+        hr = ring[i % ph]  # still holds the sums of row i - ph
+        li = i - ph + 1
+        if i >= ph:  # d2[li] = d2[li - 1] - h[i - ph] + h[i]
+            _diff(d2[li].reshape(flat), d2[li - 1].reshape(flat), hr.reshape(flat))
+        _copy(hr[0], er[0])
+        for dj in range(1, pw):
+            _iadd(hr[0], er[dj])
+        for lj in range(1, Lw):
+            _slide(hr[lj], hr[lj - 1], er[lj + pw - 1], er[lj - 1])
+        if i == ph - 1:
+            _copy(d2[0].reshape(flat), ring[0].reshape(flat))
+            for r in range(1, ph):
+                _iadd(d2[0].reshape(flat), ring[r].reshape(flat))
+        elif i >= ph:
+            _iadd(d2[li].reshape(flat), hr.reshape(flat))
+    if valid < d2.shape[2]:
+        for li in range(Lh):
+            for lj in range(Lw):
+                for v in range(valid, d2.shape[2]):
+                    d2[li, lj, v] = np.inf
+
+
+@njit(cache=True, fastmath=_FM)
+def _iadd_scaled(dst, a, f):
+    for v in range(dst.shape[0]):
+        dst[v] += a[v] * f
+
+
+@njit(cache=True, fastmath=_FM)
+def _block_spread(w, f, xb, ph, pw, g, s, acc):
+    """``acc[c,i,j] += sum_v xb[c,i,j,v] * sum_{windows l covering (i,j)} f[l] w[l, v]``."""
+    C, H, W = acc.shape
+    Lh, Lw = H - ph + 1, W - pw + 1
+    for i in range(H):
+        if i == 0:  # g: running sum over the window rows covering row i
+            for lj in range(Lw):
+                _scaled(g[lj], w[0, lj], f[0, lj])
+        else:
+            if i < Lh:
+                for lj in range(Lw):
+                    _iadd_scaled(g[lj], w[i, lj], f[i, lj])
+            if i >= ph:
+                for lj in range(Lw):
+                    _iadd_scaled(g[lj], w[i - ph, lj], -f[i - ph, lj])
+        _copy(s[0], g[0])  # s: running sum over the window columns covering column j
+        for j in range(1, W):
+            _copy(s[j], s[j - 1])
+            if j < Lw:
+                _iadd(s[j], g[j])
+            if j >= pw:
+                _isub(s[j], g[j - pw])
+        for c in range(C):
+            for j in range(W):
+                acc[c, i, j] += _dot(s[j], xb[c, i, j])
+
+
+@njit(cache=True, fastmath=_FM)
+def _one_pass(zb, kb, xblocks, n_valid, ph, pw, acc):
+    """Whole training set for one noisy image, distances computed once: block weights are kept
+    (float32, relative to the running minimum at the time) and rescaled at the end."""
+    C, H, W = zb.shape
+    nblk, nv = xblocks.shape[0], xblocks.shape[4]
+    Lh, Lw = H - ph + 1, W - pw + 1
+    er = np.empty((W, nv))
+    ring = np.empty((ph, Lw, nv))
+    d2 = np.empty((Lh, Lw, nv))
+    g = np.empty((Lw, nv))
+    s = np.empty((W, nv))
+    kept = np.empty((nblk, Lh, Lw, nv), dtype=np.float32)
+    ref = np.empty((nblk, Lh, Lw))
+    m = np.full((Lh, Lw), np.inf)
+    den = np.zeros((Lh, Lw))
+    for blk in range(nblk):
+        _block_distances(zb, xblocks[blk], n_valid - blk * nv, ph, pw, er, ring, d2)
+        for li in range(Lh):
+            for lj in range(Lw):
+                row = d2[li, lj]
+                mb = m[li, lj]
+                for v in range(nv):
+                    mb = min(mb, row[v])
+                if mb < m[li, lj]:
+                    if den[li, lj] > 0.0:
+                        den[li, lj] *= math.exp(-kb * (m[li, lj] - mb))
+                    m[li, lj] = mb
+                ref[blk, li, lj] = mb
+                den[li, lj] += _weights(row, mb, kb, kept[blk, li, lj])
+    f = np.empty((Lh, Lw))
+    for blk in range(nblk):
+        for li in range(Lh):
+            for lj in range(Lw):
+                f[li, lj] = math.exp(-kb * (ref[blk, li, lj] - m[li, lj])) / den[li, lj]
+        _block_spread(kept[blk], f, xblocks[blk], ph, pw, g, s, acc)
+
+
+@njit(cache=True, parallel=True, fastmath=_FM)
+def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
+    """Sum over covering windows of the window posterior means: ``[B, C, H, W]`` float64.
+
+    ``z [B,C,H,W]`` float64, ``inv2s2 [B] = 1 / (2 sigma^2)``, ``xblocks [nblk, C, H, W, NV]``
+    float32 (the first ``n_valid`` images are real). ``parts == 0``: one pass per noisy image
+    (weights kept in memory); otherwise two passes over ``B * parts`` work items, each a part
+    of the training set, whose log-sum-exps are merged in between.
+    """
+    B, C, H, W = z.shape
+    nblk, nv = xblocks.shape[0], xblocks.shape[4]
+    Lh, Lw = H - ph + 1, W - pw + 1
+    out = np.zeros((B, C, H, W))
+    if parts == 0:
+        for b in prange(B):
+            _one_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, out[b])
+        return out
+    per_part = (nblk + parts - 1) // parts
+    mins = np.full((B, parts, Lh, Lw), np.inf)
+    sums = np.zeros((B, parts, Lh, Lw))
+    for item in prange(B * parts):  # pass 1: per-part running min and sum of exp
+        b, part = item // parts, item % parts
+        kb = inv2s2[b]
+        er = np.empty((W, nv))
+        ring = np.empty((ph, Lw, nv))
+        d2 = np.empty((Lh, Lw, nv))
+        w = np.empty(nv, dtype=np.float32)
+        m, den = mins[b, part], sums[b, part]
+        for blk in range(part * per_part, min(nblk, (part + 1) * per_part)):
+            _block_distances(z[b], xblocks[blk], n_valid - blk * nv, ph, pw, er, ring, d2)
+            for li in range(Lh):
+                for lj in range(Lw):
+                    row = d2[li, lj]
+                    mb = m[li, lj]
+                    for v in range(nv):
+                        mb = min(mb, row[v])
+                    if mb < m[li, lj]:
+                        if den[li, lj] > 0.0:
+                            den[li, lj] *= math.exp(-kb * (m[li, lj] - mb))
+                        m[li, lj] = mb
+                    den[li, lj] += _weights(row, mb, kb, w)
+    # merge the parts: weights become exp(-k (d2 - shift)) = exp(-k (d2 - min)) / sum
+    shift = np.empty((B, Lh, Lw))
+    for b in range(B):
+        kb = inv2s2[b]
+        for li in range(Lh):
+            for lj in range(Lw):
+                mm = np.inf
+                for part in range(parts):
+                    mm = min(mm, mins[b, part, li, lj])
+                tot = 0.0
+                for part in range(parts):
+                    if sums[b, part, li, lj] > 0.0:
+                        tot += sums[b, part, li, lj] * math.exp(-kb * (mins[b, part, li, lj] - mm))
+                shift[b, li, lj] = mm - math.log(tot) / kb
+    partial = np.zeros((B, parts, C, H, W))
+    for item in prange(B * parts):  # pass 2: normalised weights onto pixels
+        b, part = item // parts, item % parts
+        kb = inv2s2[b]
+        er = np.empty((W, nv))
+        ring = np.empty((ph, Lw, nv))
+        d2 = np.empty((Lh, Lw, nv))
+        w = np.empty((Lh, Lw, nv), dtype=np.float32)
+        g = np.empty((Lw, nv))
+        s = np.empty((W, nv))
+        ones = np.ones((Lh, Lw))
+        for blk in range(part * per_part, min(nblk, (part + 1) * per_part)):
+            _block_distances(z[b], xblocks[blk], n_valid - blk * nv, ph, pw, er, ring, d2)
+            for li in range(Lh):
+                for lj in range(Lw):
+                    _weights(d2[li, lj], shift[b, li, lj], kb, w[li, lj])
+            _block_spread(w, ones, xblocks[blk], ph, pw, g, s, partial[b, part])
+    for b in range(B):
+        for part in range(parts):
+            out[b] += partial[b, part]
+    return out
+
+
+def to_blocks(images: Tensor, block: int = BLOCK) -> np.ndarray:
+    """``[N, C, H, W]`` -> ``[ceil(N / block), C, H, W, block]`` float32 numpy (zero padded)."""
+    n, c, h, w = images.shape
+    nblk = -(-n // block)
+    x = images.detach().to("cpu", torch.float32)
+    if nblk * block != n:
+        x = torch.cat([x, x.new_zeros(nblk * block - n, c, h, w)])
+    return x.view(nblk, block, c, h, w).permute(0, 2, 3, 4, 1).contiguous().numpy()
+
+
+def pspc_fused_sum(
+    z: Tensor,
+    sigma: Tensor,
+    xblocks: np.ndarray,
+    n_valid: int,
+    ph: int,
+    pw: int,
+    keep_elements: int = 2**23,
+) -> Tensor:
+    """Sum over covering windows of the window posterior means (divide by the cover count).
+
+    ``z [B,C,H,W]`` and ``sigma [B]`` float64 CPU tensors, ``xblocks`` from :func:`to_blocks`.
+    Uses ``torch.get_num_threads()`` threads. With a batch of at least ``4 x threads`` images
+    and at most ``keep_elements`` weights per image (``N x windows``, 4 bytes each, per thread),
+    each image takes one pass over the training set; otherwise two (distances twice), with the
+    training set split into parts so that every thread has work.
+    """
+    b = z.shape[0]
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    nblk, nv = xblocks.shape[0], xblocks.shape[4]
+    windows = (z.shape[2] - ph + 1) * (z.shape[3] - pw + 1)
+    if b >= 4 * threads and nblk * nv * windows <= keep_elements:
+        parts = 0
+    else:
+        parts = max(1, min(nblk, -(-4 * threads // b)))
+    zn = z.detach().contiguous().numpy()
+    inv2s2 = (0.5 / sigma.square()).contiguous().numpy()
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        out = _pspc_fused(zn, inv2s2, xblocks, n_valid, ph, pw, parts)
+    finally:
+        numba.set_num_threads(previous)
+    return torch.from_numpy(out)

@@ -1,0 +1,136 @@
+"""Plain helpers shared by the tests and by the scripts they launch (importable, unlike conftest).
+
+* :class:`TinyNet` and :func:`tiny_datamodule`: a stand-in network and a tiny in-memory data set
+  (the fixtures ``tiny_net`` / ``tiny_datamodule`` in ``tests/conftest.py`` hand them out);
+* :func:`clean_env`, :func:`run_clean`, :func:`run_clean_together`: run a Python script in a
+  subprocess without the launcher variables (``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_PORT``, ...)
+  that a parent run may have left, so multi-process tests start their own process group.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+# launcher variables a parent run (torchrun, Lightning, SLURM) may have left behind
+LAUNCHER_VARS = (
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_LOCALID",
+)
+
+
+class TinyNet(nn.Module):
+    """Raw network ``F(x [B,C,H,W], c_noise [B]) -> [B,C,H,W]``: two convolutions, noise as a channel."""
+
+    def __init__(self, channels: int = 1, width: int = 8, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(channels + 1, width, 3, padding=1)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        c = c_noise.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:]).to(x.dtype)  # [B,1,H,W]
+        return self.out(self.drop(F.silu(self.inp(torch.cat([x, c], 1)))))  # [B,C,H,W]
+
+
+def tiny_datamodule(num_train: int = 32, num_heldout: int = 8, batch_size: int = 8):
+    """An ``ImageDataModule`` over random 1x8x8 uint8 images held in memory (seed 0)."""
+    from lightning_pspc.data import ImageDataModule, TensorSource
+
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randint(
+        0, 256, (num_train + num_heldout + 8, 1, 8, 8), generator=gen, dtype=torch.uint8
+    )
+    return ImageDataModule(
+        TensorSource(raw, "random"),
+        num_train=num_train,
+        num_heldout=num_heldout,
+        batch_size=batch_size,
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """``os.environ`` without launcher variables, for a CPU-only subprocess; plus ``extra``.
+
+    The repository is put on ``PYTHONPATH`` (scripts import ``tests.helpers``), OpenMP gets one
+    thread, CUDA is hidden and gloo uses the loopback interface.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in LAUNCHER_VARS and not k.startswith("TORCHELASTIC")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    env.update(extra)
+    return env
+
+
+def run_clean(
+    args: Sequence[str], timeout: float, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in the repository root with :func:`clean_env`; text stdout and stderr.
+
+    Raises ``subprocess.TimeoutExpired`` (after killing the process) past ``timeout`` seconds.
+    """
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=REPO,
+        env=clean_env(**extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_clean_together(
+    arg_lists: Sequence[Sequence[str]], timeout: float, **extra_env: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """Start ``python *args`` for every entry at once (e.g. the ranks of one process group).
+
+    Waits for all of them (``timeout`` seconds each), kills any left running, and returns one
+    ``CompletedProcess`` per entry with stderr merged into ``stdout``.
+    """
+    env = clean_env(**extra_env)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *map(str, args)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for args in arg_lists
+    ]
+    done = []
+    try:
+        for proc in procs:
+            out = proc.communicate(timeout=timeout)[0]
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, None))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return done
