@@ -219,6 +219,26 @@ def _block_spread(w, f, xb, ph, pw, g, s, acc):
 
 
 @njit(cache=True, fastmath=_FM)
+def _online_lse_block(d2, kb, m, den, ref, w):
+    """One block into the per-window online log-sum-exp: updates the running minimum distance
+    ``m [Lh, Lw]`` and sum ``den`` (rescaled when the minimum drops), writes the block's float32
+    weights ``w [Lh, Lw, NV]`` relative to the minimum at that time, recorded in ``ref``."""
+    Lh, Lw, nv = d2.shape
+    for li in range(Lh):
+        for lj in range(Lw):
+            row = d2[li, lj]
+            mb = m[li, lj]
+            for v in range(nv):
+                mb = min(mb, row[v])
+            if mb < m[li, lj]:
+                if den[li, lj] > 0.0:
+                    den[li, lj] *= math.exp(-kb * (m[li, lj] - mb))
+                m[li, lj] = mb
+            ref[li, lj] = mb
+            den[li, lj] += _weights(row, mb, kb, w[li, lj])
+
+
+@njit(cache=True, fastmath=_FM)
 def _one_pass(zb, kb, xblocks, n_valid, ph, pw, acc):
     """Whole training set for one noisy image, distances computed once: block weights are kept
     (float32, relative to the running minimum at the time) and rescaled at the end."""
@@ -236,18 +256,7 @@ def _one_pass(zb, kb, xblocks, n_valid, ph, pw, acc):
     den = np.zeros((Lh, Lw))
     for blk in range(nblk):
         _block_distances(zb, xblocks[blk], n_valid - blk * nv, ph, pw, er, ring, d2)
-        for li in range(Lh):
-            for lj in range(Lw):
-                row = d2[li, lj]
-                mb = m[li, lj]
-                for v in range(nv):
-                    mb = min(mb, row[v])
-                if mb < m[li, lj]:
-                    if den[li, lj] > 0.0:
-                        den[li, lj] *= math.exp(-kb * (m[li, lj] - mb))
-                    m[li, lj] = mb
-                ref[blk, li, lj] = mb
-                den[li, lj] += _weights(row, mb, kb, kept[blk, li, lj])
+        _online_lse_block(d2, kb, m, den, ref[blk], kept[blk])
     f = np.empty((Lh, Lw))
     for blk in range(nblk):
         for li in range(Lh):
@@ -282,21 +291,12 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
         er = np.empty((W, nv))
         ring = np.empty((ph, Lw, nv))
         d2 = np.empty((Lh, Lw, nv))
-        w = np.empty(nv, dtype=np.float32)
+        w = np.empty((Lh, Lw, nv), dtype=np.float32)  # pass 1 only needs their sums
+        ref = np.empty((Lh, Lw))
         m, den = mins[b, part], sums[b, part]
         for blk in range(part * per_part, min(nblk, (part + 1) * per_part)):
             _block_distances(z[b], xblocks[blk], n_valid - blk * nv, ph, pw, er, ring, d2)
-            for li in range(Lh):
-                for lj in range(Lw):
-                    row = d2[li, lj]
-                    mb = m[li, lj]
-                    for v in range(nv):
-                        mb = min(mb, row[v])
-                    if mb < m[li, lj]:
-                        if den[li, lj] > 0.0:
-                            den[li, lj] *= math.exp(-kb * (m[li, lj] - mb))
-                        m[li, lj] = mb
-                    den[li, lj] += _weights(row, mb, kb, w)
+            _online_lse_block(d2, kb, m, den, ref, w)
     # merge the parts: weights become exp(-k (d2 - shift)) = exp(-k (d2 - min)) / sum
     shift = np.empty((B, Lh, Lw))
     for b in range(B):
