@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from .diffusion import EDMLoss, EDMPrecond, heun_sample
+from .diffusion import AugmentPipe, EDMLoss, EDMPrecond, heun_sample
 from .ema import ema_beta, make_ema, update_ema
 
 DEBUG_DIR_ENV = "LIGHTNING_PSPC_DEBUG_DIR"
@@ -39,6 +39,9 @@ class DiffusionModule(lightning.LightningModule):
         sigma_data, p_mean, p_std: EDM preconditioning and training noise distribution.
         val_sigmas: fixed noise levels of ``val/loss`` (the mean over them, with fixed noise).
         val_seed: seed of the validation noise, so ``val/loss`` is deterministic.
+        augment: EDM's non-leaky augmentation of the training batches (e.g.
+            ``AugmentPipe(p=0.12)``, EDM and Niedoba et al. on CIFAR-10); the network must be
+            built with ``augment_dim = augment.label_dim``. ``None``: no augmentation.
 
     Gradient clipping is the Trainer's ``gradient_clip_val``. The EMA network (``self.ema``, in
     the state dict) is what ``val/loss``, :attr:`denoiser` and :meth:`sample` use.
@@ -59,6 +62,7 @@ class DiffusionModule(lightning.LightningModule):
         p_std: float = 1.2,
         val_sigmas: Sequence[float] = DEFAULT_VAL_SIGMAS,
         val_seed: int = 0,
+        augment: AugmentPipe | None = None,
     ) -> None:
         super().__init__()
         _check(lr > 0, f"lr={lr} must be > 0")
@@ -66,7 +70,15 @@ class DiffusionModule(lightning.LightningModule):
         _check(ema_halflife_images >= 0, f"ema_halflife_images={ema_halflife_images} must be >= 0")
         _check(len(val_sigmas) > 0, "val_sigmas must hold at least one noise level")
         _check(all(s > 0 for s in val_sigmas), f"val_sigmas={list(val_sigmas)} must all be > 0")
-        self.save_hyperparameters(ignore=["net"])
+        if augment is not None and getattr(net, "augment_dim", None) != augment.label_dim:
+            raise ValueError(
+                f"DiffusionModule: augment gives {augment.label_dim} labels per image but the "
+                f"network has augment_dim={getattr(net, 'augment_dim', None)}; build the network "
+                f"with augment_dim={augment.label_dim} (YAML: model.net.init_args.augment_dim: "
+                f"{augment.label_dim}) or drop model.augment"
+            )
+        self.save_hyperparameters(ignore=["net", "augment"])
+        self.augment = augment
         self.precond = EDMPrecond(net, sigma_data)
         self.ema = make_ema(self.precond)
         self.loss_fn = EDMLoss(p_mean, p_std, sigma_data)
@@ -105,12 +117,16 @@ class DiffusionModule(lightning.LightningModule):
     def _shared_step(self, batch: Tensor, stage: str, batch_idx: int = 0) -> Tensor:
         """Per-image EDM loss ``[B]`` of clean images ``batch [B,C,H,W]``.
 
-        ``stage="train"``: the trained network at random ``ln sigma ~ N(p_mean, p_std^2)``.
+        ``stage="train"``: the trained network at random ``ln sigma ~ N(p_mean, p_std^2)``, on
+        the batch augmented by ``augment`` when set.
         Otherwise: the EMA network at every ``val_sigmas`` with noise from a generator seeded
         by ``(val_seed, batch index, rank)``; returns ``[S, B]`` for the ``S`` sigmas.
         """
         if stage == "train":
-            return self.loss_fn(self.precond, batch)
+            labels = None
+            if self.augment is not None:
+                batch, labels = self.augment(batch)
+            return self.loss_fn(self.precond, batch, augment_labels=labels)
         gen = torch.Generator(device=batch.device)
         gen.manual_seed(_mix_seed(self.hparams.val_seed, batch_idx, self.global_rank))
         losses = []

@@ -179,3 +179,36 @@ def test_bad_hyperparameters_raise_one_clear_error(tiny_net):
         DiffusionModule(tiny_net(), val_sigmas=(0.5, -1.0))
     with pytest.raises(ValueError, match="lr=0"):
         DiffusionModule(tiny_net(), lr=0)
+
+
+def test_augmented_training_conditions_the_network_and_evaluation_does_not(
+    tiny_net, tiny_datamodule
+):
+    from lightning_pspc.diffusion import AugmentPipe
+
+    calls: list[tuple[bool, torch.Tensor | None]] = []
+
+    class Labelled(tiny_net):
+        augment_dim = 9
+
+        def forward(self, x, c_noise, augment_labels=None):
+            calls.append((self.training, augment_labels))
+            return super().forward(x, c_noise)
+
+    module = DiffusionModule(Labelled(), augment=AugmentPipe(p=1.0))
+    _trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1).fit(
+        module, tiny_datamodule(num_train=16, batch_size=8)
+    )
+    train = [labels for training, labels in calls if training]
+    evaluation = [labels for training, labels in calls if not training]
+    assert len(train) == 2 and len(evaluation) == len(module.val_sigmas)
+    assert all(labels.shape == (8, 9) and labels.any() for labels in train)
+    assert all(labels is None for labels in evaluation)  # val/loss, denoiser: un-augmented
+    assert module.hparams.get("augment") is None  # the pipe lives in config.yaml, not hparams
+
+
+def test_augment_needs_a_network_built_for_its_labels(tiny_net):
+    from lightning_pspc.diffusion import AugmentPipe
+
+    with pytest.raises(ValueError, match=r"augment_dim=9 \(YAML: model.net.init_args"):
+        DiffusionModule(tiny_net(), augment=AugmentPipe(p=0.12))

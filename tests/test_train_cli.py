@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import shutil
 import sys
 import warnings
@@ -74,6 +75,16 @@ def test_fit_with_wandb_offline_writes_the_run_folder_and_load_run_rebuilds_it(
     assert not module.training and not module.denoiser.training
     z = torch.randn(2, 1, 28, 28)
     assert module.denoiser(z, torch.tensor([1.0, 2.0])).shape == z.shape
+
+
+def test_augmented_fit_through_the_cli_and_load_run_keeps_the_pipe(train_args, tmp_path):
+    augment = {"class_path": "lightning_pspc.diffusion.AugmentPipe", "init_args": {"p": 0.5}}
+    args = ["--run_name=aug", "--model.net.init_args.augment_dim=9"]
+    _fit([*train_args, *args, "--model.augment=" + json.dumps(augment)])
+    module, _ = load_run(tmp_path / "runs" / "aug" / "last.ckpt")
+    assert module.augment.p == 0.5 and module.precond.net.augment_dim == 9
+    z = torch.randn(2, 1, 28, 28)
+    assert module.denoiser(z, torch.tensor([1.0, 2.0])).shape == z.shape  # no labels needed
 
 
 def test_csv_logger_override_and_logged_metrics(train_args, tmp_path):
@@ -256,7 +267,7 @@ def test_cifar10_presets_carry_the_reference_hyperparameters(capsys):
     assert (net["attn_resolutions"], net["dropout"]) == ([16], 0.13)
     assert (ddpmpp["model"]["lr"], ddpmpp["model"]["ema_halflife_images"]) == (1e-3, 500_000)
     data = ddpmpp["data"]
-    assert (data["batch_size"], data["xflip"]) == (512, True)
+    assert (data["batch_size"], data["xflip"]) == (512, False)
     assert data["source"]["init_args"]["path"] == "uoft-cs/cifar10"
     assert data["source"]["init_args"]["image_column"] == "img"
 
@@ -277,6 +288,11 @@ def test_cifar10_presets_carry_the_reference_hyperparameters(capsys):
     assert dit["data"]["batch_size"] == 512
     for cfg in (ddpmpp, dit):
         assert cfg["trainer"]["logger"]["init_args"]["project"] == "lightning_pspc"
+        # EDM's augmentation at rate 0.12 (x-flips labelled, not in the data), 9 labels
+        assert cfg["model"]["augment"]["class_path"] == "lightning_pspc.diffusion.AugmentPipe"
+        assert cfg["model"]["augment"]["init_args"]["p"] == 0.12
+        assert cfg["model"]["net"]["init_args"]["augment_dim"] == 9
+        assert cfg["data"]["xflip"] is False
 
 
 @pytest.mark.parametrize(

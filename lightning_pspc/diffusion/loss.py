@@ -33,13 +33,18 @@ class EDMLoss:
         sigma: Tensor | None = None,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        augment_labels: Tensor | None = None,
     ) -> Tensor:
-        """Per-element weighted loss ``[B]`` for clean images ``x [B,C,H,W]``."""
+        """Per-element weighted loss ``[B]`` for clean images ``x [B,C,H,W]``.
+
+        ``augment_labels [B, L]``: ``x`` was augmented by an :class:`AugmentPipe`; the labels are
+        passed to ``denoiser(z, sigma, augment_labels)``.
+        """
         if sigma is None:
             sigma = sample_training_sigmas(x.shape[0], self.p_mean, self.p_std, generator, x.device)
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         z = x + sigma.view(-1, 1, 1, 1).to(x.dtype) * noise
-        d = denoiser(z, sigma)
+        d = denoiser(z, sigma) if augment_labels is None else denoiser(z, sigma, augment_labels)
         err = (d.float() - x.float()).pow(2).flatten(1).mean(1)
         return self.weight(sigma.float()) * err

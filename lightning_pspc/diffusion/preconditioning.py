@@ -30,12 +30,20 @@ class EDMPrecond(nn.Module):
         self.net = net
         self.sigma_data = sigma_data
 
-    def forward(self, z: Tensor, sigma: Tensor) -> Tensor:
-        """``z [B,C,H,W]``, ``sigma [B]`` (or a scalar) -> denoised ``[B,C,H,W]`` in z's dtype."""
+    def forward(self, z: Tensor, sigma: Tensor, augment_labels: Tensor | None = None) -> Tensor:
+        """``z [B,C,H,W]``, ``sigma [B]`` (or a scalar) -> denoised ``[B,C,H,W]`` in z's dtype.
+
+        ``augment_labels [B, L]`` (training with :class:`AugmentPipe`) are passed on to the
+        network; ``None`` (the denoiser contract ``D(z, sigma)``) means "not augmented".
+        """
         sigma = torch.as_tensor(sigma, device=z.device, dtype=torch.float32)
         sigma = sigma.reshape(-1).expand(z.shape[0])
         c_skip, c_out, c_in, c_noise = (
             c.view(-1, 1, 1, 1) for c in edm_coefficients(sigma, self.sigma_data)
         )
-        f = self.net(c_in * z.float(), c_noise.flatten())  # [B,C,H,W]
+        args = (c_in * z.float(), c_noise.flatten())
+        if augment_labels is None:
+            f = self.net(*args)  # [B,C,H,W]
+        else:
+            f = self.net(*args, augment_labels=augment_labels)  # [B,C,H,W]
         return (c_skip * z.float() + c_out * f.float()).to(z.dtype)

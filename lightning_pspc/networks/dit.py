@@ -119,7 +119,8 @@ class DiT(nn.Module):
     ``H = W = img_resolution`` must be divisible by ``patch_size``; ``(H/p)^2`` tokens of width
     ``hidden_size``. Unconditional (no class labels); the noise embedding is sinusoidal features
     of ``c_noise`` followed by an MLP. ``dropout`` applies to attention weights, attention output
-    and the MLP (Niedoba et al. use 0.12).
+    and the MLP (Niedoba et al. use 0.12). ``augment_dim`` (9 with EDM's augmentation) adds the
+    augmentation labels to the noise features, as in EDM's networks.
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         frequency_embedding_size: int = 256,
+        augment_dim: int = 0,
     ):
         super().__init__()
         if patch_size < 1 or img_resolution % patch_size:
@@ -158,7 +160,10 @@ class DiT(nn.Module):
         self.x_embedder = PatchEmbed(
             img_resolution, patch_size, in_channels, hidden_size, bias=True
         )
-        self.t_embedder = NoiseEmbedding(frequency_embedding_size, hidden_size, "positional")
+        self.augment_dim = augment_dim
+        self.t_embedder = NoiseEmbedding(
+            frequency_embedding_size, hidden_size, "positional", augment_dim=augment_dim
+        )
         pos = sincos_pos_embed_2d(hidden_size, self.grid)[None]  # [1,T,D]
         self.register_buffer("pos_embed", pos, persistent=False)
         self.blocks = nn.ModuleList(
@@ -195,8 +200,12 @@ class DiT(nn.Module):
         x = torch.einsum("nhwpqc->nchpwq", x)  # [B,C,gh,p,gw,q]
         return x.reshape(b, c, g * p, g * p)  # [B,C,H,W]
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        """``x [B,C_in,H,W]`` (unit variance), ``c_noise [B]`` -> ``[B,C_out,H,W]``."""
+    def forward(self, x: Tensor, c_noise: Tensor, augment_labels: Tensor | None = None) -> Tensor:
+        """``x [B,C_in,H,W]`` (unit variance), ``c_noise [B]`` -> ``[B,C_out,H,W]``.
+
+        ``augment_labels [B, augment_dim]``: the :class:`~lightning_pspc.diffusion.AugmentPipe`
+        labels of augmented training images; ``None`` (evaluation, sampling) means zeros.
+        """
         expected = (self.in_channels, self.img_resolution, self.img_resolution)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(
@@ -205,7 +214,7 @@ class DiT(nn.Module):
             )
         c_noise = check_noise_labels(c_noise, x.shape[0]).to(x.device)
         x = self.x_embedder(x) + self.pos_embed  # [B,T,D], T = (H/p)^2
-        c = self.t_embedder(c_noise)  # [B,D]
+        c = self.t_embedder(c_noise, augment_labels)  # [B,D]
         for block in self.blocks:
             x = block(x, c)  # [B,T,D]
         x = self.final_layer(x, c)  # [B,T,p*p*C_out]

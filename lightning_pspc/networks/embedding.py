@@ -63,6 +63,11 @@ class FourierEmbedding(nn.Module):
 class NoiseEmbedding(nn.Module):
     """``c_noise [B]`` -> ``[B, emb_channels]``: features -> Linear -> SiLU -> Linear.
 
+    With ``augment_dim > 0`` the augmentation labels ``[B, augment_dim]`` of
+    :class:`~lightning_pspc.diffusion.AugmentPipe` are mapped by a bias-free linear layer and added
+    to the features before the MLP (EDM's ``map_augment``); missing labels mean zeros, i.e. "not
+    augmented".
+
     The final activation is left to the caller: the UNet applies SiLU (EDM's mapping network),
     DiT's adaLN modulation starts with SiLU (Peebles & Xie 2023, sec. 3.2).
     """
@@ -74,8 +79,11 @@ class NoiseEmbedding(nn.Module):
         embedding_type: str = "positional",
         endpoint: bool = False,
         fourier_scale: float = 16.0,
+        augment_dim: int = 0,
     ):
         super().__init__()
+        if augment_dim < 0:
+            raise ValueError(f"augment_dim={augment_dim} must be >= 0 (9 for AugmentPipe())")
         if embedding_type == "positional":
             self.features: nn.Module = PositionalEmbedding(feature_channels, endpoint=endpoint)
         elif embedding_type == "fourier":
@@ -89,10 +97,27 @@ class NoiseEmbedding(nn.Module):
             nn.SiLU(),
             nn.Linear(emb_channels, emb_channels),
         )
+        self.augment_dim = augment_dim
+        self.map_augment = (
+            nn.Linear(augment_dim, feature_channels, bias=False) if augment_dim else None
+        )
 
-    def forward(self, c_noise: Tensor) -> Tensor:
-        """Noise labels ``c_noise [B]`` -> embedding ``[B, emb_channels]``."""
+    def forward(self, c_noise: Tensor, augment_labels: Tensor | None = None) -> Tensor:
+        """Noise labels ``c_noise [B]`` (and augmentation labels ``[B, augment_dim]``) ->
+        embedding ``[B, emb_channels]``."""
         f = self.features(c_noise).to(self.mlp[0].weight.dtype)  # [B, F]
+        if augment_labels is not None:
+            if self.map_augment is None:
+                raise ValueError(
+                    "augmentation labels were given to a network built with augment_dim=0; "
+                    "build it with augment_dim = AugmentPipe(...).label_dim (9 for the defaults)"
+                )
+            if augment_labels.shape != (f.shape[0], self.augment_dim):
+                raise ValueError(
+                    f"augment_labels must have shape [B, augment_dim] = "
+                    f"[{f.shape[0]}, {self.augment_dim}], got {tuple(augment_labels.shape)}"
+                )
+            f = f + self.map_augment(augment_labels.to(f.dtype))  # [B, F]
         return self.mlp(f)  # [B, E]
 
 

@@ -139,6 +139,7 @@ class UNet(nn.Module):
     ``num_blocks + 1`` blocks fed with the encoder skips (an up-sampling block between levels);
     output GroupNorm -> SiLU -> conv3x3. Attention at the resolutions in ``attn_resolutions``.
 
+    ``augment_dim`` (EDM: 9 with augmentation) adds the augmentation labels to the noise features.
     ``adaptive_scale=False`` (EDM's DDPM++) injects the noise embedding as a per-channel shift
     before the second GroupNorm; ``True`` (NCSN++/ADM style) as ``GN(x) * (1 + scale) + shift``.
     """
@@ -158,6 +159,7 @@ class UNet(nn.Module):
         channel_mult_emb: int = 4,
         num_heads: int = 1,
         adaptive_scale: bool = False,
+        augment_dim: int = 0,
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -168,10 +170,15 @@ class UNet(nn.Module):
         self.img_resolution = img_resolution
         self.in_channels, self.out_channels = in_channels, out_channels
         emb_channels = model_channels * channel_mult_emb
+        self.augment_dim = augment_dim
         self.map_noise = NoiseEmbedding(
-            model_channels * channel_mult_noise, emb_channels, embedding_type, endpoint=True
+            model_channels * channel_mult_noise,
+            emb_channels,
+            embedding_type,
+            endpoint=True,
+            augment_dim=augment_dim,
         )
-        for layer in self.map_noise.mlp:
+        for layer in self.map_noise.modules():
             if isinstance(layer, nn.Linear):
                 _init(layer)
         kw = dict(
@@ -247,8 +254,12 @@ class UNet(nn.Module):
                 f"use num_heads=1"
             )
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        """``x [B,C_in,H,W]`` (unit variance), ``c_noise [B]`` -> ``[B,C_out,H,W]``."""
+    def forward(self, x: Tensor, c_noise: Tensor, augment_labels: Tensor | None = None) -> Tensor:
+        """``x [B,C_in,H,W]`` (unit variance), ``c_noise [B]`` -> ``[B,C_out,H,W]``.
+
+        ``augment_labels [B, augment_dim]``: the :class:`~lightning_pspc.diffusion.AugmentPipe`
+        labels of augmented training images; ``None`` (evaluation, sampling) means zeros.
+        """
         expected = (self.in_channels, self.img_resolution, self.img_resolution)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(
@@ -256,7 +267,7 @@ class UNet(nn.Module):
                 f"{list(x.shape)}; set img_resolution/in_channels to match the data"
             )
         c_noise = check_noise_labels(c_noise, x.shape[0]).to(x.device)
-        emb = F.silu(self.map_noise(c_noise))  # [B,E]
+        emb = F.silu(self.map_noise(c_noise, augment_labels))  # [B,E]
 
         skips = []
         for block in self.enc.values():
