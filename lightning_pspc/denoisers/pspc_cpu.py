@@ -7,10 +7,11 @@ out image-last (``[C, H, W, BLOCK]``), so every step is a contiguous vector loop
 that stays in cache:
 
 1. window distances ``d2[l, v] = ||crop_l(z) - crop_l(x_v)||^2`` in float64 from exact
-   per-pixel differences and running box sums, row by row (no ``||z||^2 - 2 z.x + ||x||^2``
-   cancellation: the logits ``-d2 / 2 s^2`` of ~1e5 at sigma = 0.002 keep their digits);
-2. per window, a running minimum distance and the sum of ``exp(-(d2 - min) / 2 s^2)`` (online
-   log-sum-exp); the weights, ``<= 1`` relative to the minimum, are float32;
+   per-pixel differences and running box sums, streamed row by row (no ``||z||^2 - 2 z.x +
+   ||x||^2`` cancellation: the logits ``-d2 / 2 s^2`` of ~1e5 at sigma = 0.002 keep their digits);
+2. as soon as a window row is complete (still in cache), per window a running minimum distance
+   and the sum of ``exp(-(d2 - min) / 2 s^2)`` (online log-sum-exp); the weights, ``<= 1``
+   relative to the minimum, are float32;
 3. the normalised weights spread onto the pixels each window covers (transposed running box
    sums) and contracted with the block, accumulated in float64.
 
@@ -37,8 +38,9 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 from torch import Tensor
 
-#: Training images per block (the vector length of every inner loop).
-BLOCK = 128
+#: Training images per block (the vector length of every inner loop). 512 measured fastest here
+#: (vs 128 and 256): each helper call then does more vector work per loop set-up.
+BLOCK = 512
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks padding
 _F32 = np.float32
@@ -56,6 +58,17 @@ def _f32_from_bits(typingctx, bits):
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _f64_from_bits(typingctx, bits):
+    """Reinterprets an int64 as a float64."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen
 
@@ -123,12 +136,6 @@ def _isub(dst, a):
 
 
 @njit(cache=True, fastmath=_FM)
-def _diff(dst, a, b):
-    for v in range(dst.shape[0]):
-        dst[v] = a[v] - b[v]
-
-
-@njit(cache=True, fastmath=_FM)
 def _slide(dst, prev, add, sub):
     for v in range(dst.shape[0]):
         dst[v] = prev[v] + (add[v] - sub[v])
@@ -149,39 +156,132 @@ def _dot(a, b):
 
 
 @njit(cache=True, fastmath=_FM)
-def _block_distances(zb, xb, valid, ph, pw, er, ring, d2):
-    """``d2[li, lj, v]``: squared distance of window (li, lj) between ``zb [C,H,W]`` and block
-    image ``v`` of ``xb [C,H,W,NV]``, ``+inf`` for padding (``v >= valid``). Streams the rows:
-    ``er [W, NV]`` holds one row of squared errors, ``ring [ph, Lw, NV]`` the last ``ph`` rows of
-    horizontal window sums."""
+def _vertical(hr, hnew, dprev, dcur):
+    """Window row update: ``dcur = dprev + hnew - hr`` (``hr``: the sums of the row leaving the
+    window), then ``hr = hnew`` (the ring keeps the row entering it)."""
+    for v in range(hr.shape[0]):
+        h = hnew[v]
+        dcur[v] = dprev[v] + (h - hr[v])
+        hr[v] = h
+
+
+@njit(cache=True, fastmath=_FM)
+def _slide_vertical(hr, hleft, add, sub, dprev, dcur):
+    """Horizontal slide and window row update in one sweep: ``h = hleft + add - sub``,
+    ``dcur = dprev + h - hr``, ``hr = h``."""
+    for v in range(hr.shape[0]):
+        h = hleft[v] + (add[v] - sub[v])
+        dcur[v] = dprev[v] + (h - hr[v])
+        hr[v] = h
+
+
+@njit(cache=True, fastmath=_FM)
+def _distance_row(zb, xb, i, ph, pw, er, ring, dprev, dcur):
+    """Streams image row ``i`` into the window distances of block ``xb [C,H,W,NV]``.
+
+    ``er [W + 1, NV]`` receives the row's squared errors (and a scratch row), ``ring [ph, Lw, NV]`` keeps the horizontal
+    window sums of the last ``ph`` rows. Returns ``True`` when ``dcur [Lw, NV]`` holds the float64
+    squared distances of window row ``i - ph + 1`` (from ``dprev``, the row above, after the
+    first). Exact per-pixel differences, running sums: no cancellation of large terms.
+    """
     C, H, W = zb.shape
-    Lh, Lw = H - ph + 1, W - pw + 1
-    flat = Lw * er.shape[1]
-    for i in range(H):
-        for j in range(W):
-            _sqdiff(er[j], zb[0, i, j], xb[0, i, j])
-            for c in range(1, C):
-                _add_sqdiff(er[j], zb[c, i, j], xb[c, i, j])
-        hr = ring[i % ph]  # still holds the sums of row i - ph
-        li = i - ph + 1
-        if i >= ph:  # d2[li] = d2[li - 1] - h[i - ph] + h[i]
-            _diff(d2[li].reshape(flat), d2[li - 1].reshape(flat), hr.reshape(flat))
+    Lw = W - pw + 1
+    for j in range(W):
+        _sqdiff(er[j], zb[0, i, j], xb[0, i, j])
+        for c in range(1, C):
+            _add_sqdiff(er[j], zb[c, i, j], xb[c, i, j])
+    hr = ring[i % ph]
+    if i < ph:  # filling the first window row: horizontal sums only
         _copy(hr[0], er[0])
         for dj in range(1, pw):
             _iadd(hr[0], er[dj])
         for lj in range(1, Lw):
             _slide(hr[lj], hr[lj - 1], er[lj + pw - 1], er[lj - 1])
-        if i == ph - 1:
-            _copy(d2[0].reshape(flat), ring[0].reshape(flat))
+        if i < ph - 1:
+            return False
+        for lj in range(Lw):
+            _copy(dcur[lj], ring[0, lj])
             for r in range(1, ph):
-                _iadd(d2[0].reshape(flat), ring[r].reshape(flat))
-        elif i >= ph:
-            _iadd(d2[li].reshape(flat), hr.reshape(flat))
-    if valid < d2.shape[2]:
-        for li in range(Lh):
-            for lj in range(Lw):
-                for v in range(valid, d2.shape[2]):
-                    d2[li, lj, v] = np.inf
+                _iadd(dcur[lj], ring[r, lj])
+        return True
+    h0 = er[0]
+    if pw > 1:
+        h0 = er[W]  # scratch row
+        _copy(h0, er[0])
+        for dj in range(1, pw):
+            _iadd(h0, er[dj])
+    _vertical(hr[0], h0, dprev[0], dcur[0])
+    for lj in range(1, Lw):
+        _slide_vertical(hr[lj], hr[lj - 1], er[lj + pw - 1], er[lj - 1], dprev[lj], dcur[lj])
+    return True
+
+
+@njit(cache=True, fastmath=_FM)
+def _row_min(row):
+    """Minimum of a non-empty contiguous float64 row. Non-negative doubles order like their bit
+    patterns, so the search runs on the int64 view (vectorised; a float ``min`` loop is not);
+    a row with negative entries (running-sum rounding, ~1e-16) takes the float loop."""
+    bits = row.view(np.int64)
+    mb = bits[0]
+    for v in range(1, bits.shape[0]):
+        b = bits[v]
+        mb = b if b < mb else mb
+    if mb >= 0:
+        return _f64_from_bits(mb)
+    m = row[0]
+    for v in range(1, row.shape[0]):
+        m = min(m, row[v])
+    return m
+
+
+@njit(cache=True, fastmath=_FM)
+def _lse_row(drow, valid, kb, m, den, ref, w):
+    """One window row of a block into the per-window online log-sum-exp: updates the running
+    minimum distance ``m [Lw]`` and sum ``den`` (rescaled when the minimum drops) and writes the
+    float32 weights ``w [Lw, NV]`` relative to the minimum at that time, kept in ``ref``; lanes
+    ``>= valid`` (padding) get weight 0."""
+    nv = drow.shape[1]
+    for lj in range(drow.shape[0]):
+        row = drow[lj, :valid]
+        mb = min(m[lj], _row_min(row))
+        if mb < m[lj]:
+            if den[lj] > 0.0:
+                den[lj] *= math.exp(-kb * (m[lj] - mb))
+            m[lj] = mb
+        ref[lj] = mb
+        den[lj] += _weights(row, mb, kb, w[lj, :valid])
+        for v in range(valid, nv):
+            w[lj, v] = 0.0
+
+
+@njit(cache=True, fastmath=_FM)
+def _weight_row(drow, valid, kb, shift, w):
+    """Weights ``exp(-kb (d2 - shift))`` of one window row (final shifts known), 0 for padding."""
+    nv = drow.shape[1]
+    for lj in range(drow.shape[0]):
+        _weights(drow[lj, :valid], shift[lj], kb, w[lj, :valid])
+        for v in range(valid, nv):
+            w[lj, v] = 0.0
+
+
+@njit(cache=True, fastmath=_FM)
+def _block_weights(zb, xb, valid, kb, ph, pw, er, ring, dbuf, m, den, ref, shift, w):
+    """Float32 weights ``w [Lh, Lw, NV]`` of one block, each window row right after its distances.
+
+    With ``shift`` empty: online log-sum-exp into ``m``, ``den``, ``ref [Lh, Lw]``
+    (:func:`_lse_row`); otherwise the final weights ``exp(-kb (d2 - shift))``.
+    ``dbuf [2, Lw, NV]`` holds two window rows of distances.
+    """
+    H = zb.shape[1]
+    valid = min(valid, xb.shape[3])
+    for i in range(H):
+        li = i - ph + 1
+        cur = li % 2 if li >= 0 else 0
+        if _distance_row(zb, xb, i, ph, pw, er, ring, dbuf[1 - cur], dbuf[cur]):
+            if shift.shape[0] == 0:
+                _lse_row(dbuf[cur], valid, kb, m[li], den[li], ref[li], w[li])
+            else:
+                _weight_row(dbuf[cur], valid, kb, shift[li], w[li])
 
 
 @njit(cache=True, fastmath=_FM)
@@ -191,12 +291,35 @@ def _iadd_scaled(dst, a, f):
 
 
 @njit(cache=True, fastmath=_FM)
+def _step_dot(s, add, sub, x):
+    """``s += add - sub`` and returns ``s . x``."""
+    t = 0.0
+    for v in range(s.shape[0]):
+        sv = s[v] + (add[v] - sub[v])
+        s[v] = sv
+        t += sv * x[v]
+    return t
+
+
+@njit(cache=True, fastmath=_FM)
+def _step(s, add, sub):
+    for v in range(s.shape[0]):
+        s[v] += add[v] - sub[v]
+
+
+@njit(cache=True, fastmath=_FM)
 def _block_spread(w, f, xb, ph, pw, g, s, acc):
-    """``acc[c,i,j] += sum_v xb[c,i,j,v] * sum_{windows l covering (i,j)} f[l] w[l, v]``."""
+    """``acc[c,i,j] += sum_v xb[c,i,j,v] * sum_{windows l covering (i,j)} f[l] w[l, v]``.
+
+    ``g [Lw + 1, NV]``: running sums over the window rows covering the image row (``g[Lw]`` is
+    kept zero), ``s [NV]``: the running sum of ``g`` over the window columns covering the pixel.
+    """
     C, H, W = acc.shape
     Lh, Lw = H - ph + 1, W - pw + 1
+    zero = g[Lw]
+    zero[:] = 0.0
     for i in range(H):
-        if i == 0:  # g: running sum over the window rows covering row i
+        if i == 0:
             for lj in range(Lw):
                 _scaled(g[lj], w[0, lj], f[0, lj])
         else:
@@ -206,36 +329,16 @@ def _block_spread(w, f, xb, ph, pw, g, s, acc):
             if i >= ph:
                 for lj in range(Lw):
                     _iadd_scaled(g[lj], w[i - ph, lj], -f[i - ph, lj])
-        _copy(s[0], g[0])  # s: running sum over the window columns covering column j
-        for j in range(1, W):
-            _copy(s[j], s[j - 1])
-            if j < Lw:
-                _iadd(s[j], g[j])
-            if j >= pw:
-                _isub(s[j], g[j - pw])
-        for c in range(C):
-            for j in range(W):
-                acc[c, i, j] += _dot(s[j], xb[c, i, j])
-
-
-@njit(cache=True, fastmath=_FM)
-def _online_lse_block(d2, kb, m, den, ref, w):
-    """One block into the per-window online log-sum-exp: updates the running minimum distance
-    ``m [Lh, Lw]`` and sum ``den`` (rescaled when the minimum drops), writes the block's float32
-    weights ``w [Lh, Lw, NV]`` relative to the minimum at that time, recorded in ``ref``."""
-    Lh, Lw, nv = d2.shape
-    for li in range(Lh):
-        for lj in range(Lw):
-            row = d2[li, lj]
-            mb = m[li, lj]
-            for v in range(nv):
-                mb = min(mb, row[v])
-            if mb < m[li, lj]:
-                if den[li, lj] > 0.0:
-                    den[li, lj] *= math.exp(-kb * (m[li, lj] - mb))
-                m[li, lj] = mb
-            ref[li, lj] = mb
-            den[li, lj] += _weights(row, mb, kb, w[li, lj])
+        s[:] = 0.0
+        for j in range(W):
+            add = g[j] if j < Lw else zero
+            sub = g[j - pw] if j >= pw else zero
+            if C == 1:
+                acc[0, i, j] += _step_dot(s, add, sub, xb[0, i, j])
+            else:
+                _step(s, add, sub)
+                for c in range(C):
+                    acc[c, i, j] += _dot(s, xb[c, i, j])
 
 
 @njit(cache=True, fastmath=_FM)
@@ -245,18 +348,34 @@ def _one_pass(zb, kb, xblocks, n_valid, ph, pw, acc):
     C, H, W = zb.shape
     nblk, nv = xblocks.shape[0], xblocks.shape[4]
     Lh, Lw = H - ph + 1, W - pw + 1
-    er = np.empty((W, nv))
+    er = np.empty((W + 1, nv))
     ring = np.empty((ph, Lw, nv))
-    d2 = np.empty((Lh, Lw, nv))
-    g = np.empty((Lw, nv))
-    s = np.empty((W, nv))
+    dbuf = np.empty((2, Lw, nv))
+    g = np.empty((Lw + 1, nv))
+    s = np.empty(nv)
     kept = np.empty((nblk, Lh, Lw, nv), dtype=np.float32)
     ref = np.empty((nblk, Lh, Lw))
     m = np.full((Lh, Lw), np.inf)
     den = np.zeros((Lh, Lw))
+    no_shift = np.empty((0, Lw))
     for blk in range(nblk):
-        _block_distances(zb, xblocks[blk], n_valid - blk * nv, ph, pw, er, ring, d2)
-        _online_lse_block(d2, kb, m, den, ref[blk], kept[blk])
+        valid = n_valid - blk * nv
+        _block_weights(
+            zb,
+            xblocks[blk],
+            valid,
+            kb,
+            ph,
+            pw,
+            er,
+            ring,
+            dbuf,
+            m,
+            den,
+            ref[blk],
+            no_shift,
+            kept[blk],
+        )
     f = np.empty((Lh, Lw))
     for blk in range(nblk):
         for li in range(Lh):
@@ -288,15 +407,30 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
     for item in prange(B * parts):  # pass 1: per-part running min and sum of exp
         b, part = item // parts, item % parts
         kb = inv2s2[b]
-        er = np.empty((W, nv))
+        er = np.empty((W + 1, nv))
         ring = np.empty((ph, Lw, nv))
-        d2 = np.empty((Lh, Lw, nv))
+        dbuf = np.empty((2, Lw, nv))
         w = np.empty((Lh, Lw, nv), dtype=np.float32)  # pass 1 only needs their sums
         ref = np.empty((Lh, Lw))
         m, den = mins[b, part], sums[b, part]
         for blk in range(part * per_part, min(nblk, (part + 1) * per_part)):
-            _block_distances(z[b], xblocks[blk], n_valid - blk * nv, ph, pw, er, ring, d2)
-            _online_lse_block(d2, kb, m, den, ref, w)
+            valid = n_valid - blk * nv
+            _block_weights(
+                z[b],
+                xblocks[blk],
+                valid,
+                kb,
+                ph,
+                pw,
+                er,
+                ring,
+                dbuf,
+                m,
+                den,
+                ref,
+                np.empty((0, Lw)),
+                w,
+            )
     # merge the parts: weights become exp(-k (d2 - shift)) = exp(-k (d2 - min)) / sum
     shift = np.empty((B, Lh, Lw))
     for b in range(B):
@@ -315,18 +449,32 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
     for item in prange(B * parts):  # pass 2: normalised weights onto pixels
         b, part = item // parts, item % parts
         kb = inv2s2[b]
-        er = np.empty((W, nv))
+        er = np.empty((W + 1, nv))
         ring = np.empty((ph, Lw, nv))
-        d2 = np.empty((Lh, Lw, nv))
+        dbuf = np.empty((2, Lw, nv))
         w = np.empty((Lh, Lw, nv), dtype=np.float32)
-        g = np.empty((Lw, nv))
-        s = np.empty((W, nv))
+        g = np.empty((Lw + 1, nv))
+        s = np.empty(nv)
         ones = np.ones((Lh, Lw))
+        unused = np.empty((Lh, Lw))
         for blk in range(part * per_part, min(nblk, (part + 1) * per_part)):
-            _block_distances(z[b], xblocks[blk], n_valid - blk * nv, ph, pw, er, ring, d2)
-            for li in range(Lh):
-                for lj in range(Lw):
-                    _weights(d2[li, lj], shift[b, li, lj], kb, w[li, lj])
+            valid = n_valid - blk * nv
+            _block_weights(
+                z[b],
+                xblocks[blk],
+                valid,
+                kb,
+                ph,
+                pw,
+                er,
+                ring,
+                dbuf,
+                unused,
+                unused,
+                unused,
+                shift[b],
+                w,
+            )
             _block_spread(w, ones, xblocks[blk], ph, pw, g, s, partial[b, part])
     for b in range(B):
         for part in range(parts):
@@ -334,8 +482,10 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
     return out
 
 
-def to_blocks(images: Tensor, block: int = BLOCK) -> np.ndarray:
-    """``[N, C, H, W]`` -> ``[ceil(N / block), C, H, W, block]`` float32 numpy (zero padded)."""
+def to_blocks(images: Tensor, block: int | None = None) -> np.ndarray:
+    """``[N, C, H, W]`` -> ``[ceil(N / block), C, H, W, block]`` float32 numpy (zero padded);
+    ``block`` defaults to :data:`BLOCK`."""
+    block = BLOCK if block is None else block
     n, c, h, w = images.shape
     nblk = -(-n // block)
     x = images.detach().to("cpu", torch.float32)

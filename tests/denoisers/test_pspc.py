@@ -8,6 +8,7 @@ from lightning_pspc.denoisers import (
     PSPCSquareDenoiser,
     box_sum,
     box_sum_transposed,
+    pspc_cpu,
     scale_patch_sizes,
 )
 from lightning_pspc.denoisers.reference import pspc_square_loop
@@ -107,9 +108,10 @@ def test_methods_and_chunk_sizes_agree(data):
 
 
 @pytest.mark.parametrize("batch", [1, 3, 18])
-def test_fused_kernel_blocks_parts_and_padding(fmnist, batch):
+def test_fused_kernel_blocks_parts_and_padding(fmnist, batch, monkeypatch):
     """N = 150 is 3 blocks of 64 (the last one padded); a small batch splits the training set
     into parts whose log-sum-exps are merged; 28x28 with an even patch on full Fashion-MNIST."""
+    monkeypatch.setattr(pspc_cpu, "BLOCK", 64)
     train, clean = fmnist[:150], fmnist[300 : 300 + batch]
     sig = SIGMAS[torch.linspace(0, 17, batch).long()]
     z = noisy(clean, sig)
