@@ -15,10 +15,8 @@ import argparse
 import time
 
 import torch
-import yaml
-from jsonargparse import ArgumentParser
 
-from lightning_pspc.data import ImageDataModule
+from lightning_pspc.cli import build_from_config
 from lightning_pspc.evaluation import (
     DenoiserComparer,
     build_references,
@@ -28,18 +26,6 @@ from lightning_pspc.evaluation import (
     sample_batched,
 )
 from lightning_pspc.evaluation.plots import heatmap_figure, mse_vs_sigma_figure, save_figure
-from lightning_pspc.module import DiffusionModule
-
-
-def build(config: str) -> tuple[DiffusionModule, ImageDataModule]:
-    """Module and data module of a preset YAML."""
-    raw = yaml.safe_load(open(config))
-    parser = ArgumentParser()
-    parser.add_class_arguments(DiffusionModule, "model", fail_untyped=False)
-    parser.add_class_arguments(ImageDataModule, "data", fail_untyped=False)
-    cfg = parser.parse_object({"model": raw["model"], "data": raw["data"]})
-    init = parser.instantiate_classes(cfg)
-    return init.model, init.data
 
 
 def timed(fn, *args):
@@ -56,7 +42,7 @@ def main() -> None:
     p.add_argument("--every", type=int, nargs=2, default=[2, 5], help="periods: compare, memo")
     p.add_argument("--steps", type=int, default=4, help="training steps to time")
     args = p.parse_args()
-    module, dm = build(args.config)
+    module, dm = build_from_config(args.config)
     shape, n = dm.image_shape, dm.num_train
     batch = dm.train_images()[: dm.batch_size]
     opt = torch.optim.Adam(module.precond.parameters(), lr=1e-4)

@@ -384,6 +384,31 @@ def _one_pass(zb, kb, xblocks, n_valid, ph, pw, acc):
         _block_spread(kept[blk], f, xblocks[blk], ph, pw, g, s, acc)
 
 
+@njit(cache=True, fastmath=_FM)
+def _part_pass(zb, kb, xblocks, n_valid, ph, pw, blocks, m, den, shift, acc):
+    """One pass of the two-pass path over the training blocks ``blocks = (first, stop)``.
+
+    Pass 1 (``shift`` empty): the online log-sum-exp of the part into ``m``, ``den [Lh, Lw]``.
+    Pass 2: the normalised weights ``exp(-kb (d2 - shift))`` spread onto ``acc [C, H, W]``.
+    """
+    C, H, W = zb.shape
+    nv = xblocks.shape[4]
+    Lh, Lw = H - ph + 1, W - pw + 1
+    er = np.empty((W + 1, nv))
+    ring = np.empty((ph, Lw, nv))
+    dbuf = np.empty((2, Lw, nv))
+    w = np.empty((Lh, Lw, nv), dtype=np.float32)
+    ref = np.empty((Lh, Lw))  # pass 1 only needs the sums; pass 2 ignores m, den, ref
+    g = np.empty((Lw + 1, nv))
+    s = np.empty(nv)
+    ones = np.ones((Lh, Lw))
+    for blk in range(blocks[0], blocks[1]):
+        xb, valid = xblocks[blk], n_valid - blk * nv
+        _block_weights(zb, xb, valid, kb, ph, pw, er, ring, dbuf, m, den, ref, shift, w)
+        if shift.shape[0] > 0:
+            _block_spread(w, ones, xb, ph, pw, g, s, acc)
+
+
 @njit(cache=True, parallel=True, fastmath=_FM)
 def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
     """Sum over covering windows of the window posterior means: ``[B, C, H, W]`` float64.
@@ -394,7 +419,7 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
     of the training set, whose log-sum-exps are merged in between.
     """
     B, C, H, W = z.shape
-    nblk, nv = xblocks.shape[0], xblocks.shape[4]
+    nblk = xblocks.shape[0]
     Lh, Lw = H - ph + 1, W - pw + 1
     out = np.zeros((B, C, H, W))
     if parts == 0:
@@ -404,33 +429,12 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
     per_part = (nblk + parts - 1) // parts
     mins = np.full((B, parts, Lh, Lw), np.inf)
     sums = np.zeros((B, parts, Lh, Lw))
+    no_shift = np.empty((0, Lw))
     for item in prange(B * parts):  # pass 1: per-part running min and sum of exp
         b, part = item // parts, item % parts
-        kb = inv2s2[b]
-        er = np.empty((W + 1, nv))
-        ring = np.empty((ph, Lw, nv))
-        dbuf = np.empty((2, Lw, nv))
-        w = np.empty((Lh, Lw, nv), dtype=np.float32)  # pass 1 only needs their sums
-        ref = np.empty((Lh, Lw))
+        blocks = (part * per_part, min(nblk, (part + 1) * per_part))
         m, den = mins[b, part], sums[b, part]
-        for blk in range(part * per_part, min(nblk, (part + 1) * per_part)):
-            valid = n_valid - blk * nv
-            _block_weights(
-                z[b],
-                xblocks[blk],
-                valid,
-                kb,
-                ph,
-                pw,
-                er,
-                ring,
-                dbuf,
-                m,
-                den,
-                ref,
-                np.empty((0, Lw)),
-                w,
-            )
+        _part_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, blocks, m, den, no_shift, out[b])
     # merge the parts: weights become exp(-k (d2 - shift)) = exp(-k (d2 - min)) / sum
     shift = np.empty((B, Lh, Lw))
     for b in range(B):
@@ -446,36 +450,12 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
                         tot += sums[b, part, li, lj] * math.exp(-kb * (mins[b, part, li, lj] - mm))
                 shift[b, li, lj] = mm - math.log(tot) / kb
     partial = np.zeros((B, parts, C, H, W))
+    unused = np.empty((Lh, Lw))
     for item in prange(B * parts):  # pass 2: normalised weights onto pixels
         b, part = item // parts, item % parts
-        kb = inv2s2[b]
-        er = np.empty((W + 1, nv))
-        ring = np.empty((ph, Lw, nv))
-        dbuf = np.empty((2, Lw, nv))
-        w = np.empty((Lh, Lw, nv), dtype=np.float32)
-        g = np.empty((Lw + 1, nv))
-        s = np.empty(nv)
-        ones = np.ones((Lh, Lw))
-        unused = np.empty((Lh, Lw))
-        for blk in range(part * per_part, min(nblk, (part + 1) * per_part)):
-            valid = n_valid - blk * nv
-            _block_weights(
-                z[b],
-                xblocks[blk],
-                valid,
-                kb,
-                ph,
-                pw,
-                er,
-                ring,
-                dbuf,
-                unused,
-                unused,
-                unused,
-                shift[b],
-                w,
-            )
-            _block_spread(w, ones, xblocks[blk], ph, pw, g, s, partial[b, part])
+        blocks = (part * per_part, min(nblk, (part + 1) * per_part))
+        acc = partial[b, part]
+        _part_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, blocks, unused, unused, shift[b], acc)
     for b in range(B):
         for part in range(parts):
             out[b] += partial[b, part]

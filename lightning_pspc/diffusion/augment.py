@@ -80,7 +80,7 @@ class AugmentPipe(nn.Module):
         translate_frac_std: float = 0.125,
     ) -> None:
         super().__init__()
-        values = dict(
+        settings = dict(
             p=p,
             xflip=xflip,
             yflip=yflip,
@@ -94,21 +94,15 @@ class AugmentPipe(nn.Module):
             aniso_rotate_prob=aniso_rotate_prob,
             translate_frac_std=translate_frac_std,
         )
-        for name, value in values.items():
+        for name, value in settings.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(
                     f"AugmentPipe: {name}={value!r} must be a finite number >= 0 "
                     f"(EDM's CIFAR-10 setting: AugmentPipe(p=0.12))"
                 )
+            setattr(self, name, float(value))
         if p > 1:
             raise ValueError(f"AugmentPipe: p={p} must be in [0, 1] (EDM: 0.12)")
-        self.p = float(p)
-        self.xflip, self.yflip = float(xflip), float(yflip)
-        self.scale, self.rotate_frac = float(scale), float(rotate_frac)
-        self.aniso, self.translate_frac = float(aniso), float(translate_frac)
-        self.scale_std, self.rotate_frac_max = float(scale_std), float(rotate_frac_max)
-        self.aniso_std, self.aniso_rotate_prob = float(aniso_std), float(aniso_rotate_prob)
-        self.translate_frac_std = float(translate_frac_std)
 
     @property
     def label_dim(self) -> int:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from timm.layers import Attention, Mlp, PatchEmbed
 from torch import Tensor, nn
 
-from .embedding import NoiseEmbedding, check_noise_labels
+from .embedding import NoiseEmbedding, check_images, check_noise_labels
 
 __all__ = ["DIT_CONFIGS", "DiT", "DiTBlock", "dit_from_name", "sincos_pos_embed_2d"]
 
@@ -206,12 +206,7 @@ class DiT(nn.Module):
         ``augment_labels [B, augment_dim]``: the :class:`~lightning_pspc.diffusion.AugmentPipe`
         labels of augmented training images; ``None`` (evaluation, sampling) means zeros.
         """
-        expected = (self.in_channels, self.img_resolution, self.img_resolution)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"DiT expects input [B, {expected[0]}, {expected[1]}, {expected[2]}], got "
-                f"{list(x.shape)}; set img_resolution/in_channels to match the data"
-            )
+        check_images(x, self.in_channels, self.img_resolution, "DiT")
         c_noise = check_noise_labels(c_noise, x.shape[0]).to(x.device)
         x = self.x_embedder(x) + self.pos_embed  # [B,T,D], T = (H/p)^2
         c = self.t_embedder(c_noise, augment_labels)  # [B,D]

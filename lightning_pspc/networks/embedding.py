@@ -135,3 +135,13 @@ def check_noise_labels(c_noise: Tensor, batch: int) -> Tensor:
             f"got {tuple(c_noise.shape)}; pass c_noise = ln(sigma) / 4 with sigma of shape [B]"
         )
     return c_noise
+
+
+def check_images(x: Tensor, in_channels: int, resolution: int, network: str) -> None:
+    """Raise a ``ValueError`` naming the fix unless ``x`` is ``[B, in_channels, res, res]``."""
+    expected = (in_channels, resolution, resolution)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"{network} expects input [B, {expected[0]}, {expected[1]}, {expected[2]}], got "
+            f"{list(x.shape)}; set img_resolution/in_channels to match the data"
+        )

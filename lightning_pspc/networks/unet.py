@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .embedding import NoiseEmbedding, check_noise_labels
+from .embedding import NoiseEmbedding, check_images, check_noise_labels
 
 __all__ = ["UNet", "UNetBlock", "GroupNorm32"]
 
@@ -260,12 +260,7 @@ class UNet(nn.Module):
         ``augment_labels [B, augment_dim]``: the :class:`~lightning_pspc.diffusion.AugmentPipe`
         labels of augmented training images; ``None`` (evaluation, sampling) means zeros.
         """
-        expected = (self.in_channels, self.img_resolution, self.img_resolution)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"UNet expects input [B, {expected[0]}, {expected[1]}, {expected[2]}], got "
-                f"{list(x.shape)}; set img_resolution/in_channels to match the data"
-            )
+        check_images(x, self.in_channels, self.img_resolution, "UNet")
         c_noise = check_noise_labels(c_noise, x.shape[0]).to(x.device)
         emb = F.silu(self.map_noise(c_noise, augment_labels))  # [B,E]
 
