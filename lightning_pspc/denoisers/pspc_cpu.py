@@ -42,6 +42,9 @@ from torch import Tensor
 #: (vs 128 and 256): each helper call then does more vector work per loop set-up.
 BLOCK = 512
 
+#: Patches of at most this many pixels keep per-window numerators in the one-pass path.
+SMALL_PATCH = 9
+
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks padding
 _F32 = np.float32
 _LOG2E = _F32(1.4426950408889634)
@@ -385,6 +388,53 @@ def _one_pass(zb, kb, xblocks, n_valid, ph, pw, acc):
 
 
 @njit(cache=True, fastmath=_FM)
+def _one_pass_windows(zb, kb, xblocks, n_valid, ph, pw, acc):
+    """:func:`_one_pass` for small patches (``ph * pw <= SMALL_PATCH``): each window keeps its
+    posterior-mean numerator ``num [C, ph, pw]`` (float64, rescaled when its minimum drops), so
+    no weights are kept and nothing is spread: ``ph * pw`` dot products per window instead."""
+    C, H, W = zb.shape
+    nblk, nv = xblocks.shape[0], xblocks.shape[4]
+    Lh, Lw = H - ph + 1, W - pw + 1
+    er = np.empty((W + 1, nv))
+    ring = np.empty((ph, Lw, nv))
+    dbuf = np.empty((2, Lw, nv))
+    w = np.empty(nv, dtype=np.float32)
+    m = np.full((Lh, Lw), np.inf)
+    den = np.zeros((Lh, Lw))
+    num = np.zeros((Lh, Lw, C, ph, pw))
+    for blk in range(nblk):
+        xb = xblocks[blk]
+        valid = min(n_valid - blk * nv, nv)
+        w[valid:] = 0.0
+        for i in range(H):
+            li = i - ph + 1
+            cur = li % 2 if li >= 0 else 0
+            if not _distance_row(zb, xb, i, ph, pw, er, ring, dbuf[1 - cur], dbuf[cur]):
+                continue
+            for lj in range(Lw):
+                row = dbuf[cur, lj, :valid]
+                mb = min(m[li, lj], _row_min(row))
+                if mb < m[li, lj]:
+                    if den[li, lj] > 0.0:
+                        scale = math.exp(-kb * (m[li, lj] - mb))
+                        den[li, lj] *= scale
+                        num[li, lj] *= scale
+                    m[li, lj] = mb
+                den[li, lj] += _weights(row, mb, kb, w[:valid])
+                for c in range(C):
+                    for di in range(ph):
+                        for dj in range(pw):
+                            num[li, lj, c, di, dj] += _dot(w, xb[c, li + di, lj + dj])
+    for li in range(Lh):
+        for lj in range(Lw):
+            inv = 1.0 / den[li, lj]
+            for c in range(C):
+                for di in range(ph):
+                    for dj in range(pw):
+                        acc[c, li + di, lj + dj] += num[li, lj, c, di, dj] * inv
+
+
+@njit(cache=True, fastmath=_FM)
 def _part_pass(zb, kb, xblocks, n_valid, ph, pw, blocks, m, den, shift, acc):
     """One pass of the two-pass path over the training blocks ``blocks = (first, stop)``.
 
@@ -424,7 +474,10 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
     out = np.zeros((B, C, H, W))
     if parts == 0:
         for b in prange(B):
-            _one_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, out[b])
+            if ph * pw <= SMALL_PATCH:
+                _one_pass_windows(z[b], inv2s2[b], xblocks, n_valid, ph, pw, out[b])
+            else:
+                _one_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, out[b])
         return out
     per_part = (nblk + parts - 1) // parts
     mins = np.full((B, parts, Lh, Lw), np.inf)

@@ -110,12 +110,13 @@ def test_methods_and_chunk_sizes_agree(data):
 @pytest.mark.parametrize("batch", [1, 3, 18])
 def test_fused_kernel_blocks_parts_and_padding(fmnist, batch, monkeypatch):
     """N = 150 is 3 blocks of 64 (the last one padded); a small batch splits the training set
-    into parts whose log-sum-exps are merged; 28x28 with an even patch on full Fashion-MNIST."""
+    into parts whose log-sum-exps are merged; a batch of 18 takes one pass, with per-window
+    numerators for P <= 3 and kept weights otherwise; 28x28 with an even patch."""
     monkeypatch.setattr(pspc_cpu, "BLOCK", 64)
     train, clean = fmnist[:150], fmnist[300 : 300 + batch]
     sig = SIGMAS[torch.linspace(0, 17, batch).long()]
     z = noisy(clean, sig)
-    for p in (1, 4, 9):
+    for p in (1, 3, 4, 9):
         out = PSPCSquareDenoiser(train, patch_size=p, method="fused")(z, sig)
         ref = pspc_square_loop(z.double(), sig.double(), train.double(), p)
         assert (out.double() - ref).abs().max() < 1e-5
