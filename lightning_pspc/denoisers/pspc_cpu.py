@@ -13,7 +13,9 @@ that stays in cache:
    and the sum of ``exp(-(d2 - min) / 2 s^2)`` (online log-sum-exp); the weights, ``<= 1``
    relative to the minimum, are float32;
 3. the normalised weights spread onto the pixels each window covers (transposed running box
-   sums) and contracted with the block, accumulated in float64.
+   sums) and contracted with the block, accumulated in float64. Patches of at most
+   ``SMALL_PATCH`` pixels instead keep each window's posterior-mean numerator (``P^2`` dot
+   products per window, rescaled when the window's minimum drops): nothing to keep or spread.
 
 One pass per noisy image when its weights fit ``keep_elements`` (they are kept in float32 and
 rescaled by the final minimum and sum); otherwise two passes (distances recomputed), and a batch
