@@ -135,12 +135,6 @@ def _iadd(dst, a):
 
 
 @njit(cache=True, fastmath=_FM)
-def _isub(dst, a):
-    for v in range(dst.shape[0]):
-        dst[v] -= a[v]
-
-
-@njit(cache=True, fastmath=_FM)
 def _slide(dst, prev, add, sub):
     for v in range(dst.shape[0]):
         dst[v] = prev[v] + (add[v] - sub[v])
@@ -400,33 +394,28 @@ def _one_pass_windows(zb, kb, xblocks, n_valid, ph, pw, acc):
     er = np.empty((W + 1, nv))
     ring = np.empty((ph, Lw, nv))
     dbuf = np.empty((2, Lw, nv))
-    w = np.empty(nv, dtype=np.float32)
+    w = np.empty((Lw, nv), dtype=np.float32)
     m = np.full((Lh, Lw), np.inf)
     den = np.zeros((Lh, Lw))
+    ref, before = np.empty(Lw), np.empty(Lw)
     num = np.zeros((Lh, Lw, C, ph, pw))
     for blk in range(nblk):
         xb = xblocks[blk]
         valid = min(n_valid - blk * nv, nv)
-        w[valid:] = 0.0
         for i in range(H):
             li = i - ph + 1
             cur = li % 2 if li >= 0 else 0
             if not _distance_row(zb, xb, i, ph, pw, er, ring, dbuf[1 - cur], dbuf[cur]):
                 continue
+            before[:] = m[li]
+            _lse_row(dbuf[cur], valid, kb, m[li], den[li], ref, w)
             for lj in range(Lw):
-                row = dbuf[cur, lj, :valid]
-                mb = min(m[li, lj], _row_min(row))
-                if mb < m[li, lj]:
-                    if den[li, lj] > 0.0:
-                        scale = math.exp(-kb * (m[li, lj] - mb))
-                        den[li, lj] *= scale
-                        num[li, lj] *= scale
-                    m[li, lj] = mb
-                den[li, lj] += _weights(row, mb, kb, w[:valid])
+                if ref[lj] < before[lj] and before[lj] < np.inf:  # the minimum dropped
+                    num[li, lj] *= math.exp(-kb * (before[lj] - ref[lj]))
                 for c in range(C):
                     for di in range(ph):
                         for dj in range(pw):
-                            num[li, lj, c, di, dj] += _dot(w, xb[c, li + di, lj + dj])
+                            num[li, lj, c, di, dj] += _dot(w[lj], xb[c, li + di, lj + dj])
     for li in range(Lh):
         for lj in range(Lw):
             inv = 1.0 / den[li, lj]
