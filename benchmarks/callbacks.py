@@ -16,7 +16,6 @@ import time
 
 import torch
 
-from lightning_pspc.cli import build_from_config
 from lightning_pspc.evaluation import (
     DenoiserComparer,
     build_references,
@@ -26,6 +25,7 @@ from lightning_pspc.evaluation import (
     sample_batched,
 )
 from lightning_pspc.evaluation.plots import heatmap_figure, mse_vs_sigma_figure, save_figure
+from lightning_pspc.runs import build_from_config
 
 
 def timed(fn, *args):

@@ -22,10 +22,10 @@ import lightning
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from lightning_pspc.cli import build_from_config
 from lightning_pspc.data import ImageTensorDataset, collate_images
 from lightning_pspc.ema import ema_beta, update_ema
 from lightning_pspc.module import DiffusionModule
+from lightning_pspc.runs import build_from_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

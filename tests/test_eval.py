@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_pspc import cli, sweep
+from lightning_pspc import cli, runs, sweep
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.diffusion import heun_sample
-from lightning_pspc.evaluation import fixed_noise, forward_probes, probe_sigmas
+from lightning_pspc.evaluation import EvalSeeds, fixed_noise, forward_probes, probe_sigmas
 from lightning_pspc.evaluation.command import main as eval_main
 from lightning_pspc.metrics import memorized_mask
 
@@ -48,9 +48,9 @@ def swept(tmp_path_factory) -> Path:
     """``sweep.py`` over N = 16 and 48 with tiny runs; train.py runs in-process (same arguments)."""
     root = tmp_path_factory.mktemp("sweep")
 
-    def train_in_process(cmd: list[str], cwd=None) -> int:
-        assert Path(cmd[1]).name == "train.py" and cmd[2] == "fit"
-        cli.main(cmd[2:])
+    def train_in_process(cmd: list[str]) -> int:
+        assert cmd[1:4] == ["-m", "lightning_pspc.cli", "fit"]
+        cli.main(cmd[3:])
         return 0
 
     with pytest.MonkeyPatch.context() as mp:
@@ -67,7 +67,7 @@ def swept(tmp_path_factory) -> Path:
                 "t",
                 f"--run-root={root / 'runs'}",
                 f"--out={root / 'eval'}",
-                f"--eval-args={' '.join(EVAL_ARGS)}",
+                *EVAL_ARGS,
                 "--",
                 *TINY_TRAIN,
             ]
@@ -102,15 +102,16 @@ def test_metrics_json_matches_a_direct_computation(swept):
     assert (rec["epoch"], rec["global_step"]) == (meta["epoch"], meta["global_step"])
     assert set(rec["mse"]) == {"empirical", "pspc", "gaussian"}
     assert all(len(v) == 18 for kinds in rec["mse"].values() for v in kinds.values())
-    module, dm = cli.load_run(ckpt)
+    module, dm = runs.load_run(ckpt)
     sigmas = probe_sigmas()
-    probes = forward_probes(dm.train_images(), sigmas, 2, seed=0)
+    probes = forward_probes(dm.train_images(), sigmas, 2, seed=EvalSeeds.derive(0).train_probes)
     with torch.no_grad():
         net = module.denoiser(probes.z, probes.sigma.float())
     emp = EmpiricalDenoiser(dm.reference_images())(probes.z, probes.sigma.float())
     mse = (net.double() - emp.double()).pow(2).flatten(1).mean(1).view(2, 18).mean(0)
     assert rec["mse"]["empirical"]["train"] == pytest.approx(mse.tolist(), rel=1e-4, abs=1e-8)
-    samples = heun_sample(module.denoiser, fixed_noise(4, dm.image_shape, 0), num_steps=4)
+    noise = fixed_noise(4, dm.image_shape, EvalSeeds.derive(0).sample_noise)
+    samples = heun_sample(module.denoiser, noise, num_steps=4)
     expected = memorized_mask(samples, dm.train_images()).double().mean().item()
     assert rec["memorized_fraction"] == pytest.approx(expected)
     assert set(rec["nearest_neighbour"]) == {

@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from lightning_pspc.cli import RunSetupError, TrainCLI, build_from_config, load_run, main
+from lightning_pspc.cli import TrainCLI, main
+from lightning_pspc.runs import RunSetupError, build_from_config, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,16 @@
-"""Base of the evaluation callbacks: when to run, timing, progress bars, PNG + W&B charts."""
+"""Base of the evaluation callbacks: when to run, timing, progress bars, history, PNG + W&B charts.
+
+What is measured comes from :mod:`lightning_pspc.evaluation.pipeline`: each callback names its
+members and settings, builds one :class:`~lightning_pspc.evaluation.Evaluation` at setup and calls
+it every ``every_n_epochs`` epochs.
+"""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning
 import torch
@@ -12,14 +19,20 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from ..evaluation.pipeline import EvalData, Evaluation, EvaluationMember, figures_of
 from ..evaluation.plots import save_figure
 from ..evaluation.timing import OverheadClock
 
 
 class PeriodicEvaluation(lightning.Callback, abc.ABC):
-    """Runs :meth:`evaluate` every ``every_n_epochs`` epochs and after the last one.
+    """Runs an :class:`~lightning_pspc.evaluation.Evaluation` every ``every_n_epochs`` epochs and
+    after the last one.
 
-    The evaluation runs under ``torch.no_grad()`` with the module in eval mode (its mode is
+    Subclasses say what to measure (:meth:`members`); this class builds the evaluation at setup
+    from the data module's images on the training device (each DDP process its share), logs every
+    member's scalars under :attr:`prefix`, keeps each member's record per evaluation in
+    :attr:`histories` (saved in checkpoints, so the charts of a resumed run go on) and, on rank 0
+    with ``log_images``, draws the members' charts. The evaluation runs under ``torch.no_grad()`` with the module in eval mode (its mode is
     restored afterwards) and its wall time, together with :meth:`prepare`, is charged to
     :attr:`clock`; at the end of the fit rank 0 prints the fraction of the fit's wall time it
     took and logs it as ``<prefix>/overhead_fraction``. Charts go to ``<run folder>/plots/``
@@ -34,11 +47,22 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
         log_images: bool = True,
         progress: bool = True,
         dirpath: str | None = None,
+        references: Sequence[str] = (),
+        sigmas: Sequence[float] | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"{type(self).__name__}: every_n_epochs={every_n_epochs} must be >= 1")
+        if batch_size < 1:
+            raise ValueError(f"{type(self).__name__}: batch_size={batch_size} must be >= 1")
         self.every_n_epochs, self.log_images = every_n_epochs, log_images
         self.progress, self.dirpath = progress, dirpath
+        self.references, self.sigmas = tuple(references), sigmas
+        self.seed, self.batch_size = seed, batch_size
+        self.evaluation: Evaluation | None = None
+        #: ``{member: [(epoch, record), ...]}`` of every evaluation, for the charts
+        self.histories: dict[str, list[tuple[int, Any]]] = {}
         self.clock = OverheadClock()
         self.overhead_fraction: float | None = None
         self.evaluated_epochs: list[int] = []  # completed-epoch counts at which it ran
@@ -95,16 +119,55 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
 
     # --- for subclasses -------------------------------------------------------------------
     @abc.abstractmethod
+    def members(self, trainer: lightning.Trainer) -> list[EvaluationMember]:
+        """The measurements of this callback (built anew at every setup)."""
+
     def prepare(
         self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, device: torch.device
     ) -> None:
-        """Build fixed probes, seeds and reference data once, at setup."""
+        """Build the evaluation (references, fixed probes and noise) once, at setup."""
+        self.evaluation = Evaluation(
+            EvalData.from_datamodule(trainer.datamodule),
+            self.members(trainer),
+            self.references,
+            self.sigmas,
+            self.seed,
+            self.batch_size,
+            device,
+            trainer.global_rank,
+            trainer.world_size,
+        )
 
-    @abc.abstractmethod
     def evaluate(
         self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, epoch: int
     ) -> None:
-        """One evaluation after ``epoch`` completed epochs (every rank calls it)."""
+        """One evaluation after ``epoch`` completed epochs (every rank calls it): measure, log the
+        scalars, keep the records and (rank 0) draw the charts."""
+        bar = self.progress_bar(trainer, self.evaluation.work(), type(self).__name__)
+        try:
+            results = self.evaluation.evaluate(pl_module.denoiser, bar)
+        finally:
+            bar.close()
+        scalars = {}
+        for name, result in results.items():
+            record = self.evaluation.members[name].record(result)
+            history = [h for h in self.histories.get(name, []) if h[0] != epoch]
+            self.histories[name] = [*history, (epoch, record)]
+            scalars |= result.scalars(self.prefix)
+        pl_module.log_dict(scalars, on_step=False, on_epoch=True)
+        if trainer.is_global_zero and self.log_images:
+            figs = figures_of(self.evaluation, results, self.histories, over_time=True)
+            for key, fig in figs.items():
+                self.publish(trainer, fig, f"{self.prefix}/{key}", epoch)
+
+    # --- checkpointing: keep the histories so the charts of a resumed run go on ----------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"histories": {k: [[e, r] for e, r in h] for k, h in self.histories.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.histories = {
+            k: [(int(e), r) for e, r in h] for k, h in state_dict.get("histories", {}).items()
+        }
 
     def progress_bar(self, trainer: lightning.Trainer, total: int, desc: str) -> tqdm:
         """A progress bar on rank 0 when progress bars are on (a silent one elsewhere)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning
@@ -12,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from ..files import write_atomic
 from .periodic import is_last_epoch
 
 
@@ -62,12 +62,8 @@ class SampleGrid(lightning.Callback):
             return
         samples = pl_module.sample(self.noise(shape), num_steps=self.num_steps)  # [N,C,H,W]
         grid = make_grid((samples.float().cpu().clamp(-1, 1) + 1) / 2, nrow=_nrow(self.num_samples))
-        folder = Path(self.dirpath or trainer.default_root_dir) / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"epoch_{epoch:04d}.png"
-        tmp = path.with_suffix(".tmp.png")
-        save_image(grid, tmp)
-        os.replace(tmp, path)
+        path = Path(self.dirpath or trainer.default_root_dir) / "samples" / f"epoch_{epoch:04d}.png"
+        write_atomic(path, lambda tmp: save_image(grid, tmp))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(

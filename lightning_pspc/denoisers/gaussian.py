@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import DEFAULT_CHUNK_ELEMENTS, ClosedFormDenoiser
+from .base import ClosedFormDenoiser
 
 
 def gaussian_moments(images: Tensor, rank: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -47,10 +47,8 @@ class GaussianDenoiser(ClosedFormDenoiser):
         rank: keep only the top ``rank`` eigenpairs (default: all).
     """
 
-    def __init__(
-        self, images: Tensor, rank: int | None = None, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
-    ) -> None:
-        super().__init__(images, chunk_elements)
+    def __init__(self, images: Tensor, rank: int | None = None) -> None:
+        super().__init__(images)  # two matrix products per batch: nothing to chunk
         mu, lam, u = gaussian_moments(images, rank)
         self.rank = rank
         self.register_buffer("mean", mu)

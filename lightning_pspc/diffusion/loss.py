@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
+from ..types import Denoiser
 from .schedule import sample_training_sigmas
-
-Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
 class EDMLoss:

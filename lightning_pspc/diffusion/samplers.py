@@ -6,14 +6,11 @@ behind :class:`~lightning_pspc.diffusion.EDMPrecond` or a closed-form denoiser.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
+from ..types import Denoiser
 from .schedule import edm_sigmas
-
-Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
 def _schedule(sigmas: Tensor | None, num_steps: int, device: torch.device) -> Tensor:

@@ -1,7 +1,10 @@
-"""Evaluation: fixed probes, denoiser comparisons, memorization statistics, charts and reports.
+"""Evaluation: one pipeline of fixed probes, references and measurements, charts and reports.
 
-Shared by the callbacks (:mod:`lightning_pspc.callbacks`) and ``eval.py``
-(:mod:`lightning_pspc.evaluation.evaluate`).
+:class:`Evaluation` (:mod:`.pipeline`) is the single entry point used by the callbacks
+(:mod:`lightning_pspc.callbacks`), ``eval.py`` (:mod:`.evaluate`), the sweep and
+``python -m lightning_pspc.compare``; :mod:`.engine` holds its building blocks (denoiser
+comparisons, memorization statistics), :mod:`.probes` the fixed probes, :mod:`.plots` the
+charts and :mod:`.report` the output files.
 """
 
 from .engine import (
@@ -20,11 +23,31 @@ from .engine import (
     nearest_training_images,
     sample_batched,
 )
+from .pipeline import (
+    Comparison,
+    EvalData,
+    EvalSeeds,
+    Evaluation,
+    EvaluationMember,
+    Memorization,
+    Panel,
+    figures_of,
+)
+from .plots import save_figure
 from .probes import ProbeSet, fixed_noise, forward_probes, probe_sigmas, reverse_probes
 from .report import json_safe, staged_output, write_json_atomic
 from .timing import OverheadClock
 
 __all__ = [
+    "Comparison",
+    "EvalData",
+    "EvalSeeds",
+    "Evaluation",
+    "EvaluationMember",
+    "Memorization",
+    "Panel",
+    "figures_of",
+    "save_figure",
     "PROBE_KINDS",
     "REFERENCE_DENOISERS",
     "SIGMA_BANDS",

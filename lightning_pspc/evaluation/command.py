@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .evaluate import EvalError, EvalSettings, evaluate_checkpoints
 
+__all__ = ["add_settings_arguments", "main", "parse_args", "settings_from_args", "summary_lines"]
+
 #: Help of each :class:`EvalSettings` field; each becomes ``--field-name``.
 HELP = {
     "num_train_probes": "training images, each probed at every sigma",
@@ -26,13 +28,9 @@ HELP = {
 }
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``--ckpt PATH [--ckpt PATH ...] --out DIR`` plus one option per :class:`EvalSettings` field."""
-    p = argparse.ArgumentParser(
-        prog="eval.py", description="Evaluate checkpoints written by train.py."
-    )
-    p.add_argument("--ckpt", action="append", required=True, metavar="PATH", help="repeatable")
-    p.add_argument("--out", required=True, metavar="DIR", help="gets metrics.json and plots/")
+def add_settings_arguments(p: argparse.ArgumentParser) -> None:
+    """One option ``--field-name`` per :class:`EvalSettings` field (read back by
+    :func:`settings_from_args`), plus ``--wandb``, ``--wandb-project`` and ``--no-progress``."""
     for f in fields(EvalSettings):
         flag = "--" + f.name.replace("_", "-")
         if f.name in ("references", "sigmas"):
@@ -43,6 +41,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases")
     p.add_argument("--wandb-project", default="lightning_pspc")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def settings_from_args(args: argparse.Namespace) -> EvalSettings:
+    """The :class:`EvalSettings` of options added by :func:`add_settings_arguments`."""
+    values = {f.name: getattr(args, f.name) for f in fields(EvalSettings)}
+    return EvalSettings(**values | {"references": tuple(args.references)})
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``--ckpt PATH [--ckpt PATH ...] --out DIR`` plus one option per :class:`EvalSettings` field."""
+    p = argparse.ArgumentParser(
+        prog="eval.py", description="Evaluate checkpoints written by train.py."
+    )
+    p.add_argument("--ckpt", action="append", required=True, metavar="PATH", help="repeatable")
+    p.add_argument("--out", required=True, metavar="DIR", help="gets metrics.json and plots/")
+    add_settings_arguments(p)
     return p.parse_args(argv)
 
 
@@ -63,8 +77,7 @@ def summary_lines(report: dict) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eval.py``; a bad input prints one ``error:`` line and returns 2."""
     args = parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in fields(EvalSettings)}
-    settings = EvalSettings(**values | {"references": tuple(args.references)})
+    settings = settings_from_args(args)
     project = args.wandb_project if args.wandb else None
     try:
         report = evaluate_checkpoints(

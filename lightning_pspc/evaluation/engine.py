@@ -9,6 +9,7 @@ call the same functions in the same order (each with its own slice) and all get 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,9 +20,8 @@ from tqdm.auto import tqdm
 from ..denoisers import EmpiricalDenoiser, GaussianDenoiser, PSPCSquareDenoiser
 from ..diffusion import heun_sample
 from ..metrics import DenoiserDistance, MemorizedFraction, NearestNeighbourStats, nearest_neighbours
+from ..types import Denoiser
 from .probes import ProbeSet, check_rank, forward_probes, reverse_probes
-
-Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 #: Closed-form reference denoisers by the name used in configs, metric keys and files.
 REFERENCE_DENOISERS: dict[str, Callable[[Tensor], nn.Module]] = {
@@ -134,6 +134,10 @@ class ComparisonResult:
     mse: dict[str, dict[str, Tensor]]
     samples: Tensor = field(repr=False)
 
+    def table(self) -> dict[str, dict[str, list[float]]]:
+        """``{kind: {reference: [S] floats}}``: the record kept per evaluation for charts."""
+        return {k: {r: v.tolist() for r, v in t.items()} for k, t in self.mse.items()}
+
     def scalars(self, prefix: str = "compare") -> dict[str, float]:
         """Flat ``{prefix}/{reference}/{kind}/sigma_{s:.3g}`` and ``.../{band}`` values (finite only)."""
         out = {}
@@ -174,7 +178,8 @@ class DenoiserComparer:
             sigma (``num * S`` probes).
         reverse_noise: ``[R, C, H, W]`` starting noise of the reverse trajectories (``R * S``
             probes); ``R = 0`` skips them.
-        seed: seeds the choice of images and the forward noise.
+        seeds: ``(train, held-out)`` seeds of the choice of images and the forward noise
+            (:class:`~lightning_pspc.evaluation.pipeline.EvalSeeds`).
         batch_size: probes per denoiser call.
     """
 
@@ -187,7 +192,7 @@ class DenoiserComparer:
         num_train_probes: int,
         num_heldout_probes: int,
         reverse_noise: Tensor,
-        seed: int = 0,
+        seeds: tuple[int, int] = (0, 1),
         batch_size: int = 64,
         rank: int = 0,
         world_size: int = 1,
@@ -199,12 +204,12 @@ class DenoiserComparer:
         self.references, self.sigmas = dict(references), sigmas.double().cpu()
         self.batch_size, self.device = batch_size, torch.device(device)
         pools = {
-            "train": (train_images, num_train_probes),
-            "heldout": (heldout_images, num_heldout_probes),
+            "train": (train_images, num_train_probes, seeds[0]),
+            "heldout": (heldout_images, num_heldout_probes, seeds[1]),
         }
         self.forward: dict[str, ProbeSet] = {}
-        for offset, (kind, (images, num)) in enumerate(pools.items()):
-            probes = forward_probes(images, self.sigmas, num, seed + offset)
+        for kind, (images, num, seed) in pools.items():
+            probes = forward_probes(images, self.sigmas, num, seed)
             if len(probes):  # same decision on every rank: it depends on global counts only
                 self.forward[kind] = probes.shard(rank, world_size).to(self.device)
         self.has_reverse = reverse_noise.shape[0] > 0
@@ -212,6 +217,7 @@ class DenoiserComparer:
         self.reverse_source = torch.arange(reverse_noise.shape[0])[rank::world_size]
         self._cache: dict[str, dict[str, Tensor]] = {}
         self.reference_probe_evaluations = 0  # probes the references denoised (forward + reverse)
+        self.reference_seconds: dict[str, float] = {}  # wall time of each reference so far
 
     def work(self) -> int:
         """Denoiser evaluations of this process in the next :meth:`evaluate` (for progress bars)."""
@@ -220,22 +226,31 @@ class DenoiserComparer:
         r = self.reverse_noise.shape[0] * self.sigmas.numel()
         return fwd + ref_fwd * len(self.references) + r * (1 + len(self.references))
 
+    def reference_outputs(self, kind: str, bar: tqdm | None = None) -> dict[str, Tensor]:
+        """``{reference: outputs [P, C, H, W]}`` on the forward probes ``kind`` (computed once)."""
+        if kind not in self._cache:
+            self._cache[kind] = self._reference_outputs(self.forward[kind], bar)
+        return self._cache[kind]
+
     def _reference_outputs(self, probes: ProbeSet, bar: tqdm | None) -> dict[str, Tensor]:
         self.reference_probe_evaluations += len(probes) * len(self.references)
-        return {
-            name: denoise_batched(ref, probes.z, probes.sigma, self.batch_size, bar)
-            for name, ref in self.references.items()
-        }
+        outs = {}
+        for name, ref in self.references.items():
+            t0 = time.perf_counter()
+            outs[name] = denoise_batched(ref, probes.z, probes.sigma, self.batch_size, bar)
+            self.reference_seconds[name] = self.reference_seconds.get(name, 0.0) + (
+                time.perf_counter() - t0
+            )
+        return outs
 
     @torch.no_grad()
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> ComparisonResult:
         """MSE of ``network`` to each reference per sigma and probe kind (synced over DDP)."""
         mse = {}
         for kind, probes in self.forward.items():
-            if kind not in self._cache:
-                self._cache[kind] = self._reference_outputs(probes, bar)
+            refs = self.reference_outputs(kind, bar)
             out = denoise_batched(network, probes.z, probes.sigma, self.batch_size, bar)
-            mse[kind] = distance_table(out, self._cache[kind], probes.sigma, self.sigmas)
+            mse[kind] = distance_table(out, refs, probes.sigma, self.sigmas)
         samples = self.reverse_noise.new_zeros((0, *self.reverse_noise.shape[1:]))
         if self.has_reverse:
             states, outs, samples = [], [], [samples]

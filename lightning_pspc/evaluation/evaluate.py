@@ -1,7 +1,7 @@
 """``eval.py``: evaluate saved checkpoints with nothing but their run folders.
 
 ``python eval.py --ckpt RUN/last.ckpt [--ckpt ...] --out DIR`` rebuilds each run's model and data
-from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.cli.load_run`), measures the
+from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_run`), measures the
 EMA network's MSE to the reference denoisers per sigma on train / held-out / reverse probes and
 the memorization of its samples, and writes ``DIR/metrics.json`` and PNG charts; with checkpoints
 of runs at two or more training-set sizes it also draws the transition chart. Every input is
@@ -20,24 +20,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..cli import RunSetupError, load_run, read_checkpoint
-from .engine import (
-    DenoiserComparer,
-    DenoiserPanel,
-    build_references,
-    check_reference_names,
-    memorization_stats,
-    nearest_training_images,
-    sample_batched,
-)
-from .plots import (
-    mse_vs_sigma_figure,
-    neighbours_figure,
-    panel_figure,
-    save_figure,
-    transition_figure,
-)
-from .probes import fixed_noise, probe_sigmas
+from ..runs import RunSetupError, load_run, read_checkpoint
+from .engine import check_reference_names
+from .pipeline import Comparison, EvalData, Evaluation, Memorization, Panel, figures_of
+from .plots import save_figure, transition_figure
+from .probes import probe_sigmas
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
 
 
@@ -140,80 +127,63 @@ def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
     return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta)
 
 
+def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.device) -> Evaluation:
+    """The evaluation pipeline of ``eval.py``: comparison, memorization and panel members."""
+    members = [
+        Comparison(
+            settings.num_train_probes, settings.num_heldout_probes, settings.num_reverse_probes
+        ),
+        Memorization(settings.num_samples, settings.num_steps, settings.threshold),
+        Panel(),
+    ]
+    return Evaluation(
+        data,
+        members,
+        settings.references,
+        settings.sigmas,
+        settings.seed,
+        settings.batch_size,
+        device,
+    )
+
+
 @torch.no_grad()
 def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progress: bool) -> dict:
     """All metrics of one checkpoint as a JSON-ready record; charts into ``plot_dir``."""
     t0 = time.perf_counter()
-    device = settings.torch_device()
-    dm, net = run.datamodule, run.module.denoiser
-    train, heldout, shape = dm.train_images(), dm.heldout_images(), dm.image_shape
-    refs = build_references(settings.references, dm.reference_images(), device)
-    sigmas = probe_sigmas(settings.sigmas)
-    comparer = DenoiserComparer(
-        refs,
-        sigmas,
-        train,
-        heldout,
-        settings.num_train_probes,
-        settings.num_heldout_probes,
-        fixed_noise(settings.num_reverse_probes, shape, settings.seed + 2),
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-        device=device,
-    )
-    noise = fixed_noise(settings.num_samples, shape, settings.seed).to(device)
+    dm = run.datamodule
+    evaluation = build_evaluation(EvalData.from_datamodule(dm), settings, settings.torch_device())
     bar = tqdm(
-        total=comparer.work() + settings.num_samples,
-        desc=run.label,
-        unit="img",
-        disable=not progress,
-        leave=False,
+        total=evaluation.work(), desc=run.label, unit="img", disable=not progress, leave=False
     )
     with bar:
-        result = comparer.evaluate(net, bar)
-        samples = sample_batched(net, noise, settings.num_steps, settings.batch_size, bar)
-    stats = memorization_stats(samples, train.to(device), settings.threshold)
-
+        results = evaluation.evaluate(run.module.denoiser, bar)
+    histories = {
+        name: [(run.meta["epoch"], member.record(results[name]))]
+        for name, member in evaluation.members.items()
+    }
     stem = run.label.replace("/", "_")
-    plots = []
-    for ref in settings.references:
-        history = [(run.meta["epoch"], {k: t[ref] for k, t in result.mse.items()})]
-        plots.append(
-            save_figure(
-                mse_vs_sigma_figure(sigmas, history, ref), plot_dir / f"{stem}_mse_{ref}.png"
-            )
-        )
-    panel = DenoiserPanel.build(
-        refs, heldout[0] if heldout.shape[0] else train[0], sigmas, 6, settings.seed + 3, device
-    )
-    plots.append(
-        save_figure(
-            panel_figure(panel(net), panel.probes.sigma, run.label), plot_dir / f"{stem}_panel.png"
-        )
-    )
-    shown = samples[:16]
-    neighbours, ratio = nearest_training_images(shown, train.to(device))
-    fig = neighbours_figure(shown, neighbours, ratio, settings.threshold)
-    plots.append(save_figure(fig, plot_dir / f"{stem}_neighbours.png"))
-
-    tables = result.to_json()
+    plots = [
+        save_figure(fig, plot_dir / f"{stem}_{key.replace('/', '_')}.png").name
+        for key, fig in figures_of(evaluation, results, histories, over_time=False).items()
+    ]
+    comparison = results[Comparison.name]
     return {
         "checkpoint": str(run.path.resolve()),
         "label": run.label,
         "run": run.path.parent.name,
-        "num_train": int(train.shape[0]),
-        "num_reference_images": int(dm.reference_images().shape[0]),
-        "image_shape": list(shape),
+        "num_train": int(evaluation.data.train.shape[0]),
+        "num_reference_images": int(evaluation.data.reference.shape[0]),
+        "image_shape": list(evaluation.data.image_shape),
         **run.meta,
-        "sigmas": tables["sigmas"],
-        "mse": tables["mse"],
-        "bands": tables["bands"],
-        "memorized_fraction": stats["memorized_fraction"],
-        "nearest_neighbour": {k: v for k, v in stats.items() if k != "memorized_fraction"},
-        "num_probes": {k: len(p) for k, p in comparer.forward.items()}
-        | {"reverse": settings.num_reverse_probes * sigmas.numel()},
+        **comparison.to_json(),
+        **results[Memorization.name].to_json(),
+        "num_probes": {
+            k: len(p) for k, p in evaluation.members[Comparison.name].comparer.forward.items()
+        }
+        | {"reverse": settings.num_reverse_probes * evaluation.sigmas.numel()},
         "num_samples": settings.num_samples,
-        "plots": [p.name for p in plots],
+        "plots": plots,
         "seconds": time.perf_counter() - t0,
     }
 

@@ -7,7 +7,6 @@ no global backend or figure registry is touched (safe inside training processes)
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 from torch import Tensor
 
+from ..files import write_atomic
 from .engine import SIGMA_BANDS
 
 KIND_LABELS = {"train": "train probes", "heldout": "held-out probes", "reverse": "reverse probes"}
@@ -29,12 +29,7 @@ BAND_COLORS = {"low": "tab:blue", "mid": "tab:orange", "high": "tab:green"}
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically (temp file, then rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
 
 
 def to_display(image: Tensor) -> np.ndarray:

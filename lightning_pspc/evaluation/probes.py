@@ -9,15 +9,14 @@ RNG, so the same seed gives the same probes in every epoch, process and run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..diffusion import edm_sigmas, heun_sample
-
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+from ..types import Denoiser
 
 
 @dataclass(frozen=True)

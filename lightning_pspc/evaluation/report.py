@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..files import write_atomic
+
 
 def json_safe(value: Any) -> Any:
     """Nested dicts/lists/tuples of numbers with NaN and inf replaced by ``None`` (strict JSON)."""
@@ -26,12 +28,7 @@ def json_safe(value: Any) -> Any:
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented strict JSON (NaN -> null) to ``path`` via a temp file + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def check_output_dir(out: str | Path) -> Path:

@@ -13,12 +13,11 @@ streamed in chunks of ``chunk_size`` images so memory stays ``O(M * chunk_size)`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+from ..types import Denoiser
 
 DEFAULT_CHUNK_SIZE = 1024
 _COS_EPS = 1e-12  # norms below this count as zero vectors (cosine 0), as in F.cosine_similarity

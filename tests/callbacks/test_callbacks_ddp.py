@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_pspc.evaluation import (
-    DenoiserComparer,
-    build_references,
-    fixed_noise,
-    memorization_stats,
-    probe_sigmas,
-    sample_batched,
-)
+from lightning_pspc.evaluation import Comparison, EvalData, Evaluation, Memorization
 from lightning_pspc.module import DiffusionModule
 from tests.callbacks._ddp_fit import SIGMAS, make_datamodule
 from tests.helpers import TinyNet, run_clean
@@ -33,24 +26,21 @@ def test_ddp_split_and_reduction(tmp_path):
     module = DiffusionModule(TinyNet(1, 8))
     module.ema.load_state_dict(result["ema"])
     dm = make_datamodule()
-    sigmas = probe_sigmas(SIGMAS)
-    refs = build_references(["empirical", "pspc", "gaussian"], dm.reference_images())
-    single = DenoiserComparer(
-        refs,
-        sigmas,
-        dm.train_images(),
-        dm.heldout_images(),
-        3,
-        2,
-        fixed_noise(3, dm.image_shape, 5 + 2),
+    # the same evaluation in one process: comparison (seed 5) and memorization (seed 2)
+    single = Evaluation(
+        EvalData.from_datamodule(dm),
+        [Comparison(3, 2, 3)],
+        ["empirical", "pspc", "gaussian"],
+        SIGMAS,
         seed=5,
         batch_size=4,
-    ).evaluate(module.denoiser)
+    ).evaluate(module.denoiser)["compare"]
     expected = single.scalars()
     logged = {k: v for k, v in result["metrics"].items() if k in expected}
     assert len(logged) == len(expected) == 3 * 3 * (3 + 2)  # sigmas + low, mid bands
     for key, value in expected.items():
         assert logged[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
-    samples = sample_batched(module.denoiser, fixed_noise(5, dm.image_shape, 2), 4, 64)
-    for key, value in memorization_stats(samples, dm.train_images()).items():
+    memo = Evaluation(EvalData.from_datamodule(dm), [Memorization(5, 4)], seed=2)
+    stats = memo.evaluate(module.denoiser)["memorization"].stats
+    for key, value in stats.items():
         assert result["metrics"][f"memorization/{key}"] == pytest.approx(value, rel=1e-4), key

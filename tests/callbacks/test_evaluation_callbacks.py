@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning_pspc.callbacks.comparison import DenoiserComparison
 from lightning_pspc.callbacks.memorization import MemorizationMonitor
 from lightning_pspc.denoisers import EmpiricalDenoiser
-from lightning_pspc.evaluation import fixed_noise, forward_probes, probe_sigmas
+from lightning_pspc.evaluation import EvalSeeds, fixed_noise, forward_probes, probe_sigmas
 from lightning_pspc.metrics import memorized_mask
 from lightning_pspc.module import DiffusionModule
 
@@ -102,7 +102,7 @@ def test_comparison_values_match_a_direct_computation(fitted):
     trainer, module, dm, *_ = fitted
     # the last evaluation ran with the final EMA weights: recompute the train-probe distances
     sigmas = probe_sigmas(SIGMAS)
-    probes = forward_probes(dm.train_images(), sigmas, 3, seed=4)
+    probes = forward_probes(dm.train_images(), sigmas, 3, seed=EvalSeeds.derive(4).train_probes)
     with torch.no_grad():
         net = module.denoiser(probes.z, probes.sigma.float())
     emp = EmpiricalDenoiser(dm.reference_images())(probes.z, probes.sigma.float())
@@ -124,7 +124,8 @@ def test_memorization_values_match_a_direct_computation(fitted):
     trainer, module, dm, *_ = fitted
     from lightning_pspc.diffusion import heun_sample
 
-    samples = heun_sample(module.denoiser, fixed_noise(6, (1, 8, 8), 3), num_steps=6)
+    noise = fixed_noise(6, (1, 8, 8), EvalSeeds.derive(3).sample_noise)
+    samples = heun_sample(module.denoiser, noise, num_steps=6)
     expected = memorized_mask(samples, dm.train_images()).double().mean().item()
     assert trainer.callback_metrics["memorization/memorized_fraction"].item() == pytest.approx(
         expected

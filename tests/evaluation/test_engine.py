@@ -30,7 +30,16 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _comparer(train, heldout, refs, sigmas, **kw) -> DenoiserComparer:
     return DenoiserComparer(
-        refs, sigmas, train, heldout, 3, 2, fixed_noise(2, (1, 6, 6), 5), seed=1, batch_size=7, **kw
+        refs,
+        sigmas,
+        train,
+        heldout,
+        3,
+        2,
+        fixed_noise(2, (1, 6, 6), 5),
+        seeds=(1, 2),
+        batch_size=7,
+        **kw,
     )
 
 
