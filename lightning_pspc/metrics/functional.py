@@ -26,13 +26,8 @@ _COS_EPS = 1e-12  # norms below this count as zero vectors (cosine 0), as in F.c
 
 def denoiser_mse(out_a: Tensor, out_b: Tensor) -> Tensor:
     """Per-element MSE ``[B]`` (float64, mean over all non-batch dims) of ``out_a, out_b [B, ...]``."""
-    if out_a.shape != out_b.shape or out_a.ndim < 2:
-        raise ValueError(
-            f"denoiser outputs must have the same shape [B, C, H, W], got {tuple(out_a.shape)} "
-            f"and {tuple(out_b.shape)}; pass the two denoisers' outputs for the same batch"
-        )
-    diff = out_a.detach().double() - out_b.detach().double()
-    return diff.pow(2).flatten(1).mean(1)
+    a64, b64 = _paired_flat(out_a, out_b)
+    return (a64 - b64).pow(2).mean(1)
 
 
 def nearest_sigma_index(sigma: Tensor, grid: Tensor) -> Tensor:
@@ -332,10 +327,9 @@ def twin_similarities(
     samples, and of each twin's sample to the most similar (highest centred cosine) image of its
     own training set.
     """
-    mu = _flat_center(center, samples_a).reshape(samples_a.shape[1:])
-    mu = mu.to(samples_a.device, torch.float64)
-    _paired_flat(samples_a, samples_b)  # shape check
-    twin = paired_cosine_similarity(samples_a.double() - mu, samples_b.double() - mu)
+    a64, b64 = _paired_flat(samples_a, samples_b)  # [M, D]
+    mu = _flat_center(center, samples_a).to(a64)  # [D]
+    twin = paired_cosine_similarity(a64 - mu, b64 - mu)
     nearest_a, _ = pairwise_cosine_max(samples_a, train_a, chunk_size, center=center)
     nearest_b, _ = pairwise_cosine_max(samples_b, train_b, chunk_size, center=center)
     return twin, nearest_a, nearest_b
