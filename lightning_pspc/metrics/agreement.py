@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from .functional import (
+    cat_state,
     denoiser_mse,
     paired_cosine_similarity,
     paired_pearson_correlation,
@@ -54,12 +53,5 @@ class SampleAgreement(Metric):
         """Mean, median and quartiles of each per-pair measure."""
         result: dict[str, Tensor] = {}
         for name in AGREEMENT_MEASURES:
-            result.update(summary_statistics(_values(getattr(self, name), self.device), name))
+            result.update(summary_statistics(cat_state(getattr(self, name), self.device), name))
         return result
-
-
-def _values(state: list[Tensor] | Tensor, device: torch.device) -> Tensor:
-    """A ``cat`` state as one float64 tensor (empty before any update)."""
-    if isinstance(state, list) and not state:
-        return torch.empty(0, dtype=torch.float64, device=device)
-    return dim_zero_cat(state)

@@ -290,6 +290,15 @@ def linearity_score(
     ).mean()
 
 
+def cat_state(state: list[Tensor] | Tensor, device: torch.device) -> Tensor:
+    """A torchmetrics ``cat`` state as one tensor ``[M]`` (empty float64 before any update)."""
+    if isinstance(state, list):
+        if not state:
+            return torch.empty(0, dtype=torch.float64, device=device)
+        return torch.cat(state)
+    return state
+
+
 def summary_statistics(values: Tensor, prefix: str) -> dict[str, Tensor]:
     """``{prefix}_mean``, ``_median``, ``_q25``, ``_q75`` of ``values [M]`` (linear interpolation).
 

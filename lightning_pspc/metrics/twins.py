@@ -6,22 +6,16 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from .agreement import _values
 from .functional import (
     DEFAULT_CHUNK_SIZE,
+    cat_state,
     check_chunk_size,
     check_train_images,
     summary_statistics,
     twin_similarities,
 )
 
-# Cosine on images centred on the training mean, pixel space. Zhang et al.'s 0.6 lives in SSCD
-# (copy-detection) space and means "the same image"; in centred pixel space distinct images get
-# far higher cosines. Measured on Fashion-MNIST (seed 0, 500 held-out images): the most similar
-# training image of a held-out image has median cosine 0.74 / 0.83 / 0.89 among 64 / 1,024 /
-# 16,384 training images, and exceeds 0.95 for 0 % / 2 % / 9 % of them (0.9: 3 % / 20 % / 43 %).
-# So 0.95 (centred relative L2 difference ~0.32 at equal norms) rarely calls two distinct images
-# "the same", while 0.9 or 0.6 would.
+# Cosine on images centred on the training mean; why 0.95: see TwinSimilarity.
 REPRODUCIBILITY_THRESHOLD = 0.95
 
 
@@ -38,9 +32,15 @@ class TwinSimilarity(Metric):
     Args:
         train_a, train_b: ``[Na, C, H, W]``, ``[Nb, C, H, W]`` the twins' training sets. Kept as
             plain attributes where you put them (never synced, broadcast or checkpointed).
-        threshold: a twin pair is reproducible when its centred cosine is above it;
-            default :data:`REPRODUCIBILITY_THRESHOLD` = 0.95 (Zhang et al. use 0.6 in SSCD
-            space; see the module's comment for why pixel space needs a higher one).
+        threshold: a twin pair is reproducible when its centred cosine is above it. Default
+            :data:`REPRODUCIBILITY_THRESHOLD` = 0.95. Zhang et al.'s 0.6 lives in SSCD
+            (copy-detection) space and means "the same image"; in centred pixel space distinct
+            images reach far higher cosines. Measured on Fashion-MNIST (seed 0, 500 held-out
+            images): a held-out image's most similar training image has median centred cosine
+            0.74 / 0.83 / 0.89 among 64 / 1,024 / 16,384 training images, and is above 0.95 for
+            0 % / 2 % / 9 % of them (above 0.9: 3 % / 20 % / 43 %). So 0.95 (a centred relative
+            L2 difference of about 0.32 at equal norms) rarely calls two distinct images the same,
+            where 0.9 or 0.6 would. It is data-dependent: recheck it for another data set.
         mean: optional ``[C, H, W]`` centring image.
         chunk_size: training images compared at once.
 
@@ -100,9 +100,9 @@ class TwinSimilarity(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         """Summary of the twin and nearest-training cosines, reproducibility, copy fraction."""
-        twin = _values(self.twin_cos, self.device)
+        twin = cat_state(self.twin_cos, self.device)
         train = torch.cat(
-            [_values(self.train_cos_a, self.device), _values(self.train_cos_b, self.device)]
+            [cat_state(self.train_cos_a, self.device), cat_state(self.train_cos_b, self.device)]
         )
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.device)
         return {
