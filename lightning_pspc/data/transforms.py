@@ -25,7 +25,10 @@ def select_indices(
     ``perm = randperm(M, seed)``; held-out = the last ``num_heldout`` entries of ``perm``; the
     training pool is the rest in ``perm`` order; subset ``None`` takes ``pool[:N]``, ``"a"`` takes
     ``pool[0::2][:N]`` and ``"b"`` ``pool[1::2][:N]``. So, for one seed, smaller training sets are
-    prefixes of larger ones and subsets ``a`` and ``b`` are disjoint.
+    prefixes of larger ones, and subsets ``a`` and ``b`` at size N are the two disjoint halves of
+    the ``2N`` set ``pool[:2N]`` (twin models, Kadkhodaie et al. 2024). Both subsets hold
+    ``len(pool) // 2`` images (an odd pool's last image is in neither), so an N one twin can
+    have, the other can have too.
     Returns ``(train_idx [N], heldout_idx [num_heldout])`` as int64 tensors.
     """
     if subset not in (None, "a", "b"):
@@ -39,15 +42,18 @@ def select_indices(
     perm = torch.randperm(num_images, generator=generator)
     heldout = perm[num_images - num_heldout :]
     pool = perm[: num_images - num_heldout]
+    which, why = "the training pool", ""
     if subset is not None:
+        pool = pool[: len(pool) // 2 * 2]  # halves of equal size
         pool = pool[0::2] if subset == "a" else pool[1::2]
+        which = f"subset {subset!r}"
+        why = f", half of the {2 * len(pool)} images that split into two disjoint subsets"
     if num_train is None:
         return pool, heldout
     if num_train < 1 or num_train > len(pool):
-        which = "the training pool" if subset is None else f"subset {subset!r}"
         raise ValueError(
-            f"num_train={num_train} is not available: {which} holds at most {len(pool)} images "
-            f"({num_images} images, num_heldout={num_heldout}); use 1 <= num_train <= "
+            f"num_train={num_train} is not available: {which} holds at most {len(pool)} "
+            f"images{why} ({num_images} images, num_heldout={num_heldout}); use 1 <= num_train <= "
             f"{len(pool)}, or num_train=None for all of them."
         )
     return pool[:num_train], heldout

@@ -1,33 +1,59 @@
-"""Metrics of memorization and generalization (REFERENCE.md section 3).
+"""Metrics of memorization and generalization (REFERENCE.md sections 3 and 3b).
 
 Each metric is a ``torchmetrics.Metric`` whose states declare their DDP reduction, built on a pure
 function in :mod:`lightning_pspc.metrics.functional`.
 """
 
+from .agreement import SampleAgreement
 from .denoiser_distance import DenoiserDistance
+from .denoiser_fit import NormalizedMSE, RSquared
 from .functional import (
     denoiser_mse,
+    linearity_cosine,
     linearity_score,
     memorized_mask,
     nearest_neighbours,
     nearest_sigma_index,
     nn_distance_ratio,
+    normalized_mse,
     paired_cosine_similarity,
+    paired_pearson_correlation,
     pairwise_cosine_max,
+    r_squared,
+    summary_statistics,
+    twin_similarities,
 )
+from .linearity import LinearityOutputs, LinearityScore, linearity_outputs
 from .memorization import MemorizedFraction
+from .per_sigma import PerSigmaMean
 from .similarity import NearestNeighbourStats
+from .twins import REPRODUCIBILITY_THRESHOLD, TwinSimilarity
 
 __all__ = [
+    "REPRODUCIBILITY_THRESHOLD",
     "DenoiserDistance",
+    "LinearityOutputs",
+    "LinearityScore",
     "MemorizedFraction",
     "NearestNeighbourStats",
+    "NormalizedMSE",
+    "PerSigmaMean",
+    "RSquared",
+    "SampleAgreement",
+    "TwinSimilarity",
     "denoiser_mse",
+    "linearity_cosine",
+    "linearity_outputs",
     "linearity_score",
     "memorized_mask",
     "nearest_neighbours",
     "nearest_sigma_index",
     "nn_distance_ratio",
+    "normalized_mse",
     "paired_cosine_similarity",
+    "paired_pearson_correlation",
     "pairwise_cosine_max",
+    "r_squared",
+    "summary_statistics",
+    "twin_similarities",
 ]

@@ -25,13 +25,8 @@ _COS_EPS = 1e-12  # norms below this count as zero vectors (cosine 0), as in F.c
 
 def denoiser_mse(out_a: Tensor, out_b: Tensor) -> Tensor:
     """Per-element MSE ``[B]`` (float64, mean over all non-batch dims) of ``out_a, out_b [B, ...]``."""
-    if out_a.shape != out_b.shape or out_a.ndim < 2:
-        raise ValueError(
-            f"denoiser outputs must have the same shape [B, C, H, W], got {tuple(out_a.shape)} "
-            f"and {tuple(out_b.shape)}; pass the two denoisers' outputs for the same batch"
-        )
-    diff = out_a.detach().double() - out_b.detach().double()
-    return diff.pow(2).flatten(1).mean(1)
+    a64, b64 = _paired_flat(out_a, out_b)
+    return (a64 - b64).pow(2).mean(1)
 
 
 def nearest_sigma_index(sigma: Tensor, grid: Tensor) -> Tensor:
@@ -141,12 +136,17 @@ def memorized_mask(
 
 
 def pairwise_cosine_max(
-    samples: Tensor, train: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
+    samples: Tensor,
+    train: Tensor,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    center: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Largest cosine similarity of each sample to any training image (pixel vectors).
 
     Args:
         samples: ``[M, C, H, W]``; train: ``[N, C, H, W]``, streamed in ``chunk_size`` chunks.
+        center: optional ``[C, H, W]`` image (e.g. the training mean) subtracted from the samples
+            and from every training image before the cosine.
 
     Returns:
         ``(max_cos [M] float64, idx [M] long)``; a zero vector has cosine 0 to everything.
@@ -155,11 +155,13 @@ def pairwise_cosine_max(
     check_train_images(train)
     s, x = _flatten_pair(samples, train)
     s = s.double()
+    mu = s.new_zeros(s.shape[1]) if center is None else _flat_center(center, samples).to(s)
+    s = s - mu
     s_unit = s / s.norm(dim=1, keepdim=True).clamp_min(_COS_EPS)
     best_c = s.new_full((s.shape[0],), -math.inf)
     best_i = torch.zeros(s.shape[0], dtype=torch.long, device=s.device)
     for start in range(0, x.shape[0], chunk_size):
-        chunk = x[start : start + chunk_size].to(device=s.device, dtype=torch.float64)
+        chunk = x[start : start + chunk_size].to(device=s.device, dtype=torch.float64) - mu
         x_unit = chunk / chunk.norm(dim=1, keepdim=True).clamp_min(_COS_EPS)
         c_max, c_idx = (s_unit @ x_unit.T).max(dim=1)  # [M]
         better = c_max > best_c
@@ -168,35 +170,174 @@ def pairwise_cosine_max(
     return best_c, best_i
 
 
+def _flat_center(center: Tensor, images: Tensor) -> Tensor:
+    """``center [C, H, W]`` (one image of the shape of ``images [M, C, H, W]``) flattened, ``[D]``."""
+    if tuple(center.shape) != tuple(images.shape[1:]):
+        raise ValueError(
+            f"center of shape {tuple(center.shape)} does not match images of shape "
+            f"{tuple(images.shape)}; pass one [C, H, W] image, e.g. the training mean"
+        )
+    return center.detach().flatten()
+
+
+def _paired_flat(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Flattened float64 ``[B, D]`` copies of two same-shape batches ``[B, ...]``."""
+    if a.shape != b.shape or a.ndim < 2:
+        raise ValueError(
+            f"paired tensors must have the same shape [B, ...], got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}; pass the two outputs (or samples) for the same batch"
+        )
+    return a.detach().flatten(1).double(), b.detach().flatten(1).double()
+
+
 def paired_cosine_similarity(a: Tensor, b: Tensor) -> Tensor:
     """Cosine similarity ``[B]`` (float64) of flattened pairs ``a[i], b[i]`` of shape ``[B, ...]``.
 
     Used for the reproducibility and generalization comparisons of REFERENCE.md section 3
-    (Zhang et al. 2023; Kadkhodaie et al. 2024): same-noise samples of two models.
+    (Zhang et al. 2023; Kadkhodaie et al. 2024): same-noise samples of two models. A zero vector
+    has cosine 0 to everything.
     """
-    if a.shape != b.shape or a.ndim < 2:
-        raise ValueError(
-            f"paired tensors must have the same shape [B, ...], got {tuple(a.shape)} and "
-            f"{tuple(b.shape)}"
-        )
-    a64, b64 = a.detach().flatten(1).double(), b.detach().flatten(1).double()
+    a64, b64 = _paired_flat(a, b)
     dot = (a64 * b64).sum(1)
     return dot / (a64.norm(dim=1) * b64.norm(dim=1)).clamp_min(_COS_EPS)
 
 
-@torch.no_grad()
-def linearity_score(denoiser: Denoiser, z1: Tensor, z2: Tensor, sigma: Tensor | float) -> Tensor:
-    """Mean cosine similarity of ``D(a z1 + b z2, s)`` and ``a D(z1, s) + b D(z2, s)``.
+def paired_pearson_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation ``[B]`` (float64) of the pixels of each pair ``a[i], b[i]`` ``[B, ...]``.
 
-    ``a = b = 1/sqrt(2)`` keeps the mixture at the noise level of its parts. A linear denoiser
-    scores 1; the score rises as a model generalizes (Li et al. 2024, working definition of
-    REFERENCE.md section 3). ``z1, z2 [B, C, H, W]``; ``sigma`` a float or ``[B]``. Returns a
-    float64 scalar.
+    The cosine of the pairs after subtracting each image's own mean (Kamb & Ganguli's per-sample
+    correlation of final samples); a constant image has correlation 0 to everything.
+    """
+    a64, b64 = _paired_flat(a, b)
+    return paired_cosine_similarity(
+        a64 - a64.mean(1, keepdim=True), b64 - b64.mean(1, keepdim=True)
+    )
+
+
+def normalized_mse(out: Tensor, ref: Tensor) -> Tensor:
+    """Per-sample ``||out - ref||^2 / ||ref||^2`` ``[B]`` (float64) of ``out, ref [B, ...]``.
+
+    Li et al. (2024): the network's distance to the Gaussian denoiser (``out = D_net``,
+    ``ref = D_gauss``) relative to the Gaussian output's energy. A zero ``ref`` gives 0 when
+    ``out`` is zero too, else ``inf``.
+    """
+    o, r = _paired_flat(out, ref)
+    num, den = (o - r).pow(2).sum(1), r.pow(2).sum(1)
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), _zero_or_inf(num))
+
+
+def r_squared(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-sample ``R^2 = 1 - ||pred - target||^2 / (D * Var(target))`` ``[B]`` (float64).
+
+    Lukoianov et al. (2025): ``pred`` a closed-form denoiser's output ``a``, ``target`` the
+    network's output ``b``, both ``[B, ...]``; ``D`` pixels per sample and ``Var`` the population
+    variance of ``b``'s pixels, so ``D * Var(b) = ||b - mean(b)||^2``. 1 is a perfect fit, 0 no
+    better than ``b``'s mean pixel, negative worse. A constant ``target`` gives 1 when ``pred``
+    equals it, else ``-inf``.
+    """
+    a, b = _paired_flat(pred, target)
+    ss_res = (a - b).pow(2).sum(1)
+    ss_tot = (b - b.mean(1, keepdim=True)).pow(2).sum(1)
+    ratio = torch.where(
+        ss_tot > 0, ss_res / ss_tot.clamp_min(torch.finfo(ss_tot.dtype).tiny), _zero_or_inf(ss_res)
+    )
+    return 1 - ratio
+
+
+def _zero_or_inf(num: Tensor) -> Tensor:
+    """``num / 0`` as a limit: 0 where ``num == 0``, ``inf`` elsewhere."""
+    return torch.where(num > 0, torch.full_like(num, math.inf), torch.zeros_like(num))
+
+
+def linearity_cosine(out_mixed: Tensor, out_1: Tensor, out_2: Tensor, alpha: float = 0.5) -> Tensor:
+    """Li et al. (2024) linearity of one probe pair: ``cos(D(a z1 + b z2), a D(z1) + b D(z2))``.
+
+    ``a = sqrt(alpha)``, ``b = sqrt(1 - alpha)`` (``a^2 + b^2 = 1`` keeps the mixture at the noise
+    level of its parts). Takes the three outputs ``[B, C, H, W]``: ``out_mixed = D(a z1 + b z2, s)``,
+    ``out_1 = D(z1, s)``, ``out_2 = D(z2, s)``; returns the cosine per pair ``[B]`` (float64).
+    """
+    check_alpha(alpha)
+    _paired_flat(out_1, out_2)  # shape check
+    combined = (
+        math.sqrt(alpha) * out_1.detach().double() + math.sqrt(1 - alpha) * out_2.detach().double()
+    )
+    return paired_cosine_similarity(out_mixed, combined)
+
+
+def check_alpha(alpha: float) -> None:
+    """Raise a clear error unless ``0 < alpha < 1`` (the mixing weight of the linearity score)."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1) (Li et al. use 0.5), got {alpha}")
+
+
+@torch.no_grad()
+def linearity_score(
+    denoiser: Denoiser, z1: Tensor, z2: Tensor, sigma: Tensor | float, alpha: float = 0.5
+) -> Tensor:
+    """Mean over pairs of :func:`linearity_cosine` for noisy probes ``z1, z2 [B, C, H, W]``.
+
+    Evaluates ``D(a z1 + b z2, s)``, ``D(z1, s)`` and ``D(z2, s)`` with ``sigma`` a float or
+    ``[B]``. A linear denoiser scores 1 (Li et al. 2024). Returns a float64 scalar.
     """
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {z1.shape} and {z2.shape}")
+    check_alpha(alpha)
     sigma = torch.as_tensor(sigma, dtype=z1.dtype, device=z1.device).expand(z1.shape[0])
-    a = b = 1 / math.sqrt(2)
-    mixed = denoiser(a * z1 + b * z2, sigma)
-    combined = a * denoiser(z1, sigma) + b * denoiser(z2, sigma)
-    return paired_cosine_similarity(mixed, combined).mean()
+    mixed = math.sqrt(alpha) * z1 + math.sqrt(1 - alpha) * z2
+    return linearity_cosine(
+        denoiser(mixed, sigma), denoiser(z1, sigma), denoiser(z2, sigma), alpha
+    ).mean()
+
+
+def cat_state(state: list[Tensor] | Tensor, device: torch.device) -> Tensor:
+    """A torchmetrics ``cat`` state as one tensor ``[M]`` (empty float64 before any update)."""
+    if isinstance(state, list):
+        if not state:
+            return torch.empty(0, dtype=torch.float64, device=device)
+        return torch.cat(state)
+    return state
+
+
+def summary_statistics(values: Tensor, prefix: str) -> dict[str, Tensor]:
+    """``{prefix}_mean``, ``_median``, ``_q25``, ``_q75`` of ``values [M]`` (linear interpolation).
+
+    An empty ``values`` gives NaN for all four.
+    """
+    values = values.double().flatten()
+    if values.numel() == 0:
+        nan = values.new_tensor(math.nan)
+        return {f"{prefix}_{key}": nan for key in ("mean", "median", "q25", "q75")}
+    q = values.quantile(values.new_tensor([0.25, 0.5, 0.75]))
+    return {
+        f"{prefix}_mean": values.mean(),
+        f"{prefix}_median": q[1],
+        f"{prefix}_q25": q[0],
+        f"{prefix}_q75": q[2],
+    }
+
+
+def twin_similarities(
+    samples_a: Tensor,
+    samples_b: Tensor,
+    train_a: Tensor,
+    train_b: Tensor,
+    center: Tensor,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cosine similarities of twin models' samples, on images centred on ``center``.
+
+    Kadkhodaie et al. (2024): ``samples_a, samples_b [M, C, H, W]`` come from the twins (trained
+    on the disjoint halves ``train_a [Na, C, H, W]``, ``train_b [Nb, C, H, W]``) with the same
+    initial noise, pair by pair; ``center [C, H, W]`` is the training mean, subtracted from every
+    image so that backgrounds do not dominate the cosine.
+
+    Returns float64 ``(twin [M], nearest_a [M], nearest_b [M])``: the cosine between the twins'
+    samples, and of each twin's sample to the most similar (highest centred cosine) image of its
+    own training set.
+    """
+    a64, b64 = _paired_flat(samples_a, samples_b)  # [M, D]
+    mu = _flat_center(center, samples_a).to(a64)  # [D]
+    twin = paired_cosine_similarity(a64 - mu, b64 - mu)
+    nearest_a, _ = pairwise_cosine_max(samples_a, train_a, chunk_size, center=center)
+    nearest_b, _ = pairwise_cosine_max(samples_b, train_b, chunk_size, center=center)
+    return twin, nearest_a, nearest_b

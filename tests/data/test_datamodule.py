@@ -41,6 +41,19 @@ def test_selection_is_nested_deterministic_and_disjoint():
     assert not torch.equal(select_indices(1000, 64, 100, None, seed=4)[0], small_train)
 
 
+def test_twin_subsets_are_the_halves_of_one_2n_set_and_fail_alike():
+    # an odd pool (1000 - 101 = 899 images): both halves hold 449, its last image is in neither
+    for n in (1, 64, 449):
+        a = select_indices(1000, n, 101, "a", seed=2)[0].tolist()
+        b = select_indices(1000, n, 101, "b", seed=2)[0].tolist()
+        both = select_indices(1000, 2 * n, 101, None, seed=2)[0].tolist()
+        assert len(a) == len(b) == n and set(a) | set(b) == set(both) and len(set(both)) == 2 * n
+    for subset in ("a", "b"):
+        assert len(select_indices(1000, None, 101, subset, seed=2)[0]) == 449
+        with pytest.raises(ValueError, match=rf"subset '{subset}' holds at most 449 images"):
+            select_indices(1000, 450, 101, subset, seed=2)
+
+
 def test_train_images_are_the_selected_raw_images(digits):
     dm = _module(digits, num_train=64, num_heldout=100, seed=1)
     train_idx, held_idx = select_indices(1797, 64, 100, None, seed=1)

@@ -2,7 +2,7 @@
 
 Usage: ``python _ddp_worker.py RANK 2 PORT DATA_PT OUT_PT``. Each rank updates every metric with
 its own uneven slice of the data (in two batches), then saves the synced ``compute()`` values to
-``OUT_PT``.
+``OUT_PT``. :func:`compute_all` with ``rank=None`` is the 1-process reference.
 """
 
 from __future__ import annotations
@@ -13,12 +13,58 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from lightning_pspc.metrics import DenoiserDistance, MemorizedFraction, NearestNeighbourStats
+from lightning_pspc.metrics import (
+    DenoiserDistance,
+    LinearityScore,
+    MemorizedFraction,
+    NearestNeighbourStats,
+    NormalizedMSE,
+    RSquared,
+    SampleAgreement,
+    TwinSimilarity,
+)
 
 
 def rank_indices(n: int, rank: int) -> torch.Tensor:
     """Uneven split over 2 ranks: rank 0 takes the first ``n // 2 + 1`` items, rank 1 the rest."""
     return torch.arange(n).tensor_split([n // 2 + 1])[rank]
+
+
+def compute_all(data: dict[str, torch.Tensor], rank: int | None = None) -> dict[str, torch.Tensor]:
+    """Every metric on ``data``: all of it (``rank=None``) or ``rank``'s slice in two batches."""
+    train, samples, twin = data["train"], data["samples"], data["samples_twin"]
+    per_sigma = {
+        "distance": DenoiserDistance(data["grid"]),
+        "linearity": LinearityScore(data["grid"]),
+        "nmse": NormalizedMSE(data["grid"]),
+        "r2": RSquared(data["grid"]),
+    }
+    memorized = MemorizedFraction(train, chunk_size=2)
+    stats = NearestNeighbourStats(train, chunk_size=2)
+    agreement = SampleAgreement()
+    twins = TwinSimilarity(train[:3], train[3:], threshold=0.5, chunk_size=2)
+
+    def batches(n: int) -> tuple[torch.Tensor, ...]:
+        return (torch.arange(n),) if rank is None else rank_indices(n, rank).tensor_split(2)
+
+    for idx in batches(data["out_a"].shape[0]):
+        out_a, out_b, out_c, sigma = (data[k][idx] for k in ("out_a", "out_b", "out_c", "sigma"))
+        per_sigma["distance"].update(out_a, out_b, sigma)
+        per_sigma["linearity"].update(out_c, out_a, out_b, sigma)
+        per_sigma["nmse"].update(out_a, out_b, sigma)
+        per_sigma["r2"].update(out_a, out_b, sigma)
+    for idx in batches(samples.shape[0]):
+        memorized.update(samples[idx])
+        stats.update(samples[idx])
+        agreement.update(samples[idx], twin[idx])
+        twins.update(samples[idx], twin[idx])
+
+    result = {name: metric.compute() for name, metric in per_sigma.items()}
+    result["memorized"] = memorized.compute()
+    result.update(stats.compute())
+    result.update(agreement.compute())
+    result.update(twins.compute())
+    return result
 
 
 def main() -> None:
@@ -33,17 +79,7 @@ def main() -> None:
         timeout=timedelta(seconds=60),
     )
     data = torch.load(data_path)
-    distance = DenoiserDistance(data["grid"])
-    memorized = MemorizedFraction(data["train"], chunk_size=2)
-    stats = NearestNeighbourStats(data["train"], chunk_size=2)
-
-    for half in rank_indices(data["out_a"].shape[0], rank).tensor_split(2):
-        distance.update(data["out_a"][half], data["out_b"][half], data["sigma"][half])
-    for half in rank_indices(data["samples"].shape[0], rank).tensor_split(2):
-        memorized.update(data["samples"][half])
-        stats.update(data["samples"][half])
-
-    result = {"distance": distance.compute(), "memorized": memorized.compute(), **stats.compute()}
+    result = compute_all(data, rank)
     torch.save(result, out_path)
     dist.barrier()
     dist.destroy_process_group()

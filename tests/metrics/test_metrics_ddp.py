@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_pspc.metrics import DenoiserDistance, MemorizedFraction, NearestNeighbourStats
 from tests.helpers import run_clean_together
+from tests.metrics._ddp_worker import compute_all
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 
@@ -29,24 +29,17 @@ def _make_data() -> dict[str, torch.Tensor]:
     near = train[[0, 3, 5, 3]] + 1e-3 * torch.randn(4, 1, 3, 3, generator=gen)  # memorized
     far = torch.rand(5, 1, 3, 3, generator=gen) * 2 - 1
     samples = torch.cat([near, far])[torch.randperm(9, generator=gen)]
+    twin = torch.cat([samples[:4] + 0.05 * torch.randn(4, 1, 3, 3, generator=gen), far[:5]])
     return {
         "grid": grid,
         "sigma": sigma,
         "out_a": torch.randn(9, 2, 3, 3, generator=gen),
         "out_b": torch.randn(9, 2, 3, 3, generator=gen),
+        "out_c": torch.randn(9, 2, 3, 3, generator=gen),
         "train": train,
         "samples": samples,
+        "samples_twin": twin,
     }
-
-
-def _single_process(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    distance = DenoiserDistance(data["grid"])
-    distance.update(data["out_a"], data["out_b"], data["sigma"])
-    memorized = MemorizedFraction(data["train"])
-    memorized.update(data["samples"])
-    stats = NearestNeighbourStats(data["train"])
-    stats.update(data["samples"])
-    return {"distance": distance.compute(), "memorized": memorized.compute(), **stats.compute()}
 
 
 @pytest.mark.slow
@@ -61,9 +54,10 @@ def test_two_process_gloo_equals_single_process(tmp_path: Path) -> None:
     procs = run_clean_together(ranks, timeout=120)
     assert all(p.returncode == 0 for p in procs), "\n".join(p.stdout for p in procs)
 
-    expected = _single_process(data)
+    expected = compute_all(data)
     assert 0 < expected["memorized"] < 1  # the data mixes memorized and novel samples
-    assert not expected["distance"].isnan().any()
+    assert 0 < expected["reproducibility"] < 1  # and reproduced and novel twin pairs
+    assert not expected["distance"].isnan().any() and not expected["r2"].isnan().any()
     for rank in range(2):
         got = torch.load(tmp_path / f"out{rank}.pt")
         assert got.keys() == expected.keys()
