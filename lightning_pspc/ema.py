@@ -1,4 +1,13 @@
-"""Exponential moving average of network weights with EDM's half-life-in-images rule."""
+"""Exponential moving average of network weights with EDM's half-life-in-images rule.
+
+Why not Lightning's ``WeightAveraging`` callback: its averaging function sees the number of
+averaged steps, not the images each step trained on (batch sizes vary: the last batch of an
+epoch, the number of DDP processes), so it cannot express a half-life in images capped at a
+fraction of the images seen (EDM's ``ema_halflife_kimg`` with ``ema_rampup_ratio``). It also
+keeps the average inside the callback and swaps it into the module only around validation,
+whereas here the EMA network is the module's ``denoiser`` at all times: the evaluation callbacks,
+samplers and ``eval.py`` (through the checkpoint's state dict) all use it.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import os
 import random
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import lightning
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from .diffusion import AugmentPipe, EDMLoss, EDMPrecond, heun_sample
@@ -91,6 +93,8 @@ class DiffusionModule(lightning.LightningModule):
         self._epoch_done = False  # all training batches of the current epoch have run
         self._resume_seed_epoch: int | None = None
         self._debug_dir = os.environ.get(DEBUG_DIR_ENV)
+        #: FLOPs of one training batch, for ``ThroughputMonitor``'s MFU (None: not measured)
+        self.flops_per_batch: int | None = None
 
     # --- the denoiser contract ------------------------------------------------------------
     @property
@@ -137,10 +141,9 @@ class DiffusionModule(lightning.LightningModule):
         return torch.stack(losses)  # [S, B]
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        """Mean EDM loss of one batch; logs ``train/loss`` (mean over processes) and ``train/lr``."""
+        """Mean EDM loss of one batch; logs ``train/loss`` (mean over processes)."""
         n = batch.shape[0]
         self._pending_images += n * self.trainer.world_size
-        lr = self._set_lr(self.images_seen + self._pending_images)
         loss = self._shared_step(batch, "train").mean()
         self.log(
             "train/loss",
@@ -151,7 +154,6 @@ class DiffusionModule(lightning.LightningModule):
             batch_size=n,
             prog_bar=True,
         )
-        self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=n)
         if self._debug_dir:
             self._debug_record(loss, n)
         return loss
@@ -166,24 +168,32 @@ class DiffusionModule(lightning.LightningModule):
             self.log(f"val/loss_sigma{s:g}", metric, on_step=False, on_epoch=True)
 
     # --- optimisation ---------------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam(W) over the trained network only (the EMA copy is not optimised)."""
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Adam(W) over the trained network only (the EMA copy is not optimised), with a linear
+        learning-rate warm-up over ``warmup_images`` training images (EDM's ``lr_rampup``) as a
+        per-step ``LambdaLR``; add ``LearningRateMonitor`` to log the rate."""
         hp = self.hparams
-        return torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             self.precond.parameters(),
             lr=hp.lr,
             betas=tuple(hp.betas),
             eps=hp.eps,
             weight_decay=hp.weight_decay,
         )
+        per_step = self._images_per_step() if hp.warmup_images > 0 else 1
+        warmup = LambdaLR(optimizer, partial(warmup_factor, per_step, hp.warmup_images))
+        schedule = {"scheduler": warmup, "interval": "step", "name": "train/lr"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
-    def _set_lr(self, images: int) -> float:
-        """Linear warm-up over ``warmup_images`` (EDM's ``lr_rampup``); returns the new lr."""
-        lr = self.hparams.lr * min(images / max(self.hparams.warmup_images, 1e-8), 1.0)
-        if self._trainer is not None and self.trainer.optimizers:
-            for group in self.trainer.optimizers[0].param_groups:
-                group["lr"] = lr
-        return lr
+    def _images_per_step(self) -> int:
+        """Training images per optimizer step over all processes (the warm-up counts images)."""
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if not isinstance(batch_size, int):
+            raise ValueError(
+                "DiffusionModule: the learning-rate warm-up counts images and needs the data "
+                "module's batch_size; fit with an ImageDataModule or set warmup_images=0"
+            )
+        return batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Optimizer step, then the EMA update with ``beta`` from the images of this step."""
@@ -254,13 +264,19 @@ class DiffusionModule(lightning.LightningModule):
             f.write(json.dumps(row) + "\n")
 
 
+def warmup_factor(images_per_step: int, warmup_images: int, step: int) -> float:
+    """Learning-rate factor of optimizer step ``step`` (0-based): ``min(images / warmup, 1)`` with
+    the images trained on up to and including that step (assumes full batches)."""
+    if warmup_images <= 0:
+        return 1.0
+    return min((step + 1) * images_per_step / warmup_images, 1.0)
+
+
 def _mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (deterministic across processes, unlike ``hash``)."""
-    seed = 0x9E3779B97F4A7C15
-    for v in values:
-        seed = (seed ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        seed ^= seed >> 31
-    return seed & 0x7FFFFFFFFFFFFFFF
+    """A 63-bit seed from non-negative integers (``numpy.random.SeedSequence``; deterministic
+    across processes, unlike ``hash``)."""
+    entropy = [int(v) & 0xFFFFFFFFFFFFFFFF for v in values]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) >> 1
 
 
 def _check(ok: bool, message: str) -> None:

@@ -14,11 +14,16 @@ import pytest
 from tests.helpers import REPO, TinyNet
 from tests.helpers import tiny_datamodule as make_tiny_datamodule
 
-# the presets' SampleGrid (4 images, 3 steps) and Throughput; their evaluation callbacks left out
+# the presets' SampleGrid (4 images, 3 steps), LearningRateMonitor and Throughput; their
+# evaluation callbacks left out
 CHEAP_CALLBACKS = [
     {
         "class_path": "lightning_pspc.callbacks.SampleGrid",
         "init_args": {"num_samples": 4, "num_steps": 3},
+    },
+    {
+        "class_path": "lightning.pytorch.callbacks.LearningRateMonitor",
+        "init_args": {"logging_interval": "step"},
     },
     {"class_path": "lightning_pspc.callbacks.Throughput", "init_args": {"window": 1}},
 ]

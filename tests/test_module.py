@@ -50,7 +50,9 @@ def test_ema_is_frozen_eval_copy_outside_the_optimizer(tiny_net):
     module.train()
     assert module.precond.training and not module.ema.training
     assert not any(p.requires_grad for p in module.ema.parameters())
-    optimised = {id(p) for g in module.configure_optimizers().param_groups for p in g["params"]}
+    optimised = {
+        id(p) for g in module.configure_optimizers()["optimizer"].param_groups for p in g["params"]
+    }
     assert optimised == {id(p) for p in module.precond.parameters()}
     assert any(k.startswith("ema.") for k in module.state_dict())
     assert isinstance(module.denoiser, torch.nn.Module) and not module.denoiser.training
@@ -65,8 +67,8 @@ def test_training_updates_weights_lr_warmup_and_ema(tiny_net, tiny_datamodule):
     start = {k: v.clone() for k, v in module.state_dict().items()}
     lrs = []
 
-    class RecordLR(lightning.Callback):
-        def on_train_batch_end(self, trainer, pl_module, *args):
+    class RecordLR(lightning.Callback):  # the rate each optimizer step uses
+        def on_train_batch_start(self, trainer, pl_module, *args):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     _trainer(max_epochs=1, limit_val_batches=0, callbacks=[RecordLR()]).fit(module, dm)

@@ -98,7 +98,7 @@ def test_csv_logger_override_and_logged_metrics(train_args, tmp_path):
     lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
     assert len(steps) == 4 and len(val) == 2 and all(v > 0 for v in steps + val)
     assert lrs == sorted(lrs) and lrs[-1] <= 2e-3  # linear warm-up of the preset
-    assert any(r.get("train/images_per_sec_epoch") for r in rows)
+    assert any(r.get("train/samples_per_sec") for r in rows)  # ThroughputMonitor
     assert {p.name for p in (run / "samples").iterdir()} >= {"epoch_0002.png"}
     assert not (run / "wandb").exists()
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 from torch import Tensor
+from torchvision.utils import make_grid
 
 from ..files import write_atomic
 from .engine import SIGMA_BANDS
@@ -118,15 +119,31 @@ def heatmap_figure(sigmas: Tensor, epochs: Sequence[int], tables: Mapping[str, T
     return fig
 
 
-def mosaic(tiles: Tensor, pad: int = 2) -> np.ndarray:
-    """``tiles [R, K, C, H, W]`` in [-1, 1] -> one display image ``[R*(H+pad), K*(W+pad)(, 3)]``.
+#: White gap between the tiles of a mosaic, in pixels.
+GAP = 2
 
-    Drawing one image instead of ``R * K`` axes keeps large grids cheap.
+
+def mosaic(tiles: Tensor, pad: int = GAP) -> np.ndarray:
+    """``tiles [R, K, C, H, W]`` in [-1, 1] -> one display image (``torchvision.utils.make_grid``).
+
+    Tile ``(r, k)`` starts at pixel ``(pad + r (H + pad), pad + k (W + pad))`` on a white
+    background (:func:`tile_start`). Drawing one image instead of ``R * K`` axes keeps large grids
+    cheap.
     """
     r, k, c, h, w = tiles.shape
-    x = torch.nn.functional.pad(tiles.detach().float().cpu(), (0, pad, 0, pad), value=1.0)
-    x = x.permute(2, 0, 3, 1, 4).reshape(c, r * (h + pad), k * (w + pad))  # [C, R(H+p), K(W+p)]
-    return to_display(x)
+    flat = tiles.detach().float().cpu().reshape(r * k, c, h, w)
+    grid = make_grid(flat, nrow=k, padding=pad, pad_value=1.0)  # [3 or C, R(H+p)+p, K(W+p)+p]
+    return to_display(grid if c != 1 else grid[:1])
+
+
+def tile_start(index: int, size: int, pad: int = GAP) -> float:
+    """First pixel of tile ``index`` along an axis of tiles of ``size`` pixels (see :func:`mosaic`)."""
+    return pad + index * (size + pad)
+
+
+def tile_centre(index: int, size: int, pad: int = GAP) -> float:
+    """Centre of tile ``index`` along an axis (tick positions)."""
+    return tile_start(index, size, pad) + (size - 1) / 2
 
 
 def _grid_axes(fig: Figure, image: np.ndarray):
@@ -150,10 +167,10 @@ def panel_figure(panel: Mapping[str, Tensor], sigmas: Tensor, title: str = "") -
     h, w = tiles.shape[-2:]
     fig = Figure(figsize=(1.1 * len(cols) + 1.0, 1.1 * rows + 0.6))
     ax = _grid_axes(fig, mosaic(tiles))
-    ax.set_xticks([(w + 2) * (i + 0.5) for i in range(len(cols))], cols, fontsize=8)
+    ax.set_xticks([tile_centre(i, w) for i in range(len(cols))], cols, fontsize=8)
     ax.xaxis.tick_top()
     ax.set_yticks(
-        [(h + 2) * (i + 0.5) for i in range(rows)], [f"sigma {s:.3g}" for s in sigmas.tolist()]
+        [tile_centre(i, h) for i in range(rows)], [f"sigma {s:.3g}" for s in sigmas.tolist()]
     )
     ax.tick_params(length=0, labelsize=8)
     if title:
@@ -183,8 +200,8 @@ def neighbours_figure(
         r, c = divmod(i, cols)
         mem = float(ratio[i]) < threshold
         ax.text(
-            (w + 2) * c,
-            (h + 2) * 2 * r,
+            tile_start(c, w),
+            tile_start(2 * r, h),
             f"{float(ratio[i]):.2f}",
             va="top",
             fontsize=7,
@@ -192,7 +209,7 @@ def neighbours_figure(
             bbox={"facecolor": "black", "alpha": 0.6, "pad": 1},
         )
     labels = [lab for _ in range(rows) for lab in ("sample", "nearest")]
-    ax.set_yticks([(h + 2) * (i + 0.5) for i in range(2 * rows)], labels)
+    ax.set_yticks([tile_centre(i, h) for i in range(2 * rows)], labels)
     ax.tick_params(length=0, labelsize=8)
     fig.suptitle(
         f"Samples above their nearest training images (d1/d2; red < {threshold:.2g})", fontsize=9

@@ -14,6 +14,8 @@ from lightning_pspc.evaluation.plots import (
     mosaic,
     mse_vs_sigma_figure,
     save_figure,
+    tile_centre,
+    tile_start,
     transition_figure,
 )
 
@@ -81,6 +83,9 @@ def test_mse_chart_draws_every_epoch_and_heatmap_every_cell():
 
 def test_mosaic_layout():
     tiles = torch.stack([torch.full((2, 1, 3, 3), -1.0), torch.full((2, 1, 3, 3), 1.0)], 1)
-    image = mosaic(tiles, pad=1)  # 2 rows x 2 columns of 3x3 tiles, 1-pixel white gaps
-    assert image.shape == (8, 8)
-    assert image[0, 0] == 0.0 and image[0, 4] == 1.0 and image[3, 0] == 1.0
+    image = mosaic(tiles, pad=1)  # 2 rows x 2 columns of 3x3 tiles, 1-pixel white gaps and border
+    assert image.shape == (9, 9)
+    assert image[0, 0] == 1.0  # border
+    assert image[1, 1] == 0.0 and image[1, 5] == 1.0  # black tile, then white tile, row 0
+    assert image[4, 1] == 1.0 and image[5, 1] == 0.0  # the gap, then the black tile of row 1
+    assert (tile_start(1, 3, 1), tile_centre(1, 3, 1)) == (5, 6)
