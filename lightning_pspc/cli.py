@@ -11,6 +11,7 @@ the CLI.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -19,12 +20,13 @@ from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from .callbacks.checkpoint import LastCheckpoint
+from .callbacks.progress import EpochLines
 from .data import ImageDataModule
 from .files import write_atomic
 from .module import DiffusionModule
@@ -97,6 +99,7 @@ class TrainCLI(LightningCLI):
         warnings.filterwarnings(
             "ignore", message=r"Checkpoint directory .* exists and is not empty"
         )
+        quiet_library_noise()
         kwargs.setdefault("save_config_callback", RunConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True, "config_filename": CONFIG_FILE})
         kwargs.setdefault("auto_configure_optimizers", False)
@@ -156,8 +159,19 @@ class TrainCLI(LightningCLI):
                 self._wandb_init["id"] = None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The configured Trainer plus a :class:`LastCheckpoint` beside its ``ModelCheckpoint``."""
+        """The configured Trainer plus a :class:`LastCheckpoint` beside its ``ModelCheckpoint``.
+
+        Logs stay readable when standard error is not a terminal: Lightning's default progress
+        bar becomes :class:`EpochLines` (one line per epoch), and W&B is not handed the
+        ``anonymous`` setting it warns about.
+        """
         trainer = super().instantiate_trainer(**kwargs)
+        bar = trainer.progress_bar_callback
+        if type(bar) is TQDMProgressBar and not sys.stderr.isatty():
+            trainer.callbacks[trainer.callbacks.index(bar)] = EpochLines()
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._wandb_init.get("anonymous") is None:
+                logger._wandb_init.pop("anonymous", None)  # "has no effect" warning otherwise
         best = trainer.checkpoint_callback
         if best is None:  # enable_checkpointing=False
             return trainer
@@ -184,6 +198,21 @@ class TrainCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger.experiment.finish()
+
+
+def quiet_library_noise() -> None:
+    """Drop messages that say nothing about the run: Lightning's advertisement for its cloud
+    logger, and the ``LeafSpec`` deprecation that Lightning 2.6 raises under torch 2.14 at every
+    step."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in log.filters):
+        log.addFilter(_DropTips())
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 
 
 def main(args: list[str] | None = None) -> TrainCLI:

@@ -4,11 +4,13 @@ from .checkpoint import LastCheckpoint
 from .comparison import DenoiserComparison
 from .memorization import MemorizationMonitor
 from .periodic import PeriodicEvaluation, is_last_epoch
+from .progress import EpochLines
 from .samples import SampleGrid
 from .throughput import Throughput
 
 __all__ = [
     "DenoiserComparison",
+    "EpochLines",
     "LastCheckpoint",
     "MemorizationMonitor",
     "PeriodicEvaluation",

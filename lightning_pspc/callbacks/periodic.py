@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
@@ -172,7 +173,9 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
     def progress_bar(self, trainer: lightning.Trainer, total: int, desc: str) -> tqdm:
         """A progress bar on rank 0 when progress bars are on (a silent one elsewhere)."""
         show = (
-            self.progress and trainer.is_global_zero and trainer.progress_bar_callback is not None
+            self.progress
+            and trainer.is_global_zero
+            and isinstance(trainer.progress_bar_callback, TQDMProgressBar)
         )
         return tqdm(total=total, desc=desc, unit="img", leave=False, disable=not show)
 

@@ -154,7 +154,11 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
     dm = run.datamodule
     evaluation = build_evaluation(EvalData.from_datamodule(dm), settings, settings.torch_device())
     bar = tqdm(
-        total=evaluation.work(), desc=run.label, unit="img", disable=not progress, leave=False
+        total=evaluation.work(),
+        desc=run.label,
+        unit="img",
+        disable=None if progress else True,
+        leave=False,
     )
     with bar:
         results = evaluation.evaluate(run.module.denoiser, bar)
