@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from lightning_pspc.callbacks import EpochLines
 from lightning_pspc.cli import TrainCLI, main
 from lightning_pspc.runs import RunSetupError, build_from_config, load_run
 
@@ -98,7 +99,7 @@ def test_csv_logger_override_and_logged_metrics(train_args, tmp_path):
     lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
     assert len(steps) == 4 and len(val) == 2 and all(v > 0 for v in steps + val)
     assert lrs == sorted(lrs) and lrs[-1] <= 2e-3  # linear warm-up of the preset
-    assert any(r.get("train/samples_per_sec") for r in rows)  # ThroughputMonitor
+    assert any(r.get("train/device/samples_per_sec") for r in rows)  # ThroughputMonitor
     assert {p.name for p in (run / "samples").iterdir()} >= {"epoch_0002.png"}
     assert not (run / "wandb").exists()
 
@@ -326,3 +327,18 @@ def test_small_presets_build_a_network_for_fashion_mnist(name, capsys):
     assert dm.num_train == 1024
     z = torch.randn(2, 1, 28, 28)  # Fashion-MNIST at its native resolution
     assert module.denoiser(z, torch.tensor([0.5, 5.0])).shape == z.shape
+
+
+def test_logs_get_one_line_per_epoch_and_wandb_no_anonymous_setting(train_args, capsys):
+    # pytest's captured stderr is not a terminal, as in a log file or a sweep's subprocess
+    args = [*train_args, "--run_name=lines", "--trainer.callbacks=[]", "--trainer.max_epochs=2"]
+    cli = _fit([*args, "--trainer.enable_progress_bar=true"])
+    err = capsys.readouterr().err
+    assert isinstance(cli.trainer.progress_bar_callback, EpochLines)
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" | ")[:2] for line in lines] == [
+        ["epoch 1/2", "step 2"],
+        ["epoch 2/2", "step 4"],
+    ]
+    assert "train/loss" in lines[-1] and "\r" not in err and "LeafSpec" not in err
+    assert "anonymous" not in cli.trainer.logger._wandb_init

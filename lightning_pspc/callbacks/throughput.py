@@ -14,9 +14,10 @@ def batch_images(batch: Tensor) -> int:
 class Throughput(ThroughputMonitor):
     """Lightning's :class:`~lightning.pytorch.callbacks.ThroughputMonitor` for image batches.
 
-    Logs (rank 0, every ``log_every_n_steps``) ``train/samples_per_sec`` and
-    ``train/batches_per_sec`` over all processes, ``train/device/...`` per process, averaged over
-    the last ``window`` batches; validation time is left out. Set ``flops_per_batch`` on the
+    Logs (rank 0, every ``log_every_n_steps``) ``train/device/samples_per_sec`` (images per
+    second of one process) and ``train/device/batches_per_sec``, averaged over the last ``window``
+    batches, and with several processes ``train/samples_per_sec`` over all of them; validation
+    time is left out. Set ``flops_per_batch`` on the
     module to also get MFU.
     """
 
