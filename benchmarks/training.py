@@ -47,6 +47,7 @@ def _sync(device: torch.device) -> None:
 def _build(preset: str) -> tuple[DiffusionModule, int, tuple[int, int, int]]:
     torch.manual_seed(0)
     module, data = build_from_config(CONFIGS / f"{preset}.yaml")
+    module.hparams.warmup_images = 0  # constant lr in both loops (the warm-up costs nothing)
     net = module.precond.net
     return module, data.batch_size, (net.in_channels, net.img_resolution, net.img_resolution)
 
@@ -55,7 +56,7 @@ def bare_loop(preset: str, device: torch.device, steps: int, warmup: int) -> flo
     """Images/s of a plain PyTorch loop with the preset's network, batch and optimizer."""
     module, batch, shape = _build(preset)
     precond, ema = module.precond.to(device).train(), module.ema.to(device)
-    opt = module.configure_optimizers()
+    opt = module.configure_optimizers()["optimizer"]
     hp, seen, t0 = module.hparams, 0, 0.0
     for i, x in enumerate(_loader(shape, batch, warmup + steps)):
         if i == warmup:
