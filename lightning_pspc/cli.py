@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from .callbacks.checkpoint import LastCheckpoint
+from .checksum import checksum_mismatch
 from .data import ImageDataModule
 from .module import DiffusionModule
 
@@ -370,6 +371,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {str(path)!r} holds no 'state_dict'; it is not a Lightning checkpoint of "
             f"this project. Fix: pass a last.ckpt/best.ckpt written by train.py."
         )
+    if problem := checksum_mismatch(ckpt, path):
+        raise RunSetupError(problem)
     return ckpt
 
 

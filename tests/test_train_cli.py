@@ -14,7 +14,15 @@ import pytest
 import torch
 import yaml
 
-from lightning_pspc.cli import RunSetupError, TrainCLI, build_from_config, load_run, main
+from lightning_pspc.checksum import CHECKSUM_KEY
+from lightning_pspc.cli import (
+    RunSetupError,
+    TrainCLI,
+    build_from_config,
+    load_run,
+    main,
+    read_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,6 +233,33 @@ def test_corrupt_checkpoint_is_rejected_and_the_good_one_kept(
     err = _error_of([*train_args, f"--ckpt_path={tmp_path / 'absent.ckpt'}"], capsys)
     assert "absent.ckpt" in err and "does not exist" in err
     assert _sha(good) == digest
+
+
+def test_flipped_bytes_in_the_weights_are_caught_by_the_checksum(
+    finished_run, train_args, capsys, tmp_path
+):
+    good = finished_run / "last.ckpt"
+    ckpt = read_checkpoint(good)  # unchanged: the stored checksum matches
+    assert len(ckpt[CHECKSUM_KEY]) == 64
+    data = bytearray(good.read_bytes())
+    weight = ckpt["state_dict"]["precond.net.out_conv.weight"]
+    at = data.find(weight.contiguous().view(torch.uint8).numpy().tobytes())
+    assert at > 0 and data.find(weight.numpy().tobytes(), at + 1) == -1
+    data[at + weight.numel() * 2] ^= 0x01  # one bit of one weight, mid-tensor
+    bad = tmp_path / "bad" / "last.ckpt"
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(data))
+    shutil.copy(finished_run / "config.yaml", bad.parent / "config.yaml")
+    assert torch.load(bad, weights_only=True)["global_step"] == 2  # torch loads it silently
+    with pytest.raises(RunSetupError, match=r"is corrupt.*SHA-256.*best\.ckpt"):
+        load_run(bad)  # eval.py's path
+    err = _error_of([*train_args, *_into(finished_run), f"--ckpt_path={bad}"], capsys)
+    assert str(bad) in err and "corrupt" in err and "Fix:" in err
+    # a checkpoint written before checksums existed loads as before
+    old = torch.load(good, weights_only=True)
+    del old[CHECKSUM_KEY]
+    torch.save(old, tmp_path / "old.ckpt")
+    assert read_checkpoint(tmp_path / "old.ckpt")["global_step"] == 2
 
 
 def test_checkpoint_of_another_architecture(finished_run, train_args, capsys):
