@@ -23,6 +23,7 @@ from lightning_pspc.cli import (
     main,
     read_checkpoint,
 )
+from tests.helpers import run_clean
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -175,6 +176,23 @@ def test_resume_continues_the_same_wandb_run(train_args, tmp_path):
 
     _fit([*args, "--run_name=other"])
     assert (tmp_path / "runs" / "other" / "wandb_id.txt").read_text().strip() != run_id
+
+
+ARGS_WARNING = "LightningCLI's args parameter"
+
+
+def test_train_py_does_not_warn_about_its_own_args(tmp_path):
+    # train.py passes sys.argv (with a save_dir added for CSVLogger) back to LightningCLI as args
+    cmd = ["train.py", "fit", f"--config={REPO / 'configs' / 'unet_fmnist_small.yaml'}"]
+    cmd += ["--trainer.logger=CSVLogger", "--print_config"]
+    proc = run_clean(cmd, timeout=120, WANDB_MODE="offline", PYTHONWARNINGS="always")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "save_dir: ." in proc.stdout and ARGS_WARNING not in proc.stderr
+    # args from Python next to a real command line still get Lightning's warning
+    with pytest.MonkeyPatch.context() as mp, pytest.warns(UserWarning, match=ARGS_WARNING):
+        mp.setattr(sys, "argv", ["train.py", "fit", "--trainer.max_epochs=3"])
+        with pytest.raises(SystemExit):
+            TrainCLI(args=cmd[1:])
 
 
 def test_unknown_config_key_names_the_key_and_the_fix(train_args, capsys, tmp_path):
