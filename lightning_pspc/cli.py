@@ -125,9 +125,13 @@ class TrainCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        from_argv = args is None
         if args is None or isinstance(args, (list, tuple)):
             args = _default_logger_dir(list(sys.argv[1:] if args is None else args))
-        super().parse_arguments(parser, args)
+        with warnings.catch_warnings():
+            if from_argv:  # the command line itself comes back as args: not the misuse warned of
+                warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
+            super().parse_arguments(parser, args)
         cfg = self.config.get(self.config.get("subcommand") or "", self.config)
         ckpt = cfg.get("ckpt_path")
         if ckpt and ckpt not in _SPECIAL_CKPT:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
+from .checksum import add_checksum
 from .diffusion import AugmentPipe, EDMLoss, EDMPrecond, heun_sample
 from .ema import ema_beta, make_ema, update_ema
 
@@ -247,9 +248,11 @@ class DiffusionModule(lightning.LightningModule):
         torch.manual_seed(seed)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the image counter (lr warm-up, EMA ramp-up) and the epoch a resume starts at."""
+        """Store the image counter (lr warm-up, EMA ramp-up), the epoch a resume starts at and
+        the SHA-256 of the weights (verified by ``cli.read_checkpoint``)."""
         checkpoint["images_seen"] = self.images_seen
         checkpoint["resume_seed_epoch"] = self.current_epoch + int(self._epoch_done)
+        add_checksum(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the image counter and the seed of the epoch the run resumes at."""

@@ -19,6 +19,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
+from .checksum import checksum_mismatch
 from .data import ImageDataModule
 from .files import write_atomic
 from .module import DiffusionModule
@@ -144,6 +145,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {str(path)!r} holds no 'state_dict'; it is not a Lightning checkpoint of "
             f"this project. Fix: pass a last.ckpt/best.ckpt written by train.py."
         )
+    if problem := checksum_mismatch(ckpt, path):
+        raise RunSetupError(problem)
     return ckpt
 
 

@@ -15,8 +15,10 @@ import torch
 import yaml
 
 from lightning_pspc.callbacks import EpochLines
+from lightning_pspc.checksum import CHECKSUM_KEY
 from lightning_pspc.cli import TrainCLI, main
-from lightning_pspc.runs import RunSetupError, build_from_config, load_run
+from lightning_pspc.runs import RunSetupError, build_from_config, load_run, read_checkpoint
+from tests.helpers import run_clean
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,6 +173,23 @@ def test_resume_continues_the_same_wandb_run(train_args, tmp_path):
     assert (tmp_path / "runs" / "other" / "wandb_id.txt").read_text().strip() != run_id
 
 
+ARGS_WARNING = "LightningCLI's args parameter"
+
+
+def test_train_py_does_not_warn_about_its_own_args(tmp_path):
+    # train.py passes sys.argv (with a save_dir added for CSVLogger) back to LightningCLI as args
+    cmd = ["train.py", "fit", f"--config={REPO / 'configs' / 'unet_fmnist_small.yaml'}"]
+    cmd += ["--trainer.logger=CSVLogger", "--print_config"]
+    proc = run_clean(cmd, timeout=120, WANDB_MODE="offline", PYTHONWARNINGS="always")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "save_dir: ." in proc.stdout and ARGS_WARNING not in proc.stderr
+    # args from Python next to a real command line still get Lightning's warning
+    with pytest.MonkeyPatch.context() as mp, pytest.warns(UserWarning, match=ARGS_WARNING):
+        mp.setattr(sys, "argv", ["train.py", "fit", "--trainer.max_epochs=3"])
+        with pytest.raises(SystemExit):
+            TrainCLI(args=cmd[1:])
+
+
 def test_unknown_config_key_names_the_key_and_the_fix(train_args, capsys, tmp_path):
     err = _error_of([*train_args, "--data.num_trian=3"], capsys)
     assert "data.num_trian" in err and "Fix:" in err
@@ -227,6 +246,33 @@ def test_corrupt_checkpoint_is_rejected_and_the_good_one_kept(
     err = _error_of([*train_args, f"--ckpt_path={tmp_path / 'absent.ckpt'}"], capsys)
     assert "absent.ckpt" in err and "does not exist" in err
     assert _sha(good) == digest
+
+
+def test_flipped_bytes_in_the_weights_are_caught_by_the_checksum(
+    finished_run, train_args, capsys, tmp_path
+):
+    good = finished_run / "last.ckpt"
+    ckpt = read_checkpoint(good)  # unchanged: the stored checksum matches
+    assert len(ckpt[CHECKSUM_KEY]) == 64
+    data = bytearray(good.read_bytes())
+    weight = ckpt["state_dict"]["precond.net.out_conv.weight"]
+    at = data.find(weight.contiguous().view(torch.uint8).numpy().tobytes())
+    assert at > 0 and data.find(weight.numpy().tobytes(), at + 1) == -1
+    data[at + weight.numel() * 2] ^= 0x01  # one bit of one weight, mid-tensor
+    bad = tmp_path / "bad" / "last.ckpt"
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(data))
+    shutil.copy(finished_run / "config.yaml", bad.parent / "config.yaml")
+    assert torch.load(bad, weights_only=True)["global_step"] == 2  # torch loads it silently
+    with pytest.raises(RunSetupError, match=r"is corrupt.*SHA-256.*best\.ckpt"):
+        load_run(bad)  # eval.py's path
+    err = _error_of([*train_args, *_into(finished_run), f"--ckpt_path={bad}"], capsys)
+    assert str(bad) in err and "corrupt" in err and "Fix:" in err
+    # a checkpoint written before checksums existed loads as before
+    old = torch.load(good, weights_only=True)
+    del old[CHECKSUM_KEY]
+    torch.save(old, tmp_path / "old.ckpt")
+    assert read_checkpoint(tmp_path / "old.ckpt")["global_step"] == 2
 
 
 def test_checkpoint_of_another_architecture(finished_run, train_args, capsys):

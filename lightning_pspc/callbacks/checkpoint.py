@@ -1,10 +1,14 @@
-"""``last.ckpt`` rewritten after every training epoch, whatever the monitored metric did."""
+"""``last.ckpt`` rewritten after every training epoch (and on Ctrl-C), whatever the monitored
+metric did."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -14,8 +18,12 @@ class LastCheckpoint(ModelCheckpoint):
     only in a step where it also saved a top-k checkpoint, so an epoch whose ``val/loss`` did not
     improve (or an epoch without validation) leaves a stale ``last.ckpt`` and a resume would
     replay those epochs. This callback has no monitor and saves at every training epoch end,
-    after that epoch's validation. Nothing is saved when training raises, and Lightning writes
-    the file atomically (temporary file, then rename): a crashed run keeps the previous
+    after that epoch's validation.
+
+    A Ctrl-C (``KeyboardInterrupt``) while fitting also saves ``last.ckpt``, mid-epoch, once at
+    least one optimizer step has run in this fit, so even an interrupted first epoch can be
+    resumed with ``--ckpt_path``. Nothing is saved when training raises anything else. Lightning
+    writes the file atomically (temporary file, then rename): a crashed run keeps the previous
     ``last.ckpt`` intact.
     """
 
@@ -30,8 +38,32 @@ class LastCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=True,
             enable_version_counter=False,  # overwrite, never last-v1.ckpt
         )
+        self._start_step: int | None = None
 
     @property
     def state_key(self) -> str:
         # distinct from a ModelCheckpoint(monitor=None) the user may configure next to it
         return self._generate_state_key(role="last", filename=self.filename)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._start_step = trainer.global_step  # after a resume has restored the state
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """On ``KeyboardInterrupt`` during fit, save the steps run so far to ``last.ckpt``.
+
+        Before this fit's first optimizer step there is nothing new to save (and the state may
+        be half restored from a checkpoint), so nothing is written. The checkpoint is written by
+        rank 0 without a barrier: under DDP the other processes may be stopped anywhere.
+        """
+        if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if self._start_step is None or trainer.global_step <= self._start_step:
+            return
+        filepath = self.format_checkpoint_name(metrics={})
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        trainer.strategy.save_checkpoint(checkpoint, filepath)
+        rank_zero_info(
+            f"Interrupted at step {trainer.global_step}: saved {filepath}; resume with "
+            f"--ckpt_path {filepath}"
+        )

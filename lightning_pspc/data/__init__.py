@@ -1,6 +1,6 @@
 """Image data: raw sources (IDX, digits, Hugging Face) and the Lightning data module."""
 
-from .datamodule import ImageDataModule, ImageTensorDataset, collate_images
+from .datamodule import EpochSampler, ImageDataModule, ImageTensorDataset, collate_images
 from .sources import (
     FASHION_MNIST_ROOT,
     DigitsSource,
@@ -15,6 +15,7 @@ from .transforms import convert_channels, resize_images, select_indices, to_sign
 __all__ = [
     "FASHION_MNIST_ROOT",
     "DigitsSource",
+    "EpochSampler",
     "HFSource",
     "IDXSource",
     "ImageDataModule",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Iterator
 from typing import Literal
 
 import lightning
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .sources import IDXSource, ImageSource
 from .transforms import convert_channels, resize_images, select_indices, to_signed_unit
@@ -35,6 +38,40 @@ class ImageTensorDataset(Dataset):
             flip = torch.rand(batch.shape[0]) < 0.5  # [B]
             batch[flip] = batch[flip].flip(-1)
         return batch
+
+
+class EpochSampler(DistributedSampler):
+    """``epoch_length`` indices per epoch in total, split over ``num_replicas`` processes.
+
+    The epoch is a sequence of fresh random permutations of the ``N`` indices, cut at
+    ``epoch_length`` (each index appears ``epoch_length / N`` times, +- 1); process ``rank`` takes
+    every ``num_replicas``-th element of it from position ``rank``, so the processes see disjoint
+    parts of one epoch. The length is rounded up to a multiple of ``num_replicas`` (DDP needs
+    equal shares). The order depends only on ``seed`` and the epoch set by ``set_epoch`` (the
+    Trainer calls it), so a resumed run replays it.
+
+    Being a ``DistributedSampler``, Lightning keeps it under DDP instead of replacing it with one
+    over the ``N`` images (which would shrink the epoch to ``N`` samples).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        epoch_length: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.num_samples = math.ceil(epoch_length / num_replicas)  # per process
+        self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch)) & (2**63 - 1))
+        cycles = math.ceil(self.total_size / n)
+        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(cycles)])
+        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
 
 
 def collate_images(batch: Tensor | list[Tensor]) -> Tensor:
@@ -129,11 +166,16 @@ class ImageDataModule(lightning.LightningDataModule):
         return tuple(self.train_images().shape[1:])
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled float32 ``[B, C, H, W]`` batches; ``epoch_length`` samples per epoch."""
+        """Shuffled float32 ``[B, C, H, W]`` batches; ``epoch_length`` samples per epoch in total.
+
+        Under DDP every process loads its own share of the epoch (:class:`EpochSampler`), so an
+        epoch is ``epoch_length`` samples whatever the number of processes.
+        """
         dataset = ImageTensorDataset(self.train_images(), self.xflip)
-        # Without replacement, RandomSampler cycles fresh permutations when num_samples > N,
-        # so every image appears epoch_length / N times (+- 1) per epoch.
-        sampler = RandomSampler(dataset, num_samples=self.epoch_length or len(dataset))
+        world, rank = _process_group(self.trainer)
+        sampler = EpochSampler(
+            dataset, self.epoch_length or len(dataset), world, rank, seed=_order_seed(world)
+        )
         return self._loader(dataset, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -152,6 +194,26 @@ class ImageDataModule(lightning.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             **kwargs,
         )
+
+
+def _process_group(trainer: lightning.Trainer | None) -> tuple[int, int]:
+    """``(world size, global rank)`` of the Trainer (or of torch.distributed, or ``(1, 0)``)."""
+    if trainer is not None:
+        return trainer.world_size, trainer.global_rank
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def _order_seed(world_size: int) -> int:
+    """Seed of the training order: ``seed_everything``'s (shared by the DDP processes).
+
+    Without one, a random seed in a single process; under DDP 0, as Lightning's own sampler.
+    """
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    if seed is not None:
+        return int(seed)
+    return int(torch.randint(2**62, ())) if world_size == 1 else 0
 
 
 def _check(ok: bool, message: str) -> None:

@@ -7,6 +7,8 @@ import abc
 import torch
 from torch import Tensor, nn
 
+from ..diffusion.preconditioning import batch_sigma
+
 #: Elements (of the largest float64 temporary) processed at once; bounds memory, not N or B.
 DEFAULT_CHUNK_ELEMENTS = 2**22
 
@@ -63,12 +65,13 @@ class ClosedFormDenoiser(nn.Module, abc.ABC):
                 f"z is on {z.device} but {type(self).__name__}'s data is on {self.device}; "
                 f"call denoiser.to({str(z.device)!r})"
             )
-        sigma = torch.as_tensor(sigma, device=z.device).reshape(-1)
-        if sigma.numel() == 1:
-            sigma = sigma.expand(z.shape[0])
-        if sigma.numel() != z.shape[0]:
+        sigma = batch_sigma(sigma, z.shape[0], z.device)
+        # one pass over the batch, small next to any denoiser's pass over its N training images
+        if not torch.isfinite(z).all():
+            bad = (~torch.isfinite(z)).flatten(1).any(1).nonzero().flatten().tolist()
             raise ValueError(
-                f"sigma must be a scalar or have shape [B] = [{z.shape[0]}], got {sigma.numel()} values"
+                f"z contains NaN or inf values (in batch elements {bad[:8]}); the denoiser "
+                f"needs finite inputs: check what produced z (e.g. a diverged sampler step)"
             )
         sigma = sigma.to(torch.float64)
         if not (torch.isfinite(sigma).all() and (sigma > 0).all()):

@@ -2,7 +2,7 @@
 
 from .augment import AugmentPipe
 from .loss import EDMLoss
-from .preconditioning import EDMPrecond, edm_coefficients
+from .preconditioning import EDMPrecond, batch_sigma, edm_coefficients
 from .samplers import euler_sample, heun_sample
 from .schedule import SIGMA_MAX, SIGMA_MIN, edm_sigmas, sample_training_sigmas
 
@@ -12,6 +12,7 @@ __all__ = [
     "EDMPrecond",
     "SIGMA_MAX",
     "SIGMA_MIN",
+    "batch_sigma",
     "edm_coefficients",
     "edm_sigmas",
     "euler_sample",

@@ -18,6 +18,26 @@ def edm_coefficients(
     return c_skip, c_out, c_in, c_noise
 
 
+def batch_sigma(
+    sigma: Tensor | float, batch_size: int, device: torch.device | None = None
+) -> Tensor:
+    """``sigma`` as ``[B]``: a scalar (or a single value) is repeated, ``[B]`` is kept as it is.
+
+    Any other shape is an error rather than being flattened: ``[2, 2]`` for a batch of 4 would
+    otherwise pair noise levels with images by memory order.
+    """
+    sigma = torch.as_tensor(sigma, device=device)
+    if sigma.ndim == 0 or tuple(sigma.shape) == (1,):
+        return sigma.reshape(1).expand(batch_size)
+    if tuple(sigma.shape) != (batch_size,):
+        raise ValueError(
+            f"sigma must be a scalar or have shape [B] = [{batch_size}] (one noise level per "
+            f"image of z), got shape {list(sigma.shape)}; pass a float or a 1-D tensor of "
+            f"{batch_size} values"
+        )
+    return sigma
+
+
 class EDMPrecond(nn.Module):
     """Wraps a raw network ``F(x [B,C,H,W], c_noise [B]) -> [B,C,H,W]`` as a denoiser.
 
@@ -36,8 +56,7 @@ class EDMPrecond(nn.Module):
         ``augment_labels [B, L]`` (training with :class:`AugmentPipe`) are passed on to the
         network; ``None`` (the denoiser contract ``D(z, sigma)``) means "not augmented".
         """
-        sigma = torch.as_tensor(sigma, device=z.device, dtype=torch.float32)
-        sigma = sigma.reshape(-1).expand(z.shape[0])
+        sigma = batch_sigma(sigma, z.shape[0], z.device).float()  # [B]
         c_skip, c_out, c_in, c_noise = (
             c.view(-1, 1, 1, 1) for c in edm_coefficients(sigma, self.sigma_data)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import signal
 
 import lightning
 import pytest
@@ -10,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_pspc.callbacks import LastCheckpoint
+from lightning_pspc.cli import read_checkpoint
 from lightning_pspc.module import DiffusionModule
 
 
@@ -46,12 +48,31 @@ class FailInEpoch(lightning.Callback):
             raise RuntimeError("simulated crash")
 
 
-def _trainer(root, callbacks, max_epochs: int, check_val_every_n_epoch: int = 1):
+class CtrlCAtBatch(lightning.Callback):
+    """Raises ``KeyboardInterrupt`` (what Ctrl-C does) before training batch ``batch_idx``."""
+
+    def __init__(self, batch_idx: int) -> None:
+        self.batch_idx = batch_idx
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.batch_idx:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture
+def keep_sigint():
+    """Lightning ignores SIGINT after a KeyboardInterrupt; give pytest its Ctrl-C back."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+def _trainer(root, callbacks, max_epochs: int, check_val_every_n_epoch: int = 1, **kwargs):
     best = ModelCheckpoint(dirpath=root, filename="best", monitor="val/loss")
+    kwargs.setdefault("limit_train_batches", 2)
     return lightning.Trainer(
         accelerator="cpu",
         max_epochs=max_epochs,
-        limit_train_batches=2,
         limit_val_batches=1,
         check_val_every_n_epoch=check_val_every_n_epoch,
         num_sanity_val_steps=0,
@@ -59,6 +80,7 @@ def _trainer(root, callbacks, max_epochs: int, check_val_every_n_epoch: int = 1)
         enable_model_summary=False,
         logger=False,
         callbacks=[best, LastCheckpoint(root), *callbacks],
+        **kwargs,
     )
 
 
@@ -86,6 +108,33 @@ def test_a_crashed_epoch_leaves_the_previous_last_ckpt(tmp_path, tiny_net, tiny_
     with pytest.raises(RuntimeError, match="simulated crash"):
         resumed.fit(DiffusionModule(tiny_net()), datamodule=dm, ckpt_path=tmp_path / "last.ckpt")
     assert hashlib.sha256((tmp_path / "last.ckpt").read_bytes()).hexdigest() == digest
+
+
+def test_ctrl_c_in_the_first_epoch_saves_a_last_ckpt_that_resumes(
+    tmp_path, tiny_net, tiny_datamodule, keep_sigint
+):
+    dm = tiny_datamodule()  # 32 images, batches of 8: 4 steps per epoch
+    interrupted = _trainer(tmp_path, [CtrlCAtBatch(3)], 1, limit_train_batches=4)
+    with pytest.raises(SystemExit):  # Lightning's graceful shutdown exits with 1
+        interrupted.fit(DiffusionModule(tiny_net()), datamodule=dm)
+    assert [p.name for p in tmp_path.glob("*.ckpt")] == ["last.ckpt"]
+    ckpt = read_checkpoint(tmp_path / "last.ckpt")  # complete, checksum verified
+    assert ckpt["global_step"] == 3 and ckpt["images_seen"] == 3 * 8
+    resumed = _trainer(tmp_path, [], 1, limit_train_batches=4)
+    module = DiffusionModule(tiny_net())
+    resumed.fit(module, datamodule=dm, ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.global_step == 4 and module.images_seen == 4 * 8  # the epoch was finished
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_ctrl_c_before_the_first_step_writes_nothing(
+    tmp_path, tiny_net, tiny_datamodule, keep_sigint
+):
+    with pytest.raises(SystemExit):
+        _trainer(tmp_path, [CtrlCAtBatch(0)], 1).fit(
+            DiffusionModule(tiny_net()), datamodule=tiny_datamodule()
+        )
+    assert not list(tmp_path.glob("*.ckpt"))
 
 
 def test_state_key_differs_from_a_plain_unmonitored_checkpoint(tmp_path):

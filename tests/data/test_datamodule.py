@@ -7,6 +7,7 @@ import torch
 
 from lightning_pspc.data import (
     DigitsSource,
+    EpochSampler,
     ImageDataModule,
     TensorSource,
     convert_channels,
@@ -138,6 +139,22 @@ def test_train_loader_batches_flips_and_epoch_length(digits):
     assert counts.sum() == 25 and counts.min() >= 2 and counts.max() <= 3
     assert len(dm_plain.train_dataloader()) == 7
     assert len(_module(digits, num_train=10, batch_size=4).train_dataloader()) == 3
+
+
+def test_epoch_sampler_splits_one_epoch_over_the_processes():
+    data = list(range(10))
+    single = list(EpochSampler(data, 25, seed=3))
+    shares = [list(EpochSampler(data, 25, num_replicas=2, rank=r, seed=3)) for r in (0, 1)]
+    assert len(single) == 25 and [len(s) for s in shares] == [13, 13]  # 25 rounded up to 26
+    # the processes take alternate elements of the same cycled permutations
+    merged = [i for pair in zip(*shares) for i in pair]
+    assert merged[:25] == single
+    counts = torch.bincount(torch.tensor(merged[:20]), minlength=10)
+    assert counts.tolist() == [2] * 10  # two full permutations, then the third begins
+    # the order is fixed by (seed, epoch): replayed on resume, new each epoch
+    sampler = EpochSampler(data, 25, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) == list(sampler) != single
 
 
 def test_val_loader_is_heldout_in_order(digits):

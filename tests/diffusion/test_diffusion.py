@@ -67,6 +67,16 @@ def test_precond_wraps_the_raw_network():
     torch.testing.assert_close(out, c_skip.view(-1, 1, 1, 1) * z + c_out.view(-1, 1, 1, 1))
 
 
+def test_precond_takes_a_scalar_or_one_sigma_per_image():
+    d = EDMPrecond(Recorder())
+    z = torch.randn(4, 1, 4, 4)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 2.0])
+    with pytest.raises(ValueError, match=r"shape \[B\] = \[4\].*got shape \[2, 2\]"):
+        d(z, sigma.view(2, 2))  # was flattened silently
+    torch.testing.assert_close(d(z, 0.5), d(z, torch.full((4,), 0.5)))
+    torch.testing.assert_close(d(z, torch.tensor([0.5])), d(z, torch.full((4,), 0.5)))
+
+
 def test_loss_weight_and_value_for_the_ideal_denoiser():
     loss = EDMLoss()
     sigma = torch.tensor([0.1, 1.0])

@@ -1,0 +1,60 @@
+"""Ctrl-C (SIGINT) to a train.py run in its first epoch leaves a last.ckpt that resumes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lightning_pspc.cli import TrainCLI, read_checkpoint
+from lightning_pspc.module import DEBUG_DIR_ENV
+from tests.helpers import REPO, clean_env
+
+
+@pytest.mark.slow
+def test_sigint_in_the_first_epoch_saves_a_resumable_last_ckpt(
+    tmp_path, make_train_args, monkeypatch
+):
+    args = [
+        *make_train_args(tmp_path, monkeypatch),
+        "--run_name=stopped",
+        "--trainer.logger=CSVLogger",
+        "--trainer.callbacks=[]",
+        "--trainer.limit_train_batches=1.0",
+        "--data.epoch_length=100000",  # an epoch far longer than the test
+    ]
+    losses = tmp_path / "debug" / "train_loss_rank0.jsonl"
+    env = clean_env(**{DEBUG_DIR_ENV: str(tmp_path / "debug")})
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        # two steps logged: the first optimizer step has completed
+        while not (losses.is_file() and len(losses.read_text().splitlines()) >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out[-3000:]  # Lightning's graceful shutdown
+    last = tmp_path / "runs" / "stopped" / "last.ckpt"
+    ckpt = read_checkpoint(last)  # complete, checksum verified
+    step = ckpt["global_step"]
+    assert ckpt["epoch"] == 0 and step >= 1 and ckpt["images_seen"] == 16 * step
+    assert not list(last.parent.glob("*.tmp"))
+
+    TrainCLI(args=[*args, f"--ckpt_path={last}", f"--trainer.max_steps={step + 2}"])
+    assert torch.load(last, weights_only=True)["global_step"] == step + 2
