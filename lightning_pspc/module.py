@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import warnings
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning
@@ -21,10 +18,6 @@ from torchmetrics import MeanMetric
 from .checksum import add_checksum
 from .diffusion import AugmentPipe, EDMLoss, EDMPrecond, heun_sample
 from .ema import ema_beta, make_ema, update_ema
-
-DEBUG_DIR_ENV = "LIGHTNING_PSPC_DEBUG_DIR"
-"""When set, every rank appends its per-step training losses to ``<dir>/train_loss_rank<r>.jsonl``
-(used by the DDP test to check that the logged loss is the mean over processes)."""
 
 DEFAULT_VAL_SIGMAS = (0.02, 0.1, 0.5, 1.0, 2.0, 10.0)
 
@@ -93,7 +86,6 @@ class DiffusionModule(lightning.LightningModule):
         self._base_seed = 0
         self._epoch_done = False  # all training batches of the current epoch have run
         self._resume_seed_epoch: int | None = None
-        self._debug_dir = os.environ.get(DEBUG_DIR_ENV)
         #: FLOPs of one training batch, for ``ThroughputMonitor``'s MFU (None: not measured)
         self.flops_per_batch: int | None = None
 
@@ -155,8 +147,6 @@ class DiffusionModule(lightning.LightningModule):
             batch_size=n,
             prog_bar=True,
         )
-        if self._debug_dir:
-            self._debug_record(loss, n)
         return loss
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
@@ -258,13 +248,6 @@ class DiffusionModule(lightning.LightningModule):
         """Restore the image counter and the seed of the epoch the run resumes at."""
         self.images_seen = int(checkpoint.get("images_seen", 0))
         self._resume_seed_epoch = checkpoint.get("resume_seed_epoch")
-
-    def _debug_record(self, loss: Tensor, n: int) -> None:
-        path = Path(self._debug_dir) / f"train_loss_rank{self.global_rank}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"step": self.global_step, "epoch": self.current_epoch, "loss": loss.item(), "n": n}
-        with path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
 
 
 def warmup_factor(images_per_step: int, warmup_images: int, step: int) -> float:

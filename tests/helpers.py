@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import lightning
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -134,3 +136,31 @@ def run_clean_together(
                 proc.kill()
                 proc.wait()
     return done
+
+
+class RankLosses(lightning.Callback):
+    """Test probe: every process appends its own per-step training loss to
+    ``<dirpath>/train_loss_rank<r>.jsonl`` (Lightning's loggers write on rank 0 only, and there
+    the mean over processes). Configure it like any callback:
+    ``--trainer.callbacks=[{"class_path": "tests.helpers.RankLosses", "init_args": {...}}]``."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        path = self.dirpath / f"train_loss_rank{trainer.global_rank}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row = {
+            "step": trainer.global_step - 1,  # the optimizer step this batch made
+            "epoch": trainer.current_epoch,
+            "loss": float(outputs["loss"]),
+            "n": int(batch.shape[0]),
+        }
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def rank_losses_callbacks(dirpath: Path) -> str:
+    """``--trainer.callbacks=...`` value holding only :class:`RankLosses` writing to ``dirpath``."""
+    spec = {"class_path": "tests.helpers.RankLosses", "init_args": {"dirpath": str(dirpath)}}
+    return "--trainer.callbacks=" + json.dumps([spec])

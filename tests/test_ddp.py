@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from lightning_pspc.cli import TrainCLI
-from lightning_pspc.module import DEBUG_DIR_ENV
-from tests.helpers import run_clean
+from tests.helpers import rank_losses_callbacks, run_clean
 
 
 def _rank_losses(debug: Path, rank: int) -> list[dict]:
@@ -36,10 +35,9 @@ def test_two_process_ddp_fit_logs_the_mean_loss_and_keeps_the_epoch_length(
     single = TrainCLI(args=[*args, "--run_name=single"])
     assert (single.trainer.global_step, single.model.images_seen) == (8, 128)
 
-    debug = tmp_path / "debug"
+    debug = tmp_path / "debug"  # each process's own losses (the logger has only their mean)
     cmd = ["train.py", *args, "--run_name=ddp", "--trainer.devices=2", "--trainer.strategy=ddp"]
-    extra = {DEBUG_DIR_ENV: str(debug), "PYTHONWARNINGS": "ignore"}
-    proc = run_clean(cmd, timeout=240, **extra)
+    proc = run_clean([*cmd, rank_losses_callbacks(debug)], timeout=240, PYTHONWARNINGS="ignore")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     run = tmp_path / "runs" / "ddp"

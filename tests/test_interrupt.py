@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from lightning_pspc.cli import TrainCLI, read_checkpoint
-from lightning_pspc.module import DEBUG_DIR_ENV
-from tests.helpers import REPO, clean_env
+from lightning_pspc.cli import TrainCLI
+from lightning_pspc.runs import read_checkpoint
+from tests.helpers import REPO, clean_env, rank_losses_callbacks
 
 
 @pytest.mark.slow
@@ -23,14 +23,13 @@ def test_sigint_in_the_first_epoch_saves_a_resumable_last_ckpt(
         *make_train_args(tmp_path, monkeypatch),
         "--run_name=stopped",
         "--trainer.logger=CSVLogger",
-        "--trainer.callbacks=[]",
         "--trainer.limit_train_batches=1.0",
         "--data.epoch_length=100000",  # an epoch far longer than the test
     ]
     losses = tmp_path / "debug" / "train_loss_rank0.jsonl"
-    env = clean_env(**{DEBUG_DIR_ENV: str(tmp_path / "debug")})
+    env = clean_env()
     proc = subprocess.Popen(
-        [sys.executable, "train.py", *args],
+        [sys.executable, "train.py", *args, rank_losses_callbacks(tmp_path / "debug")],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -56,5 +55,6 @@ def test_sigint_in_the_first_epoch_saves_a_resumable_last_ckpt(
     assert ckpt["epoch"] == 0 and step >= 1 and ckpt["images_seen"] == 16 * step
     assert not list(last.parent.glob("*.tmp"))
 
-    TrainCLI(args=[*args, f"--ckpt_path={last}", f"--trainer.max_steps={step + 2}"])
+    resume = [*args, "--trainer.callbacks=[]", f"--ckpt_path={last}"]
+    TrainCLI(args=[*resume, f"--trainer.max_steps={step + 2}"])
     assert torch.load(last, weights_only=True)["global_step"] == step + 2
