@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-call GPU check (at most ~8 minutes): the `cuda` tests, the denoiser benchmark on CUDA against
+# the published structure, the locality benchmark on CUDA, and the training throughput of the
+# small presets. Run from the repository root on a machine with a GPU and the project's
+# dependencies (or with wheels of the missing ones in .whl/, installed into a private folder):
+#     bash benchmarks/gpu_check.sh [OUT_DIR]
+# Writes OUT_DIR/gpu_check.log (default: runs/gpu_check) and ends with a short summary.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-${OUT:-runs/gpu_check}}
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then  # missing packages carried as wheels
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/gpu_check_site .whl/*.whl && export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+declare -A STATUS
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log everything, keep going
+  local name=$1 limit=$2; shift 2
+  echo "=== $name: $*" | tee -a "$LOG"
+  local t0=$SECONDS
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  STATUS[$name]="rc=$rc, $((SECONDS - t0)) s"
+  echo "=== $name: ${STATUS[$name]}" | tee -a "$LOG"
+}
+: > "$LOG"
+step env 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c 'import torch, lightning; print(\"torch\", torch.__version__, \"lightning\", lightning.__version__, \"cuda\", torch.cuda.is_available())'"
+step cuda_tests 240 "$PY" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider
+step denoisers 150 "$PY" benchmarks/denoisers.py --device cuda
+if [ -f benchmarks/locality.py ]; then
+  step locality 90 "$PY" benchmarks/locality.py --device cuda
+fi
+step training 90 "$PY" benchmarks/training.py --device cuda --presets dit_fmnist_small unet_fmnist_small --steps 50 --repeats 2
+echo "=== summary" | tee -a "$LOG"
+for name in "${!STATUS[@]}"; do echo "$name: ${STATUS[$name]}"; done | sort | tee -a "$LOG"
+grep -E "passed|failed|error" "$LOG" | grep -E "^[0-9]+ (passed|failed)|=+ .*(passed|failed)" | tail -2 | tee -a "$LOG"
