@@ -161,5 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if report["checkpoints"] else 1
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script ``lightning-pspc-sweep``: :func:`main` with its exit code."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

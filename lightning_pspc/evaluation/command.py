@@ -10,7 +10,14 @@ from pathlib import Path
 
 from .evaluate import EvalError, EvalSettings, evaluate_checkpoints
 
-__all__ = ["add_settings_arguments", "main", "parse_args", "settings_from_args", "summary_lines"]
+__all__ = [
+    "add_settings_arguments",
+    "main",
+    "parse_args",
+    "run",
+    "settings_from_args",
+    "summary_lines",
+]
 
 #: Help of each :class:`EvalSettings` field; each becomes ``--field-name``.
 HELP = {
@@ -89,3 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(summary_lines(report)))
     print(f"wrote {Path(args.out) / 'metrics.json'} ({report['seconds']:.1f} s)")
     return 0
+
+
+def run() -> None:
+    """Console script ``lightning-pspc-eval``: :func:`main` with its exit code."""
+    sys.exit(main())
