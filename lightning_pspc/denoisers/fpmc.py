@@ -84,14 +84,18 @@ class FilteredPosteriorMeans:
     Args:
         query: ``[K, 1 or C, H, W]`` query precisions (>= 0).
         response: ``[K, 1 or C, H, W]`` response weights (>= 0), same ``K``.
-        channels: ``C`` of the images.
+        image_shape: ``(C, H, W)`` of the images.
         block_size: elements per block (see the module docstring).
     """
 
     def __init__(
-        self, query: Tensor, response: Tensor, channels: int, block_size: int = DEFAULT_BLOCK_SIZE
+        self,
+        query: Tensor,
+        response: Tensor,
+        image_shape: tuple[int, int, int],
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
-        hw = (int(query.shape[-2]), int(query.shape[-1])) if query.ndim == 4 else (0, 0)
+        channels, hw = int(image_shape[0]), (int(image_shape[1]), int(image_shape[2]))
         query = _check_weights("query", query, channels, hw)
         response = _check_weights("response", response, channels, hw)
         if query.shape[0] != response.shape[0] or query.shape[0] < 1:
@@ -219,7 +223,7 @@ class FPMCDenoiser(ClosedFormDenoiser):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
-        self.collection = FilteredPosteriorMeans(query, response, images.shape[1], block_size)
+        self.collection = FilteredPosteriorMeans(query, response, self.image_shape, block_size)
         self.register_buffer("images", images.contiguous(), persistent=False)
 
     def _denoise(self, z: Tensor, sigma: Tensor) -> Tensor:

@@ -128,11 +128,11 @@ class LocalDenoiser(_ScheduledLocal):
     def collection(self, k: int) -> FilteredPosteriorMeans:
         """The prepared FPMC collection for window side ``k`` (cached)."""
         if k not in self._collections:
-            c, h, w = self.image_shape
+            _, h, w = self.image_shape
             order = tile_order(h, w)
             q = local_windows(h, w, k)[order]
             r = torch.eye(h * w, dtype=torch.float64)[order].view(h * w, 1, h, w)
-            self._collections[k] = FilteredPosteriorMeans(q, r, c, self.block_size)
+            self._collections[k] = FilteredPosteriorMeans(q, r, self.image_shape, self.block_size)
         return self._collections[k].to(self.images.device)
 
     def _denoise_size(self, z: Tensor, sigma: Tensor, k: int) -> Tensor:

@@ -181,7 +181,7 @@ class PSPCFlexDenoiser(ClosedFormDenoiser):
         if index not in self._collections:
             h, w = self.image_shape[1:]
             q = self.query(index).cpu()[tile_order(h, w)]
-            coll = FilteredPosteriorMeans(q, q, self.image_shape[0], self.block_size)
+            coll = FilteredPosteriorMeans(q, q, self.image_shape, self.block_size)
             self._collections[index] = coll
         return self._collections[index].to(self.images.device)
 

@@ -94,15 +94,17 @@ def els_loop(z: Tensor, sigma: Tensor, images: Tensor, k: int, padding: str) -> 
             return [i]
         return [j for j in range(n) if hk <= j < n - hk]
 
-    if padding == "circular":  # every valid patch of every training image
-        centres = [(r, c) for r in range(hk, h - hk) for c in range(hk, w - hk)]
+    circ = padding == "circular"
+    # the window of every training image centred at every pixel: [H, W, N, C, k, k]
+    windows = [[_window(images, i, j, k, circ) for j in range(w)] for i in range(h)]
+    if circ:  # every valid patch of every training image
+        centres = [(i, j) for i in range(hk, h - hk) for j in range(hk, w - hk)]
     out = torch.empty_like(z)
     for r in range(h):
         for c in range(w):
-            if padding == "zeros":
+            if not circ:
                 centres = [(i, j) for i in cls(r, h) for j in cls(c, w)]
-            circ = padding == "circular"
-            patches = torch.cat([_window(images, i, j, k, circ) for i, j in centres])  # [M,C,k,k]
+            patches = torch.cat([windows[i][j] for i, j in centres])  # [M, C, k, k]
             mids = patches[:, :, hk, hk]  # [M, C]
             zc = _window(z, r, c, k, circ).flatten(1)
             d2 = (zc[:, None] - patches.flatten(1)[None]).square().sum(-1)

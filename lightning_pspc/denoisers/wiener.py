@@ -82,7 +82,9 @@ class WienerLocalityDenoiser(ClosedFormDenoiser):
             m = wiener_masks(self.eigenvalues.cpu(), self.eigenvectors.cpu(), sigma, self.threshold)
             q = m.T.contiguous().view(d, c, h, w)  # element m queries with column M[:, m]
             r = torch.eye(d, dtype=torch.float64).view(d, c, h, w)
-            self._collections[sigma] = FilteredPosteriorMeans(q, r, c, self.block_size)
+            self._collections[sigma] = FilteredPosteriorMeans(
+                q, r, self.image_shape, self.block_size
+            )
         return self._collections[sigma].to(self.images.device)
 
     def _denoise(self, z: Tensor, sigma: Tensor) -> Tensor:

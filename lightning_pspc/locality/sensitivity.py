@@ -91,7 +91,7 @@ def sensitivity_heatmaps(
             cot = torch.zeros(idx.numel(), m, c, h * w, dtype=z.dtype, device=z.device)
             cot[torch.arange(idx.numel(), device=z.device), :, c_out, idx] = 1
             (grads,) = batched(cot.view(idx.numel(), m, c, h, w))  # [G, M, C, H, W]
-            out[start : start + idx.numel()] += grads.abs().sum(2).mean(1)
+            out[start : start + idx.numel()] += grads.detach().abs().sum(2).mean(1)
     return out.view(h, w, h, w) if pix is None else out
 
 
