@@ -162,32 +162,43 @@ def _axis_classes(n: int, k: int) -> Tensor:
     return torch.where(border, i, torch.full_like(i, -1))
 
 
+def prepare_patch_set(patches: Tensor, centre: Tensor) -> tuple[Tensor, Tensor]:
+    """Merges equal patches (exact: equal patches get equal weights, so one patch with its
+    multiplicity ``c`` in the logit, ``+ log c``, stands for all; Fashion-MNIST's black background
+    makes many patches equal). ``patches [M, K]``, ``centre [C]`` indices into K ->
+    ``(rhs [M', K+2] = [x, ||x||^2, log c], centres [M', C])``."""
+    uniq, counts = torch.unique(patches, dim=0, return_counts=True)
+    rhs = torch.cat(
+        [uniq, uniq.square().sum(1, keepdim=True), counts.to(uniq.dtype).log().unsqueeze(1)], 1
+    )
+    return rhs.contiguous(), uniq[:, centre].contiguous()
+
+
 def els_posterior_centres(
-    queries: Tensor, patches: Tensor, centres: Tensor, inv_s2: Tensor, block: int
+    queries: Tensor, rhs: Tensor, centres: Tensor, inv_s2: Tensor, block: int
 ) -> Tensor:
     """Posterior mean of the patch centres for each query window.
 
-    ``queries [B, P, K]`` (window of noisy image b at pixel p), ``patches [M, K]`` (the source
-    set), ``centres [M, C]``, ``inv_s2 [B]`` -> ``[B, P, C]``. Logits ``(2 z.x - ||x||^2) / 2 s^2``
-    in float64 (the ``||z||^2`` term cancels), streamed over the patch set with an online softmax
-    in blocks of about ``block`` logits so every step stays in cache (a float32 exponential was
-    measured 3x slower here: the casts cost more than they save).
+    ``queries [B, P, K]`` (window of noisy image b at pixel p), the source set prepared by
+    :func:`prepare_patch_set` (``rhs [M, K+2]``, ``centres [M, C]``), ``inv_s2 [B]`` ->
+    ``[B, P, C]``. Logits ``(2 z.x - ||x||^2) / 2 s^2 + log c`` in float64 (the ``||z||^2`` term
+    cancels), streamed over the patch set with an online softmax in blocks of about ``block``
+    logits so every step stays in cache (a float32 exponential was measured 3x slower here: the
+    casts cost more than they save).
     """
     b, p, k = queries.shape
-    lhs = torch.cat(
-        [queries * inv_s2.view(b, 1, 1), (-0.5 * inv_s2).view(b, 1, 1).expand(b, p, 1)], 2
-    )
-    lhs = lhs.reshape(b * p, k + 1)  # [BP, K+1]
-    rhs = torch.cat([patches, patches.square().sum(1, keepdim=True)], 1)  # [M, K+1]
+    s2 = inv_s2.view(b, 1, 1)
+    ones = queries.new_ones(b, p, 1)
+    lhs = torch.cat([queries * s2, -0.5 * s2 * ones, ones], 2).reshape(b * p, k + 2)
     out = torch.empty(b * p, centres.shape[1], dtype=queries.dtype, device=queries.device)
     # 128 query rows x (block / 128) patches per step measured fastest on CPU (vs 32-1024 rows);
-    # row slices of the [M, K+1] layout feed the product without a copy.
+    # row slices of the [M, K+2] layout feed the product without a copy.
     rows = max(1, min(b * p, ELS_QUERY_ROWS))
     step = max(256, block // rows)
     for r0 in range(0, b * p, rows):
         q = lhs[r0 : r0 + rows]
         state = OnlineSoftmax.empty((q.shape[0],), centres.shape[1], like=q)
-        for s in range(0, patches.shape[0], step):
+        for s in range(0, rhs.shape[0], step):
             state.update(q @ rhs[s : s + step].T, centres[s : s + step])
         out[r0 : r0 + rows] = state.result()
     return out.view(b, p, -1)
@@ -223,6 +234,7 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
         super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements)
         self.padding: Padding = padding
+        self._patch_sets: dict[tuple, tuple[Tensor, Tensor]] = {}
         c, h, w = self.image_shape
         if padding == "circular" and max(self.patch_sizes) > min(h, w):
             raise ValueError(
@@ -230,25 +242,35 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
                 f"the valid patches), got {max(self.patch_sizes)}; use padding='zeros'"
             )
 
+    def _patch_set(self, k: int, pix: Tensor | None, centre: Tensor) -> tuple[Tensor, Tensor]:
+        """Prepared source set (:func:`prepare_patch_set`) of side ``k``: every valid patch
+        (``pix=None``), or the zero-padded windows centred at pixels ``pix``; cached."""
+        key = (k, None if pix is None else tuple(pix.tolist()), self.images.device)
+        if key not in self._patch_sets:
+            x, c = self.images.to(torch.float64), self.image_shape[0]
+            if pix is None:
+                patches = F.unfold(x, k).transpose(1, 2).reshape(-1, c * k * k)  # [N L, C k^2]
+            else:
+                windows = _unfold_windows(x, k, "zeros")  # [N, HW, C k^2]
+                patches = windows[:, pix].reshape(-1, c * k * k)  # [N |pix|, C k^2]
+            self._patch_sets[key] = prepare_patch_set(patches, centre)
+        return self._patch_sets[key]
+
     def _denoise_size(self, z: Tensor, sigma: Tensor, k: int) -> Tensor:
         b, c, h, w = z.shape
         inv_s2 = 1.0 / sigma.square()
-        x = self.images.to(torch.float64)
         queries = _unfold_windows(z, k, self.padding)  # [B, HW, C k^2]
         centre = (torch.arange(c) * k * k + (k // 2) * k + k // 2).to(z.device)  # in C k^2
         block = min(ELS_BLOCK_ELEMENTS, self.chunk_elements)
         if self.padding == "circular":
-            patches = F.unfold(x, k).transpose(1, 2).reshape(-1, c * k * k)  # [N L, C k^2]
-            out = els_posterior_centres(queries, patches, patches[:, centre], inv_s2, block)
+            rhs, centres = self._patch_set(k, None, centre)
+            out = els_posterior_centres(queries, rhs, centres, inv_s2, block)
             return out.transpose(1, 2).reshape(b, c, h, w)
-        windows = _unfold_windows(x, k, "zeros")  # [N, HW, C k^2]
         rc, cc = _axis_classes(h, k), _axis_classes(w, k)
         cls = (rc.view(-1, 1) * (w + 1) + cc.view(1, -1)).reshape(-1)  # [HW] class id
         out = torch.empty(b, h * w, c, dtype=z.dtype, device=z.device)
         for label in cls.unique().tolist():
             pix = (cls == label).nonzero().squeeze(1).to(z.device)
-            patches = windows[:, pix].reshape(-1, c * k * k)  # [N |pix|, C k^2]
-            out[:, pix] = els_posterior_centres(
-                queries[:, pix], patches, patches[:, centre], inv_s2, block
-            )
+            rhs, centres = self._patch_set(k, pix, centre)
+            out[:, pix] = els_posterior_centres(queries[:, pix], rhs, centres, inv_s2, block)
         return out.transpose(1, 2).reshape(b, c, h, w)

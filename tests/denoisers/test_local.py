@@ -79,3 +79,14 @@ def test_bad_patch_sizes_raise_clear_errors():
         EquivariantLocalDenoiser(x, patch_size=3, padding="reflect")
     with pytest.raises(ValueError, match="circular ELS needs patch sizes <= the image side 6"):
         EquivariantLocalDenoiser(x, patch_size=7)
+
+
+@pytest.mark.parametrize("padding", ["circular", "zeros"])
+def test_equal_patches_are_merged_exactly(padding):
+    x = smooth_images(12, 1, 8)
+    x[:, :, :3] = -1.0  # a black band, as Fashion-MNIST's background: many equal patches
+    z, s = mixed_probes(x)
+    d = EquivariantLocalDenoiser(x, patch_size=3, padding=padding)
+    out = d(z, s)
+    assert sum(r.shape[0] for r, _ in d._patch_sets.values()) < 12 * 64
+    assert (out.double() - els_loop(z, s, x, 3, padding)).abs().max() < 1e-5
