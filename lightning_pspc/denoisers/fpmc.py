@@ -17,10 +17,12 @@ How it is computed (exact, float64 logits, any device, mixed sigmas in one batch
   responses summed (``tau = 1`` masks, covering windows, ``threshold = 0`` are one element);
 * elements are processed in blocks of ``block_size``; a block only touches the union ``U`` of its
   queries' supports and the union ``V`` of its responses' supports, so the logits are one dense
-  matrix product ``[B*G, |U|] @ [|U|, n]`` of ``q_k * z_b / s_b^2`` against the data crops
+  matrix product ``[B*G, 2|U|] @ [2|U|, n]`` of ``[q_k z_b / s_b^2, -q_k / 2 s_b^2]`` against
+  ``[x_n, x_n^2]`` on ``U``
   (``-||z||^2`` is constant over ``n`` and cancels; in float64 the expanded form loses nothing
-  that matters: REFERENCE.md section 2), and the numerators ``[B*G, n] @ [n, |V|]`` another one,
-  streamed over the training set with an online softmax (:class:`.softmax.OnlineSoftmax`);
+  that matters: REFERENCE.md section 2), and the numerators ``[B*G, n] @ [n, |V|]`` another one;
+  a plain softmax when the training set fits one chunk, else streamed with an online softmax
+  (:class:`.softmax.OnlineSoftmax`);
 * members order their elements so that a block is spatially compact (:func:`tile_order`), which
   keeps ``|U|`` near the size of one mask: cost ~ ``2 B K N |U|`` multiply-adds against the
   floor ``2 B K N |mask|`` (logits and numerators over each element's own mask).
@@ -174,23 +176,31 @@ class FilteredPosteriorMeans:
         num: Tensor, zf: Tensor, inv: Tensor, xf: Tensor, blk: _Block, budget: int
     ) -> None:
         g, nu, nv = blk.q.shape[0], blk.union_q.numel(), blk.union_r.numel()
-        bsz = zf.shape[0]
-        rows = max(1, min(bsz, budget // max(1, g * (nu + nv))))
+        bsz, n_all = zf.shape[0], xf.shape[0]
+        rows = max(1, min(bsz, budget // max(1, g * (2 * nu + nv))))
+        one_chunk = None
         for b0 in range(0, bsz, rows):
             zb, ib = zf[b0 : b0 + rows, blk.union_q], inv[b0 : b0 + rows]  # [b, U], [b]
             nb = zb.shape[0]
-            # q_k * z_b / s_b^2 for every (b, k): the logit's part linear in x.
-            lhs = (zb.unsqueeze(1) * blk.q).mul_(ib.view(-1, 1, 1)).view(nb * g, nu)  # [bG, U]
-            state = OnlineSoftmax.empty((nb * g,), nv, like=zf)
-            step = max(1, budget // max(1, nb * g + nu + nv))
-            for s in range(0, xf.shape[0], step):
-                x = xf[s : s + step].to(torch.float64)
-                xu = x[:, blk.union_q]  # [n, U]
-                quad = blk.q @ xu.square().T  # [G, n] sum_f q_kf x_nf^2
-                logits = (lhs @ xu.T).view(nb, g, -1)  # [b, G, n]
-                logits.sub_(0.5 * ib.view(-1, 1, 1) * quad)
-                state.update(logits.view(nb * g, -1), x[:, blk.union_r])
-            means = state.result().view(nb, g, nv)  # m_k on V
+            # logit = [q_k z_b / s_b^2, -q_k / 2 s_b^2] . [x_n, x_n^2] (+ a constant over n)
+            lin = (zb.unsqueeze(1) * blk.q).mul_(ib.view(-1, 1, 1))  # [b, G, U]
+            quad = blk.q.unsqueeze(0) * (-0.5 * ib).view(-1, 1, 1)  # [b, G, U]
+            lhs = torch.cat([lin, quad], 2).view(nb * g, 2 * nu)  # [bG, 2U]
+            step = max(1, budget // max(1, nb * g + 2 * nu + nv))
+            if step >= n_all:  # the whole training set in one chunk: a plain softmax
+                if one_chunk is None:
+                    xu = xf[:, blk.union_q].to(torch.float64)  # gather, then convert
+                    rhs = torch.cat([xu, xu.square()], 1).T  # [2U, N]
+                    one_chunk = (rhs, xf[:, blk.union_r].to(torch.float64))
+                w = torch.softmax(lhs @ one_chunk[0], dim=1)  # [bG, N]
+                means = (w @ one_chunk[1]).view(nb, g, nv)  # m_k on V
+            else:
+                state = OnlineSoftmax.empty((nb * g,), nv, like=zf)
+                for s in range(0, n_all, step):
+                    xu = xf[s : s + step, blk.union_q].to(torch.float64)  # [n, U]
+                    rhs = torch.cat([xu, xu.square()], 1).T  # [2U, n]
+                    state.update(lhs @ rhs, xf[s : s + step, blk.union_r].to(torch.float64))
+                means = state.result().view(nb, g, nv)
             num[b0 : b0 + nb, blk.union_r] += (means * blk.r).sum(1)
 
 
