@@ -47,3 +47,8 @@ def default_patch_schedule(height: int, width: int) -> tuple[Tensor, tuple[int, 
     side = max(height, width)
     sizes = PATCH_SIZE_PRESETS.get(side) or scale_patch_sizes(side)
     return edm_sigmas(len(sizes)), sizes
+
+
+#: CIFAR-10 PSPC-Flex mass fractions ``tau`` on the 18 EDM sigmas, largest sigma first
+#: (Niedoba et al. 2024, published code): whole image (``tau = 1``) at the seven largest sigmas.
+CIFAR10_TAUS: tuple[float, ...] = (1.0,) * 7 + (0.7, 0.7, 0.5) + (0.4,) * 4 + (0.3,) * 4

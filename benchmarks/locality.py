@@ -1,0 +1,173 @@
+"""Benchmark of the local family and of sensitivity heatmaps on Fashion-MNIST (prints; not a test).
+
+* PSPC-Flex (FPMC engine) against the published structure (a Python loop over the 784 anchors,
+  one masked posterior mean per anchor, data streamed 100 images at a time, float32 ``cdist``),
+  masks from heatmaps of the small UNet at one sigma, for several ``tau``;
+* circular ELS against a per-pixel loop taking a float32 ``cdist`` against the whole patch set;
+* each also as a multiple of the empirical denoiser's time on the same batch, and as a fraction
+  of its arithmetic floor: floor multiply-adds / (the machine's dense float64 GEMM rate measured
+  here) / time. Floors: PSPC-Flex ``2 B K N |mask|`` (logits and numerators over each element's
+  own mask, ``K`` distinct masks), ELS ``B H W M (C k^2 + C)`` (``M = N (H-k+1)(W-k+1)`` patches);
+* sensitivity heatmap seconds per sigma and per probe, full (784 VJPs per probe) and strided,
+  for the small UNet and DiT presets.
+
+    .venv/bin/python benchmarks/locality.py --ckpt /tmp/loc_runs/u/last.ckpt   # ~8 min, 2 cores
+
+Without ``--ckpt`` the heatmaps for the masks come from an untrained UNet (said in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from lightning_pspc.cli import build_from_config, load_run
+from lightning_pspc.data import IDXSource
+from lightning_pspc.denoisers import EmpiricalDenoiser, EquivariantLocalDenoiser, PSPCFlexDenoiser
+from lightning_pspc.denoisers.pspc_flex import masks_from_heatmaps
+from lightning_pspc.denoisers.reference_local import els_cdist_loop, pspc_flex_published
+from lightning_pspc.locality import forward_probes, sensitivity_heatmaps
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls (after none: the first call is timed too)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def gemm_rate() -> float:
+    """Dense float64 multiply-adds per second of this machine (best of 3, 1024^3)."""
+    a = torch.rand(1024, 1024, dtype=torch.float64)
+    return 1024**3 / best_time(lambda: a @ a, 3)
+
+
+def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None:
+    if args.ckpt:
+        module, _ = load_run(args.ckpt)
+        source = f"UNet trained briefly ({args.ckpt})"
+    else:
+        module, _ = build_from_config(REPO / "configs" / "unet_fmnist_small.yaml")
+        source = "untrained UNet (configs/unet_fmnist_small.yaml)"
+    net = module.denoiser.eval()
+    probes = forward_probes(held[: args.heatmap_probes], args.sigma, seed=0)
+    t0 = time.perf_counter()
+    hm = sensitivity_heatmaps(net, probes, args.sigma)
+    print(
+        f"\nPSPC-Flex masks: heatmaps of the {source} at sigma={args.sigma}, "
+        f"{args.heatmap_probes} held-out probes ({time.perf_counter() - t0:.1f} s)"
+    )
+    n, b = args.flex_n, args.batch
+    x = data[:n]
+    z = forward_probes(held[-b:], args.sigma, seed=1)
+    sig = torch.full((b,), args.sigma)
+    emp = EmpiricalDenoiser(x)
+    t_emp = best_time(lambda: emp(z, sig), args.repeats)
+    print(f"N={n} B={b} sigma={args.sigma}; empirical denoiser {t_emp * 1e3:.1f} ms")
+    print(
+        f"{'tau':>5} {'|mask|':>7} {'K':>4} {'engine s':>9} {'published s':>12} {'speed-up':>9} "
+        f"{'x empirical':>12} {'of floor':>9} {'max|diff|':>10}"
+    )
+    for tau in args.taus:
+        d = PSPCFlexDenoiser(x, hm, tau)
+        masks = masks_from_heatmaps(hm, tau)
+        coll = d.collection(0)
+        size = masks.flatten(2).sum(-1).double().mean().item()
+        out = d(z, sig)  # also builds the collection
+        t = best_time(lambda d=d: d(z, sig), args.repeats)
+        t0 = time.perf_counter()
+        ref = pspc_flex_published(z, sig, x, masks)
+        t_pub = time.perf_counter() - t0
+        floor = 2 * b * coll.num_elements * n * size / rate
+        print(
+            f"{tau:>5.2f} {size:>7.1f} {coll.num_elements:>4} {t:>9.3f} {t_pub:>12.2f} "
+            f"{t_pub / t:>8.1f}x {t / t_emp:>11.1f}x {floor / t:>9.2f} "
+            f"{(out - ref).abs().max().item():>10.1e}"
+        )
+
+
+def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None:
+    n, b = args.els_n, args.batch
+    x = data[:n]
+    z = forward_probes(held[-b:], args.sigma, seed=1)
+    sig = torch.full((b,), args.sigma)
+    emp = EmpiricalDenoiser(x)
+    t_emp = best_time(lambda: emp(z, sig), args.repeats)
+    print(f"\nCircular ELS: N={n} B={b} sigma={args.sigma}; empirical {t_emp * 1e3:.2f} ms")
+    print(
+        f"{'k':>3} {'patches':>8} {'engine s':>9} {'cdist loop s':>13} {'speed-up':>9} "
+        f"{'x empirical':>12} {'of floor':>9} {'max|diff|':>10}"
+    )
+    c, h, w = x.shape[1:]
+    for k in args.els_sizes:
+        d = EquivariantLocalDenoiser(x, patch_size=k)
+        out = d(z, sig)
+        t = best_time(lambda d=d: d(z, sig), args.repeats)
+        t0 = time.perf_counter()
+        ref = els_cdist_loop(z, sig, x, k)
+        t_loop = time.perf_counter() - t0
+        m = n * (h - k + 1) * (w - k + 1)
+        floor = b * h * w * m * (c * k * k + c) / rate
+        print(
+            f"{k:>3} {m:>8} {t:>9.3f} {t_loop:>13.2f} {t_loop / t:>8.1f}x {t / t_emp:>11.0f}x "
+            f"{floor / t:>9.2f} {(out - ref).abs().max().item():>10.1e}"
+        )
+
+
+def bench_heatmaps(args, held: torch.Tensor) -> None:
+    print("\nSensitivity heatmaps (one sigma; seconds per sigma and per probe)")
+    print(f"{'preset':<22} {'params':>8} {'M':>3} {'full s/probe':>13} {'stride-4 s/probe':>17}")
+    for name in ("unet_fmnist_small", "dit_fmnist_small"):
+        module, _ = build_from_config(REPO / "configs" / f"{name}.yaml")
+        net = module.denoiser.eval()
+        params = sum(p.numel() for p in net.parameters())
+        m = args.heatmap_probes
+        z = forward_probes(held[:m], args.sigma, seed=0)
+        full = best_time(lambda net=net, z=z: sensitivity_heatmaps(net, z, args.sigma), 1) / m
+        strided = best_time(
+            lambda net=net, z=z: sensitivity_heatmaps(net, z, args.sigma, stride=4), 2
+        )
+        print(f"{name:<22} {params / 1e6:>7.2f}M {m:>3} {full:>13.2f} {strided / m:>17.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--ckpt", default=None, help="checkpoint of the UNet whose heatmaps cut masks")
+    ap.add_argument("--sigma", type=float, default=1.0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--flex-n", type=int, default=2000)
+    ap.add_argument("--taus", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--els-n", type=int, default=100)
+    ap.add_argument("--els-sizes", type=int, nargs="+", default=[3, 7])
+    ap.add_argument("--heatmap-probes", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["flex", "els", "heatmaps"])
+    args = ap.parse_args()
+    rate = gemm_rate()
+    print(
+        f"threads={torch.get_num_threads()} torch={torch.__version__}; dense float64 GEMM "
+        f"{rate / 1e9:.1f} G multiply-adds/s (the floor's rate)"
+    )
+    data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]
+    held = data[-64:]  # images outside every data set used here
+    if "flex" not in args.skip:
+        bench_flex(args, data, held, rate)
+    if "els" not in args.skip:
+        bench_els(args, data, held, rate)
+    if "heatmaps" not in args.skip:
+        bench_heatmaps(args, held)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from lightning_pspc.diffusion import EDMPrecond
+from lightning_pspc.locality import (
+    forward_probes,
+    heatmaps_at_sigmas,
+    sensitivity_heatmaps,
+    sensitivity_patch_size,
+    strided_pixels,
+)
+from tests.helpers import TinyNet
+
+
+def linear_map(c: int, h: int, w: int, seed: int = 0):
+    """``D(z) = A z`` and ``|A|`` summed over output and input channels ``[H, W, H, W]``."""
+    a = torch.randn(c * h * w, c * h * w, generator=torch.Generator().manual_seed(seed))
+    expected = a.abs().view(c, h, w, c, h, w).sum((0, 3))
+    return (lambda z, s: (z.flatten(1) @ a.T).view_as(z)), expected
+
+
+def test_heatmap_of_a_linear_map_is_its_absolute_matrix_summed_over_channels():
+    d, expected = linear_map(2, 5, 6)
+    z = torch.randn(3, 2, 5, 6)
+    for vjp_batch in (256, 7, 1):  # chunking changes nothing
+        hm = sensitivity_heatmaps(d, z, 0.7, vjp_batch=vjp_batch)
+        torch.testing.assert_close(hm, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pixel_subsets_give_the_rows_of_those_pixels():
+    d, expected = linear_map(1, 7, 7)
+    z = torch.randn(2, 1, 7, 7)
+    pix = strided_pixels(7, 7, 3)
+    assert pix.tolist() == [[r, c] for r in (0, 3, 6) for c in (0, 3, 6)]
+    torch.testing.assert_close(
+        sensitivity_heatmaps(d, z, 1.0, stride=3), expected[pix[:, 0], pix[:, 1]]
+    )
+    rows = torch.tensor([[1, 2], [6, 0]])
+    torch.testing.assert_close(
+        sensitivity_heatmaps(d, z, 1.0, pixels=rows), expected[[1, 6], [2, 0]]
+    )
+
+
+def test_network_heatmap_is_the_mean_abs_gradient_per_probe():
+    torch.manual_seed(0)
+    net = EDMPrecond(TinyNet(channels=2, width=4)).eval()
+    z, sigma = torch.randn(3, 2, 6, 6), 0.8
+    hm = sensitivity_heatmaps(net, z, sigma, vjp_batch=10)
+    zz = z.clone().requires_grad_(True)
+    out = net(zz, torch.full((3,), sigma))
+    ref = torch.zeros(6, 6)
+    for c_out in range(2):
+        (g,) = torch.autograd.grad(out[:, c_out, 2, 4].sum(), zz, retain_graph=True)
+        ref += g.abs().sum(1).mean(0)
+    torch.testing.assert_close(hm[2, 4], ref, rtol=1e-5, atol=1e-6)
+    # two 3x3 convolutions: output pixel (2, 4) sees at most the 5x5 window around it
+    assert hm[2, 4][:, :2].sum() == 0 and hm[2, 4][5:].sum() == 0 and hm[2, 4].sum() > 0
+    assert not hm.requires_grad
+
+
+def test_heatmaps_at_sigmas_use_fixed_seeded_probes():
+    net = EDMPrecond(TinyNet(channels=1, width=4)).eval()
+    x = torch.rand(2, 1, 6, 6) * 2 - 1
+    a = heatmaps_at_sigmas(net, x, [0.5, 2.0], seed=3, stride=2)
+    assert a.shape == (2, 9, 6, 6)
+    torch.testing.assert_close(a, heatmaps_at_sigmas(net, x, [0.5, 2.0], seed=3, stride=2))
+    one = sensitivity_heatmaps(net, forward_probes(x, 2.0, seed=3), 2.0, stride=2)
+    torch.testing.assert_close(a[1], one)
+    torch.testing.assert_close(forward_probes(x, 0.0, seed=3), x)
+
+
+def test_sensitivity_patch_size():
+    h = w = 7
+    assert sensitivity_patch_size(torch.eye(h * w).view(h, w, h, w), 0.95) == 1.0
+    # uniform heatmaps: the whole image must be covered at fraction 1; the side is clipped to 7
+    assert sensitivity_patch_size(torch.ones(h, w, h, w), 1.0) == 7.0
+    # the centre pixel of a uniform heatmap needs a 5x5 square (25/49 > 0.5; 9/49 < 0.5)
+    centre = torch.ones(1, h, w)
+    assert sensitivity_patch_size(centre, 0.5, pixels=torch.tensor([[3, 3]])) == 5.0
+    # a corner pixel: squares are clipped to the image, 4x4 of 7x7 inside the 7-square
+    assert sensitivity_patch_size(centre, 0.3, pixels=torch.tensor([[0, 0]])) == 7.0
+    assert sensitivity_patch_size(centre, 0.15, pixels=torch.tensor([[0, 0]])) == 5.0
+
+
+def test_bad_arguments_raise_clear_errors():
+    d, _ = linear_map(1, 4, 4)
+    z = torch.randn(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="not both"):
+        sensitivity_heatmaps(d, z, 1.0, pixels=torch.tensor([[0, 0]]), stride=2)
+    with pytest.raises(ValueError, match=r"inside the 4x4 image, got \[4, 0\]"):
+        sensitivity_heatmaps(d, z, 1.0, pixels=torch.tensor([[4, 0]]))
+    with pytest.raises(ValueError, match=r"probes \[M, C, H, W\]"):
+        sensitivity_heatmaps(d, z[0], 1.0)
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+        sensitivity_patch_size(torch.ones(4, 4, 4, 4), 0.0)
+    with pytest.raises(ValueError, match=r"with pixels=\[P, 2\]"):
+        sensitivity_patch_size(torch.ones(3, 4, 4), 0.5)
