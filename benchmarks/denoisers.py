@@ -100,6 +100,10 @@ def timed(
     return best, out, mem.peak
 
 
+#: torch threads of the loop (0: as the rest); set by ``--loop-threads``.
+LOOP_THREADS = 0
+
+
 def interleaved(fns: list[Callable[[], torch.Tensor]], repeats: int) -> list[float]:
     """Best wall time of each function over ``repeats`` rounds that call them in turn (the
     functions see the same load on a shared machine)."""
@@ -119,11 +123,16 @@ def loop_cell(
     output and the number of image rows it completes."""
     lh = z.shape[-2] - min(p, z.shape[-2]) + 1
     rows = max(1, min(lh, rows))
-    t, out, _ = timed(
-        lambda: pspc_square_loop(z.float(), sigma.float(), train.float(), p, 100, rows),
-        z.device,
-        repeats,
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(LOOP_THREADS or threads)
+    try:
+        t, out, _ = timed(
+            lambda: pspc_square_loop(z.float(), sigma.float(), train.float(), p, 100, rows),
+            z.device,
+            repeats,
+        )
+    finally:
+        torch.set_num_threads(threads)
     return t * lh / rows, out, (z.shape[-2] if rows == lh else rows)
 
 
@@ -279,12 +288,21 @@ def main() -> None:
         action="store_true",
         help="time the loop at every sigma (default: once per N, B, P at the largest sigma)",
     )
+    ap.add_argument(
+        "--loop-threads",
+        type=int,
+        default=0,
+        help="torch threads of the loop (0: all); 1 keeps its many small parallel ops from "
+        "waiting on descheduled threads when other processes share the cores",
+    )
     ap.add_argument("--no-loop", action="store_true", help="skip the published-structure loop")
     ap.add_argument("--no-grid", action="store_true", help="only the workload")
     ap.add_argument("--no-workload", action="store_true", help="only the grid")
     ap.add_argument("--target", type=float, default=20.0, help="speed-up over the loop to reach")
     ap.add_argument("--emp-target", type=float, default=10.0, help="largest time / empirical")
     args = ap.parse_args()
+    global LOOP_THREADS
+    LOOP_THREADS = args.loop_threads
     device = torch.device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
     data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]
