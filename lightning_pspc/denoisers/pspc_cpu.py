@@ -586,7 +586,12 @@ def choose_path(
             return "one_pass_windows", 0
         if nblk * nv * windows <= keep_elements:
             return "one_pass", 0
-    return "two_pass", max(1, min(nblk, -(-4 * threads // batch)))
+    return "two_pass", _auto_parts(batch, threads, nblk)
+
+
+def _auto_parts(batch: int, threads: int, nblk: int) -> int:
+    """Parts of the training set for at least ``4 x threads`` work items (at most one per block)."""
+    return max(1, min(nblk, -(-4 * threads // batch)))
 
 
 def pspc_fused_sum(
@@ -617,7 +622,7 @@ def pspc_fused_sum(
     if path == "auto":
         path, parts = auto_path, auto_parts
     elif path == "two_pass":
-        parts = max(1, min(nblk, parts or max(1, min(nblk, -(-4 * threads // b)))))
+        parts = max(1, min(nblk, parts or _auto_parts(b, threads, nblk)))
     zn = z.detach().contiguous().numpy()
     inv2s2 = (0.5 / sigma.square()).contiguous().numpy()
     previous = numba.get_num_threads()
