@@ -11,16 +11,28 @@ that stays in cache:
    ||x||^2`` cancellation: the logits ``-d2 / 2 s^2`` of ~1e5 at sigma = 0.002 keep their digits);
 2. as soon as a window row is complete (still in cache), per window a running minimum distance
    and the sum of ``exp(-(d2 - min) / 2 s^2)`` (online log-sum-exp); the weights, ``<= 1``
-   relative to the minimum, are float32;
+   relative to the minimum, are float32, and those below ``exp(-64)`` are 0 (near the float32
+   minimum their products with pixels would be subnormal numbers, ~100x slower: at small
+   sigma most weights are there);
 3. the normalised weights spread onto the pixels each window covers (transposed running box
-   sums) and contracted with the block, accumulated in float64. Patches of at most
-   ``SMALL_PATCH`` pixels instead keep each window's posterior-mean numerator (``P^2`` dot
-   products per window, rescaled when the window's minimum drops): nothing to keep or spread.
+   sums) and contracted with the block, accumulated in float64.
 
-One pass per noisy image when its weights fit ``keep_elements`` (they are kept in float32 and
-rescaled by the final minimum and sum); otherwise two passes (distances recomputed), and a batch
-smaller than the thread count splits the training set into parts merged between the passes.
-Memory beyond the kept weights is a few ``H * W * BLOCK`` buffers per thread, whatever ``N``.
+Three paths (``pspc_fused_sum(path=...)``; ``"auto"`` picks by :func:`choose_path`), each with
+its own functions:
+
+* ``"one_pass"`` (:func:`_one_pass`): each noisy image takes one pass over the training set on
+  one thread; the block weights are kept (float32, ``N x windows`` per image, bounded by
+  ``keep_elements``) and rescaled by the final minimum and sum before the spread;
+* ``"one_pass_windows"`` (:func:`_one_pass_windows`, auto for patches of at most
+  ``SMALL_PATCH`` pixels): one pass, but each window keeps its posterior-mean numerator
+  (``P^2`` dot products per window, rescaled when its minimum drops): nothing kept or spread;
+* ``"two_pass"`` (:func:`_lse_part`, then :func:`_spread_part`): for batches too small to keep
+  every thread busy or weights too many to keep, the training set is split into ``parts``; pass
+  1 gives each part's log-sum-exp, merged per image, pass 2 recomputes the distances and spreads
+  the normalised weights.
+
+Memory beyond the kept weights is a few ``H * W * BLOCK`` buffers per thread (:class:`Scratch`),
+whatever ``N``.
 
 Exactness: the only float32 steps act on weights in ``[0, 1]`` (the exponential of a float64
 argument, relative error < 4e-7 + 6e-8 ``|x|``, i.e. < 3e-8 absolute on a normalised weight);
@@ -31,6 +43,7 @@ sums and the contraction are float64. Results match the float64 definition to ~1
 from __future__ import annotations
 
 import math
+from typing import Literal, NamedTuple
 
 import numba
 import numpy as np
@@ -47,12 +60,20 @@ BLOCK = 512
 #: Patches of at most this many pixels keep per-window numerators in the one-pass path.
 SMALL_PATCH = 9
 
+Path = Literal["auto", "one_pass", "one_pass_windows", "two_pass"]
+PATHS = ("auto", "one_pass", "one_pass_windows", "two_pass")
+
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks padding
 _F32 = np.float32
 _LOG2E = _F32(1.4426950408889634)
 _LN2_HI = _F32(0.693359375)  # ln 2 = hi + lo, hi exact in a few bits
 _LN2_LO = _F32(-2.12194440e-4)
-_EXP_MIN = _F32(-87.0)  # exp(-87) ~ 1.6e-38, the smallest normal float32 range
+#: Weights below exp(-64) ~ 1.6e-28 (relative to the window's largest, 1) are flushed to 0: a
+#: weight near the float32 minimum (exp(-87) ~ 1.6e-38) times a pixel value < 1 is a subnormal
+#: number, and subnormal arithmetic is ~100x slower on x86 (at sigma <= 0.3 most weights are
+#: there: 37% of the products at sigma = 0.002, 10% at 0.3, P = 3). The error, < N * 1.6e-28 on
+#: a normalised weight, is far below float32 rounding.
+_EXP_CUT = _F32(-64.0)
 _C = tuple(_F32(1.0 / math.factorial(i)) for i in range(8))
 
 
@@ -80,11 +101,12 @@ def _f64_from_bits(typingctx, bits):
 
 @njit(cache=True, fastmath={"contract", "nsz"}, inline="always")
 def _exp32(x):
-    """``exp(x)`` for float32 ``x <= 0`` (clamped at -87), vectorisable, relative error < 4e-7
-    plus the float32 rounding of ``x``: a weight ``w`` is off by at most ``w |x| 6e-8 < 2.2e-8``."""
-    x = max(x, _EXP_MIN)
-    k = np.floor(x * _LOG2E + _C[2])  # _C[2] = 0.5: round to nearest
-    r = x - k * _LN2_HI - k * _LN2_LO  # |r| <= ln(2) / 2
+    """``exp(x)`` for float32 ``x <= 0``, 0 below :data:`_EXP_CUT`; vectorisable (a select, no
+    branch), relative error < 4e-7 plus the float32 rounding of ``x``: a weight ``w`` is off by
+    at most ``w |x| 6e-8 < 2.2e-8``."""
+    xc = max(x, _EXP_CUT)
+    k = np.floor(xc * _LOG2E + _C[2])  # _C[2] = 0.5: round to nearest
+    r = xc - k * _LN2_HI - k * _LN2_LO  # |r| <= ln(2) / 2
     p = _C[7]
     p = p * r + _C[6]
     p = p * r + _C[5]
@@ -93,7 +115,8 @@ def _exp32(x):
     p = p * r + _C[2]
     p = p * r + _C[1]
     p = p * r + _C[0]
-    return p * _f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+    e = p * _f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+    return e if x >= _EXP_CUT else _F32(0.0)
 
 
 @njit(cache=True, fastmath=_FM)
@@ -263,24 +286,66 @@ def _weight_row(drow, valid, kb, shift, w):
             w[lj, v] = 0.0
 
 
-@njit(cache=True, fastmath=_FM)
-def _block_weights(zb, xb, valid, kb, ph, pw, er, ring, dbuf, m, den, ref, shift, w):
-    """Float32 weights ``w [Lh, Lw, NV]`` of one block, each window row right after its distances.
+class Scratch(NamedTuple):
+    """Per-thread buffers of one noisy image's pass over the blocks (``NV`` lanes each).
 
-    With ``shift`` empty: online log-sum-exp into ``m``, ``den``, ``ref [Lh, Lw]``
-    (:func:`_lse_row`); otherwise the final weights ``exp(-kb (d2 - shift))``.
-    ``dbuf [2, Lw, NV]`` holds two window rows of distances.
+    ``er [W + 1, NV]``: squared errors of one image row (and a scratch row); ``ring [ph, Lw, NV]``:
+    horizontal window sums of the last ``ph`` rows; ``dbuf [2, Lw, NV]``: two window rows of
+    distances (the current one and the one above); ``g [Lw + 1, NV]``, ``s [NV]``: running sums
+    of the spread (:func:`_block_spread`).
     """
-    H = zb.shape[1]
+
+    er: np.ndarray
+    ring: np.ndarray
+    dbuf: np.ndarray
+    g: np.ndarray
+    s: np.ndarray
+
+
+@njit(cache=True)
+def _scratch(W, ph, pw, nv):
+    Lw = W - pw + 1
+    return Scratch(
+        np.empty((W + 1, nv)),
+        np.empty((ph, Lw, nv)),
+        np.empty((2, Lw, nv)),
+        np.empty((Lw + 1, nv)),
+        np.empty(nv),
+    )
+
+
+@njit(cache=True, fastmath=_FM)
+def _next_window_row(zb, xb, i, ph, pw, sc):
+    """Streams image row ``i`` of block ``xb``; returns the window row ``li`` it completes, whose
+    distances are then in ``sc.dbuf[li % 2]``, or -1 while the first window row fills."""
+    li = i - ph + 1
+    cur = li % 2 if li >= 0 else 0
+    if _distance_row(zb, xb, i, ph, pw, sc.er, sc.ring, sc.dbuf[1 - cur], sc.dbuf[cur]):
+        return li
+    return -1
+
+
+@njit(cache=True, fastmath=_FM)
+def _lse_block(zb, xb, valid, kb, ph, pw, sc, m, den, ref, w):
+    """Pass 1 over one block: the online log-sum-exp of every window into the running minimum
+    ``m`` and sum ``den [Lh, Lw]`` (:func:`_lse_row`), with the float32 weights ``w [Lh, Lw, NV]``
+    relative to the minimum at the time, kept in ``ref [Lh, Lw]``."""
     valid = min(valid, xb.shape[3])
-    for i in range(H):
-        li = i - ph + 1
-        cur = li % 2 if li >= 0 else 0
-        if _distance_row(zb, xb, i, ph, pw, er, ring, dbuf[1 - cur], dbuf[cur]):
-            if shift.shape[0] == 0:
-                _lse_row(dbuf[cur], valid, kb, m[li], den[li], ref[li], w[li])
-            else:
-                _weight_row(dbuf[cur], valid, kb, shift[li], w[li])
+    for i in range(zb.shape[1]):
+        li = _next_window_row(zb, xb, i, ph, pw, sc)
+        if li >= 0:
+            _lse_row(sc.dbuf[li % 2], valid, kb, m[li], den[li], ref[li], w[li])
+
+
+@njit(cache=True, fastmath=_FM)
+def _weight_block(zb, xb, valid, kb, ph, pw, sc, shift, w):
+    """Pass 2 over one block: the normalised weights ``w = exp(-kb (d2 - shift))`` (``shift
+    [Lh, Lw]``: the final minimum minus the log of the sum, over the whole training set)."""
+    valid = min(valid, xb.shape[3])
+    for i in range(zb.shape[1]):
+        li = _next_window_row(zb, xb, i, ph, pw, sc)
+        if li >= 0:
+            _weight_row(sc.dbuf[li % 2], valid, kb, shift[li], w[li])
 
 
 @njit(cache=True, fastmath=_FM)
@@ -347,53 +412,33 @@ def _one_pass(zb, kb, xblocks, n_valid, ph, pw, acc):
     C, H, W = zb.shape
     nblk, nv = xblocks.shape[0], xblocks.shape[4]
     Lh, Lw = H - ph + 1, W - pw + 1
-    er = np.empty((W + 1, nv))
-    ring = np.empty((ph, Lw, nv))
-    dbuf = np.empty((2, Lw, nv))
-    g = np.empty((Lw + 1, nv))
-    s = np.empty(nv)
+    sc = _scratch(W, ph, pw, nv)
     kept = np.empty((nblk, Lh, Lw, nv), dtype=np.float32)
     ref = np.empty((nblk, Lh, Lw))
     m = np.full((Lh, Lw), np.inf)
     den = np.zeros((Lh, Lw))
-    no_shift = np.empty((0, Lw))
     for blk in range(nblk):
-        valid = n_valid - blk * nv
-        _block_weights(
-            zb,
-            xblocks[blk],
-            valid,
-            kb,
-            ph,
-            pw,
-            er,
-            ring,
-            dbuf,
-            m,
-            den,
-            ref[blk],
-            no_shift,
-            kept[blk],
+        _lse_block(
+            zb, xblocks[blk], n_valid - blk * nv, kb, ph, pw, sc, m, den, ref[blk], kept[blk]
         )
     f = np.empty((Lh, Lw))
     for blk in range(nblk):
         for li in range(Lh):
             for lj in range(Lw):
                 f[li, lj] = math.exp(-kb * (ref[blk, li, lj] - m[li, lj])) / den[li, lj]
-        _block_spread(kept[blk], f, xblocks[blk], ph, pw, g, s, acc)
+        _block_spread(kept[blk], f, xblocks[blk], ph, pw, sc.g, sc.s, acc)
 
 
 @njit(cache=True, fastmath=_FM)
 def _one_pass_windows(zb, kb, xblocks, n_valid, ph, pw, acc):
-    """:func:`_one_pass` for small patches (``ph * pw <= SMALL_PATCH``): each window keeps its
-    posterior-mean numerator ``num [C, ph, pw]`` (float64, rescaled when its minimum drops), so
-    no weights are kept and nothing is spread: ``ph * pw`` dot products per window instead."""
+    """:func:`_one_pass` for small patches (auto for ``ph * pw <= SMALL_PATCH``): each window
+    keeps its posterior-mean numerator ``num [C, ph, pw]`` (float64, rescaled when its minimum
+    drops), so no weights are kept and nothing is spread: ``ph * pw`` dot products per window
+    instead."""
     C, H, W = zb.shape
     nblk, nv = xblocks.shape[0], xblocks.shape[4]
     Lh, Lw = H - ph + 1, W - pw + 1
-    er = np.empty((W + 1, nv))
-    ring = np.empty((ph, Lw, nv))
-    dbuf = np.empty((2, Lw, nv))
+    sc = _scratch(W, ph, pw, nv)
     w = np.empty((Lw, nv), dtype=np.float32)
     m = np.full((Lh, Lw), np.inf)
     den = np.zeros((Lh, Lw))
@@ -403,12 +448,11 @@ def _one_pass_windows(zb, kb, xblocks, n_valid, ph, pw, acc):
         xb = xblocks[blk]
         valid = min(n_valid - blk * nv, nv)
         for i in range(H):
-            li = i - ph + 1
-            cur = li % 2 if li >= 0 else 0
-            if not _distance_row(zb, xb, i, ph, pw, er, ring, dbuf[1 - cur], dbuf[cur]):
+            li = _next_window_row(zb, xb, i, ph, pw, sc)
+            if li < 0:
                 continue
             before[:] = m[li]
-            _lse_row(dbuf[cur], valid, kb, m[li], den[li], ref, w)
+            _lse_row(sc.dbuf[li % 2], valid, kb, m[li], den[li], ref, w)
             for lj in range(Lw):
                 if ref[lj] < before[lj] and before[lj] < np.inf:  # the minimum dropped
                     num[li, lj] *= math.exp(-kb * (before[lj] - ref[lj]))
@@ -426,59 +470,67 @@ def _one_pass_windows(zb, kb, xblocks, n_valid, ph, pw, acc):
 
 
 @njit(cache=True, fastmath=_FM)
-def _part_pass(zb, kb, xblocks, n_valid, ph, pw, blocks, m, den, shift, acc):
-    """One pass of the two-pass path over the training blocks ``blocks = (first, stop)``.
-
-    Pass 1 (``shift`` empty): the online log-sum-exp of the part into ``m``, ``den [Lh, Lw]``.
-    Pass 2: the normalised weights ``exp(-kb (d2 - shift))`` spread onto ``acc [C, H, W]``.
-    """
+def _lse_part(zb, kb, xblocks, n_valid, ph, pw, first, stop, m, den):
+    """Two-pass path, pass 1: the online log-sum-exp of blocks ``first:stop`` (a part of the
+    training set) into ``m``, ``den [Lh, Lw]``; the weights are not kept."""
     C, H, W = zb.shape
     nv = xblocks.shape[4]
     Lh, Lw = H - ph + 1, W - pw + 1
-    er = np.empty((W + 1, nv))
-    ring = np.empty((ph, Lw, nv))
-    dbuf = np.empty((2, Lw, nv))
+    sc = _scratch(W, ph, pw, nv)
     w = np.empty((Lh, Lw, nv), dtype=np.float32)
-    ref = np.empty((Lh, Lw))  # pass 1 only needs the sums; pass 2 ignores m, den, ref
-    g = np.empty((Lw + 1, nv))
-    s = np.empty(nv)
+    ref = np.empty((Lh, Lw))
+    for blk in range(first, stop):
+        _lse_block(zb, xblocks[blk], n_valid - blk * nv, kb, ph, pw, sc, m, den, ref, w)
+
+
+@njit(cache=True, fastmath=_FM)
+def _spread_part(zb, kb, xblocks, n_valid, ph, pw, first, stop, shift, acc):
+    """Two-pass path, pass 2: the normalised weights of blocks ``first:stop`` (distances
+    recomputed) spread onto ``acc [C, H, W]``."""
+    C, H, W = zb.shape
+    nv = xblocks.shape[4]
+    Lh, Lw = H - ph + 1, W - pw + 1
+    sc = _scratch(W, ph, pw, nv)
+    w = np.empty((Lh, Lw, nv), dtype=np.float32)
     ones = np.ones((Lh, Lw))
-    for blk in range(blocks[0], blocks[1]):
-        xb, valid = xblocks[blk], n_valid - blk * nv
-        _block_weights(zb, xb, valid, kb, ph, pw, er, ring, dbuf, m, den, ref, shift, w)
-        if shift.shape[0] > 0:
-            _block_spread(w, ones, xb, ph, pw, g, s, acc)
+    for blk in range(first, stop):
+        xb = xblocks[blk]
+        _weight_block(zb, xb, n_valid - blk * nv, kb, ph, pw, sc, shift, w)
+        _block_spread(w, ones, xb, ph, pw, sc.g, sc.s, acc)
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
-    """Sum over covering windows of the window posterior means: ``[B, C, H, W]`` float64.
+def _one_pass_batch(z, inv2s2, xblocks, n_valid, ph, pw, windows):
+    """One pass per noisy image (one thread each): :func:`_one_pass_windows` when ``windows``,
+    else :func:`_one_pass`. ``z [B,C,H,W]`` float64, ``inv2s2 [B] = 1 / (2 sigma^2)``,
+    ``xblocks [nblk, C, H, W, NV]`` float32 (the first ``n_valid`` images are real) ->
+    ``[B, C, H, W]``: the sum over covering windows of the window posterior means."""
+    out = np.zeros(z.shape)
+    for b in prange(z.shape[0]):
+        if windows:
+            _one_pass_windows(z[b], inv2s2[b], xblocks, n_valid, ph, pw, out[b])
+        else:
+            _one_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, out[b])
+    return out
 
-    ``z [B,C,H,W]`` float64, ``inv2s2 [B] = 1 / (2 sigma^2)``, ``xblocks [nblk, C, H, W, NV]``
-    float32 (the first ``n_valid`` images are real). ``parts == 0``: one pass per noisy image
-    (weights kept in memory); otherwise two passes over ``B * parts`` work items, each a part
-    of the training set, whose log-sum-exps are merged in between.
-    """
+
+@njit(cache=True, parallel=True, fastmath=_FM)
+def _two_pass_batch(z, inv2s2, xblocks, n_valid, ph, pw, parts):
+    """:func:`_one_pass_batch` in two passes over ``B * parts`` work items, each a part of the
+    training set: per-part log-sum-exps (:func:`_lse_part`), merged into the final shifts, then
+    the normalised weights spread (:func:`_spread_part`) and the parts summed."""
     B, C, H, W = z.shape
     nblk = xblocks.shape[0]
     Lh, Lw = H - ph + 1, W - pw + 1
-    out = np.zeros((B, C, H, W))
-    if parts == 0:
-        for b in prange(B):
-            if ph * pw <= SMALL_PATCH:
-                _one_pass_windows(z[b], inv2s2[b], xblocks, n_valid, ph, pw, out[b])
-            else:
-                _one_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, out[b])
-        return out
     per_part = (nblk + parts - 1) // parts
     mins = np.full((B, parts, Lh, Lw), np.inf)
     sums = np.zeros((B, parts, Lh, Lw))
-    no_shift = np.empty((0, Lw))
-    for item in prange(B * parts):  # pass 1: per-part running min and sum of exp
+    for item in prange(B * parts):
         b, part = item // parts, item % parts
-        blocks = (part * per_part, min(nblk, (part + 1) * per_part))
-        m, den = mins[b, part], sums[b, part]
-        _part_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, blocks, m, den, no_shift, out[b])
+        first, stop = part * per_part, min(nblk, (part + 1) * per_part)
+        _lse_part(
+            z[b], inv2s2[b], xblocks, n_valid, ph, pw, first, stop, mins[b, part], sums[b, part]
+        )
     # merge the parts: weights become exp(-k (d2 - shift)) = exp(-k (d2 - min)) / sum
     shift = np.empty((B, Lh, Lw))
     for b in range(B):
@@ -494,12 +546,13 @@ def _pspc_fused(z, inv2s2, xblocks, n_valid, ph, pw, parts):
                         tot += sums[b, part, li, lj] * math.exp(-kb * (mins[b, part, li, lj] - mm))
                 shift[b, li, lj] = mm - math.log(tot) / kb
     partial = np.zeros((B, parts, C, H, W))
-    unused = np.empty((Lh, Lw))
-    for item in prange(B * parts):  # pass 2: normalised weights onto pixels
+    for item in prange(B * parts):
         b, part = item // parts, item % parts
-        blocks = (part * per_part, min(nblk, (part + 1) * per_part))
-        acc = partial[b, part]
-        _part_pass(z[b], inv2s2[b], xblocks, n_valid, ph, pw, blocks, unused, unused, shift[b], acc)
+        first, stop = part * per_part, min(nblk, (part + 1) * per_part)
+        _spread_part(
+            z[b], inv2s2[b], xblocks, n_valid, ph, pw, first, stop, shift[b], partial[b, part]
+        )
+    out = np.zeros((B, C, H, W))
     for b in range(B):
         for part in range(parts):
             out[b] += partial[b, part]
@@ -518,6 +571,29 @@ def to_blocks(images: Tensor, block: int | None = None) -> np.ndarray:
     return x.view(nblk, block, c, h, w).permute(0, 2, 3, 4, 1).contiguous().numpy()
 
 
+def choose_path(
+    batch: int, threads: int, nblk: int, nv: int, ph: int, pw: int, windows: int, keep_elements: int
+) -> tuple[Path, int]:
+    """The path ``"auto"`` takes, and its number of parts (0 for the one-pass paths).
+
+    One pass per image needs a batch of at least ``4 x threads`` images (every thread busy) and,
+    keeping weights, at most ``keep_elements`` of them per image (``N x windows``); small patches
+    (``ph * pw <= SMALL_PATCH``) keep per-window numerators instead. Otherwise two passes, the
+    training set split into parts so that there are at least ``4 x threads`` work items.
+    """
+    if batch >= 4 * threads:
+        if ph * pw <= SMALL_PATCH:
+            return "one_pass_windows", 0
+        if nblk * nv * windows <= keep_elements:
+            return "one_pass", 0
+    return "two_pass", _auto_parts(batch, threads, nblk)
+
+
+def _auto_parts(batch: int, threads: int, nblk: int) -> int:
+    """Parts of the training set for at least ``4 x threads`` work items (at most one per block)."""
+    return max(1, min(nblk, -(-4 * threads // batch)))
+
+
 def pspc_fused_sum(
     z: Tensor,
     sigma: Tensor,
@@ -526,29 +602,36 @@ def pspc_fused_sum(
     ph: int,
     pw: int,
     keep_elements: int = 2**23,
+    path: Path = "auto",
+    parts: int | None = None,
 ) -> Tensor:
     """Sum over covering windows of the window posterior means (divide by the cover count).
 
     ``z [B,C,H,W]`` and ``sigma [B]`` float64 CPU tensors, ``xblocks`` from :func:`to_blocks`.
-    Uses ``torch.get_num_threads()`` threads. With a batch of at least ``4 x threads`` images
-    and at most ``keep_elements`` weights per image (``N x windows``, 4 bytes each, per thread),
-    each image takes one pass over the training set; otherwise two (distances twice), with the
-    training set split into parts so that every thread has work.
+    Uses ``torch.get_num_threads()`` threads. ``path="auto"`` picks by :func:`choose_path`;
+    ``"one_pass"``, ``"one_pass_windows"`` or ``"two_pass"`` (with ``parts`` parts of the
+    training set, default as auto) force one (the one-pass paths then ignore ``keep_elements``).
     """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     b = z.shape[0]
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     nblk, nv = xblocks.shape[0], xblocks.shape[4]
     windows = (z.shape[2] - ph + 1) * (z.shape[3] - pw + 1)
-    if b >= 4 * threads and nblk * nv * windows <= keep_elements:
-        parts = 0
-    else:
-        parts = max(1, min(nblk, -(-4 * threads // b)))
+    auto_path, auto_parts = choose_path(b, threads, nblk, nv, ph, pw, windows, keep_elements)
+    if path == "auto":
+        path, parts = auto_path, auto_parts
+    elif path == "two_pass":
+        parts = max(1, min(nblk, parts or _auto_parts(b, threads, nblk)))
     zn = z.detach().contiguous().numpy()
     inv2s2 = (0.5 / sigma.square()).contiguous().numpy()
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        out = _pspc_fused(zn, inv2s2, xblocks, n_valid, ph, pw, parts)
+        if path == "two_pass":
+            out = _two_pass_batch(zn, inv2s2, xblocks, n_valid, ph, pw, parts)
+        else:
+            out = _one_pass_batch(zn, inv2s2, xblocks, n_valid, ph, pw, path == "one_pass_windows")
     finally:
         numba.set_num_threads(previous)
     return torch.from_numpy(out)

@@ -33,19 +33,27 @@ def empirical_posterior_mean_loop(
 
 
 def pspc_square_loop(
-    z: Tensor, sigma: Tensor, images: Tensor, patch_size: int, chunk: int = 100
+    z: Tensor,
+    sigma: Tensor,
+    images: Tensor,
+    patch_size: int,
+    chunk: int = 100,
+    window_rows: int | None = None,
 ) -> Tensor:
     """PSPC-Square by its definition (REFERENCE.md section 2): ``z [B,C,H,W]``, ``sigma [B]``,
     ``images [N,C,H,W]``, one patch size for the batch -> ``[B,C,H,W]`` in z's dtype.
 
     Every window fully inside the image (stride 1) gets the empirical posterior mean over the
     same-position crops of the training images; each pixel is the mean over its covering windows.
+    ``window_rows=k`` (benchmarks) visits only the first ``k`` rows of window positions: every
+    row costs the same, and image rows ``< k`` are then complete (the others are not).
     """
     b, c, h, w = z.shape
     ph, pw = min(patch_size, h), min(patch_size, w)
     composite = torch.zeros_like(z)
     count = torch.zeros_like(z)
-    for r in range(h - ph + 1):
+    rows = h - ph + 1 if window_rows is None else min(window_rows, h - ph + 1)
+    for r in range(rows):
         for col in range(w - pw + 1):
             zc = z[:, :, r : r + ph, col : col + pw].reshape(b, -1)
             xc = images[:, :, r : r + ph, col : col + pw].reshape(images.shape[0], -1)

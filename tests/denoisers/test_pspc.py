@@ -107,19 +107,42 @@ def test_methods_and_chunk_sizes_agree(data):
         torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("batch", [1, 3, 18])
-def test_fused_kernel_blocks_parts_and_padding(fmnist, batch, monkeypatch):
-    """N = 150 is 3 blocks of 64 (the last one padded); a small batch splits the training set
-    into parts whose log-sum-exps are merged; a batch of 18 takes one pass, with per-window
-    numerators for P <= 3 and kept weights otherwise; 28x28 with an even patch."""
-    monkeypatch.setattr(pspc_cpu, "BLOCK", 64)
-    train, clean = fmnist[:150], fmnist[300 : 300 + batch]
-    sig = SIGMAS[torch.linspace(0, 17, batch).long()]
-    z = noisy(clean, sig)
-    for p in (1, 3, 4, 9):
-        out = PSPCSquareDenoiser(train, patch_size=p, method="fused")(z, sig)
-        ref = pspc_square_loop(z.double(), sig.double(), train.double(), p)
-        assert (out.double() - ref).abs().max() < 1e-5
+@pytest.fixture(scope="module")
+def kernel_case(fmnist):
+    """N = 150 training crops (3 blocks of 64, the last padded), 6 probes from sigma = 0.002
+    (two of them) to 80, and the float64 definition for P = 1, 3 and 4 (an even patch)."""
+    crop = fmnist[:, :, 6:22, 6:22]
+    train = crop[:150].contiguous()
+    sig = SIGMAS[[17, 17, 15, 12, 8, 0]].double()
+    z = noisy(torch.cat([train[:2], crop[300:304]]), sig, seed=5).double()
+    refs = {p: pspc_square_loop(z, sig, train.double(), p) for p in (1, 3, 4)}
+    return train, z, sig, refs
+
+
+@pytest.mark.parametrize(
+    "path, parts",
+    [("one_pass", None), ("one_pass_windows", None), ("two_pass", 1), ("two_pass", 3)],
+)
+def test_every_fused_kernel_path_matches_the_definition(kernel_case, path, parts):
+    """Each path forced explicitly (whatever the thread count), at sigma down to 0.002."""
+    train, z, sig, refs = kernel_case
+    blocks = pspc_cpu.to_blocks(train, block=64)
+    for p, ref in refs.items():
+        total = pspc_cpu.pspc_fused_sum(z, sig, blocks, 150, p, p, path=path, parts=parts)
+        count = box_sum_transposed(torch.ones(17 - p, 17 - p, dtype=torch.float64), p, p)
+        assert (total / count - ref).abs().max() < 1e-5, (path, parts, p)
+
+
+def test_auto_kernel_path_choice():
+    one = dict(threads=2, nblk=4, nv=512, windows=26 * 26, keep_elements=2**23)
+    assert pspc_cpu.choose_path(8, ph=3, pw=3, **one) == ("one_pass_windows", 0)
+    assert pspc_cpu.choose_path(8, ph=5, pw=5, **one) == ("one_pass", 0)
+    assert pspc_cpu.choose_path(7, ph=3, pw=3, **one) == ("two_pass", 2)  # too few images
+    assert pspc_cpu.choose_path(1, ph=5, pw=5, **one) == ("two_pass", 4)  # parts <= blocks
+    big = dict(one, keep_elements=2**10)  # kept weights would not fit
+    assert pspc_cpu.choose_path(64, ph=5, pw=5, **big) == ("two_pass", 1)
+    with pytest.raises(ValueError, match="path must be one of"):
+        pspc_cpu.pspc_fused_sum(torch.zeros(1, 1, 4, 4), torch.ones(1), None, 1, 2, 2, path="x")
 
 
 def test_fused_kernel_sees_in_place_changes_of_the_training_set(data):
