@@ -28,12 +28,12 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log everything,
 }
 : > "$LOG"
 step env 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c 'import torch, lightning; print(\"torch\", torch.__version__, \"lightning\", lightning.__version__, \"cuda\", torch.cuda.is_available())'"
-step cuda_tests 240 "$PY" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider
-step denoisers 150 "$PY" benchmarks/denoisers.py --device cuda
+step cuda_tests 200 "$PY" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider
+step denoisers 120 "$PY" benchmarks/denoisers.py --device cuda --repeats 3
 if [ -f benchmarks/locality.py ]; then
-  step locality 90 "$PY" benchmarks/locality.py --device cuda
+  step locality 80 "$PY" benchmarks/locality.py --device cuda
 fi
-step training 90 "$PY" benchmarks/training.py --device cuda --presets dit_fmnist_small unet_fmnist_small --steps 50 --repeats 2
+step training 80 "$PY" benchmarks/training.py --device cuda --presets dit_fmnist_small unet_fmnist_small --steps 50 --repeats 2
 echo "=== summary" | tee -a "$LOG"
 for name in "${!STATUS[@]}"; do echo "$name: ${STATUS[$name]}"; done | sort | tee -a "$LOG"
 grep -E "passed|failed|error" "$LOG" | grep -E "^[0-9]+ (passed|failed)|=+ .*(passed|failed)" | tail -2 | tee -a "$LOG"

@@ -25,29 +25,40 @@ from pathlib import Path
 
 import torch
 
-from lightning_pspc.cli import build_from_config, load_run
 from lightning_pspc.data import IDXSource
 from lightning_pspc.denoisers import EmpiricalDenoiser, EquivariantLocalDenoiser, PSPCFlexDenoiser
 from lightning_pspc.denoisers.pspc_flex import masks_from_heatmaps
 from lightning_pspc.denoisers.reference_local import els_cdist_loop, pspc_flex_published
 from lightning_pspc.locality import forward_probes, sensitivity_heatmaps
+from lightning_pspc.runs import build_from_config, load_run
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def sync() -> None:
+    """Wait for the device (CUDA kernels run asynchronously)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
     """Best wall time of ``repeats`` calls (after none: the first call is timed too)."""
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
 def gemm_rate() -> float:
-    """Dense float64 multiply-adds per second of this machine (best of 3, 1024^3)."""
-    a = torch.rand(1024, 1024, dtype=torch.float64)
+    """Dense float64 multiply-adds per second of this device (best of 3, 1024^3)."""
+    a = torch.rand(1024, 1024, dtype=torch.float64, device=DEVICE)
     return 1024**3 / best_time(lambda: a @ a, 3)
 
 
@@ -58,8 +69,8 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
     else:
         module, _ = build_from_config(REPO / "configs" / "unet_fmnist_small.yaml")
         source = "untrained UNet (configs/unet_fmnist_small.yaml)"
-    net = module.denoiser.eval()
-    probes = forward_probes(held[: args.heatmap_probes], args.sigma, seed=0)
+    net = module.denoiser.eval().to(DEVICE)
+    probes = forward_probes(held[: args.heatmap_probes], args.sigma, seed=0).to(DEVICE)
     t0 = time.perf_counter()
     hm = sensitivity_heatmaps(net, probes, args.sigma)
     print(
@@ -67,9 +78,9 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
         f"{args.heatmap_probes} held-out probes ({time.perf_counter() - t0:.1f} s)"
     )
     n, b = args.flex_n, args.batch
-    x = data[:n]
-    z = forward_probes(held[-b:], args.sigma, seed=1)
-    sig = torch.full((b,), args.sigma)
+    x = data[:n].to(DEVICE)
+    z = forward_probes(held[-b:], args.sigma, seed=1).to(DEVICE)
+    sig = torch.full((b,), args.sigma, device=DEVICE)
     emp = EmpiricalDenoiser(x)
     t_emp = best_time(lambda: emp(z, sig), args.repeats)
     print(f"N={n} B={b} sigma={args.sigma}; empirical denoiser {t_emp * 1e3:.1f} ms")
@@ -84,8 +95,10 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
         size = masks.flatten(2).sum(-1).double().mean().item()
         out = d(z, sig)  # also builds the collection
         t = best_time(lambda d=d: d(z, sig), args.repeats)
+        sync()
         t0 = time.perf_counter()
-        ref = pspc_flex_published(z, sig, x, masks)
+        ref = pspc_flex_published(z, sig, x, masks.to(DEVICE))
+        sync()
         t_pub = time.perf_counter() - t0
         floor = 2 * b * coll.num_elements * n * size / rate
         print(
@@ -97,9 +110,9 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
 
 def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None:
     n, b = args.els_n, args.batch
-    x = data[:n]
-    z = forward_probes(held[-b:], args.sigma, seed=1)
-    sig = torch.full((b,), args.sigma)
+    x = data[:n].to(DEVICE)
+    z = forward_probes(held[-b:], args.sigma, seed=1).to(DEVICE)
+    sig = torch.full((b,), args.sigma, device=DEVICE)
     emp = EmpiricalDenoiser(x)
     t_emp = best_time(lambda: emp(z, sig), args.repeats)
     print(f"\nCircular ELS: N={n} B={b} sigma={args.sigma}; empirical {t_emp * 1e3:.2f} ms")
@@ -112,8 +125,10 @@ def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None
         d = EquivariantLocalDenoiser(x, patch_size=k)
         out = d(z, sig)
         t = best_time(lambda d=d: d(z, sig), args.repeats)
+        sync()
         t0 = time.perf_counter()
         ref = els_cdist_loop(z, sig, x, k)
+        sync()
         t_loop = time.perf_counter() - t0
         m = n * (h - k + 1) * (w - k + 1)
         floor = b * h * w * m * (c * k * k + c) / rate
@@ -128,10 +143,10 @@ def bench_heatmaps(args, held: torch.Tensor) -> None:
     print(f"{'preset':<22} {'params':>8} {'M':>3} {'full s/probe':>13} {'stride-4 s/probe':>17}")
     for name in ("unet_fmnist_small", "dit_fmnist_small"):
         module, _ = build_from_config(REPO / "configs" / f"{name}.yaml")
-        net = module.denoiser.eval()
+        net = module.denoiser.eval().to(DEVICE)
         params = sum(p.numel() for p in net.parameters())
         m = args.heatmap_probes
-        z = forward_probes(held[:m], args.sigma, seed=0)
+        z = forward_probes(held[:m], args.sigma, seed=0).to(DEVICE)
         full = best_time(lambda net=net, z=z: sensitivity_heatmaps(net, z, args.sigma), 1) / m
         strided = best_time(
             lambda net=net, z=z: sensitivity_heatmaps(net, z, args.sigma, stride=4), 2
@@ -153,10 +168,13 @@ def main() -> None:
     ap.add_argument("--heatmap-probes", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", nargs="*", default=[], choices=["flex", "els", "heatmaps"])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     rate = gemm_rate()
     print(
-        f"threads={torch.get_num_threads()} torch={torch.__version__}; dense float64 GEMM "
+        f"device={DEVICE} threads={torch.get_num_threads()} torch={torch.__version__}; dense float64 GEMM "
         f"{rate / 1e9:.1f} G multiply-adds/s (the floor's rate)"
     )
     data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]

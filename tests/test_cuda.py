@@ -12,7 +12,15 @@ import torch
 
 from lightning_pspc.cli import TrainCLI
 from lightning_pspc.data import IDXSource
-from lightning_pspc.denoisers import EmpiricalDenoiser, GaussianDenoiser, PSPCSquareDenoiser
+from lightning_pspc.denoisers import (
+    EmpiricalDenoiser,
+    EquivariantLocalDenoiser,
+    GaussianDenoiser,
+    LocalDenoiser,
+    PSPCFlexDenoiser,
+    PSPCSquareDenoiser,
+    WienerLocalityDenoiser,
+)
 from lightning_pspc.diffusion import edm_sigmas
 from tests.conftest import REPO
 
@@ -31,7 +39,23 @@ DENOISERS: dict[str, Callable[[torch.Tensor], torch.nn.Module]] = {
     "pspc_gemm_p9": lambda x: PSPCSquareDenoiser(x, patch_size=9, method="gemm"),
     "pspc_pixel_p15": lambda x: PSPCSquareDenoiser(x, patch_size=15, method="pixel"),
     "pspc_chunked": lambda x: PSPCSquareDenoiser(x, patch_size=5, chunk_elements=2**14),
+    # the local family on its engine (40 images: the CPU side of ELS is the slow one)
+    "pspc_flex": lambda x: PSPCFlexDenoiser(x[:40], _gaussian_heatmaps(x.shape[-1]), 0.5),
+    "pspc_flex_soft": lambda x: PSPCFlexDenoiser(
+        x[:40], _gaussian_heatmaps(x.shape[-1]), 0.5, soft=True
+    ),
+    "ls": lambda x: LocalDenoiser(x[:40], patch_size=5),
+    "els_circular": lambda x: EquivariantLocalDenoiser(x[:40], patch_size=3),
+    "els_zeros": lambda x: EquivariantLocalDenoiser(x[:40], patch_size=5, padding="zeros"),
+    "wiener": lambda x: WienerLocalityDenoiser(x[:40]),
 }
+
+
+def _gaussian_heatmaps(size: int, width: float = 2.0) -> torch.Tensor:
+    """``[H, W, H, W]`` heatmaps falling off around each output pixel (stand-ins for a net's)."""
+    r = torch.arange(size, dtype=torch.float64)
+    d2 = (r.view(-1, 1, 1, 1) - r.view(1, 1, -1, 1)) ** 2 + (r.view(1, -1, 1, 1) - r) ** 2
+    return torch.exp(-d2 / (2 * width**2))
 
 
 @contextlib.contextmanager
