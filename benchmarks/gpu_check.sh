@@ -2,7 +2,8 @@
 # One-call GPU check (at most ~8 minutes): the `cuda` tests, the denoiser benchmark on CUDA against
 # the published structure, the locality benchmark on CUDA, and the training throughput of the
 # small presets. Run from the repository root on a machine with a GPU and the project's
-# dependencies (or with wheels of the missing ones in .whl/, installed into a private folder):
+# dependencies (or with wheels of the missing ones in .whl/, installed into a private folder) and
+# Fashion-MNIST in /usr/share/datasets/fashion-mnist (scripts/setup.sh installs it):
 #     bash benchmarks/gpu_check.sh [OUT_DIR]
 # Writes OUT_DIR/gpu_check.log (default: runs/gpu_check) and ends with a short summary.
 set -uo pipefail
@@ -12,6 +13,7 @@ mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true PYTHONUNBUFFERED=1
+export PYTHONPATH=$(pwd)${PYTHONPATH:+:$PYTHONPATH}  # the benchmarks import the package from here
 if compgen -G ".whl/*.whl" >/dev/null; then  # missing packages carried as wheels
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/gpu_check_site .whl/*.whl && export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}
