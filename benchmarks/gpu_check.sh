@@ -31,7 +31,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log everything,
 : > "$LOG"
 step env 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c 'import torch, lightning; print(\"torch\", torch.__version__, \"lightning\", lightning.__version__, \"cuda\", torch.cuda.is_available())'"
 step cuda_tests 200 "$PY" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider
-step denoisers 120 "$PY" benchmarks/denoisers.py --device cuda --repeats 3
+step denoisers 200 "$PY" benchmarks/denoisers.py --device cuda --repeats 3
 if [ -f benchmarks/locality.py ]; then
   step locality 80 "$PY" benchmarks/locality.py --device cuda
 fi
