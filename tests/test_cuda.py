@@ -110,6 +110,7 @@ def _fit_args(tmp_path, preset: str) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--data.num_train=128",
         "--data.num_heldout=16",
+        "--data.batch_size=32",  # 4 steps per epoch
     ]
 
 
