@@ -24,7 +24,6 @@ from pathlib import Path
 from .evaluation.command import add_settings_arguments, settings_from_args, summary_lines
 from .evaluation.evaluate import EvalError, evaluate_checkpoints
 from .evaluation.report import write_json_atomic
-from .runs import RunSetupError, read_checkpoint
 
 #: The repository's presets (used when the default ``--config`` is not found from the caller's
 #: working directory).
@@ -54,20 +53,6 @@ def train_command(
         f"--data.num_train={size}",
         *extra,
     ]
-
-
-def warn_unequal_steps(ckpts: Sequence[str | Path]) -> dict[str, int]:
-    """Optimizer steps of each checkpoint; prints a warning when they differ (sizes would then
-    be compared at different training lengths, e.g. a ``last.ckpt`` not from the final epoch)."""
-    steps = {}
-    for path in ckpts:
-        try:
-            steps[str(path)] = int(read_checkpoint(path).get("global_step", -1))
-        except RunSetupError:
-            continue  # the evaluation reports it with its fix
-    if len(set(steps.values())) > 1:
-        print(f"[sweep] warning: checkpoints were saved after different step counts: {steps}")
-    return steps
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -130,7 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         print(f"[sweep] N={size}: trained in {timings[size]:.0f} s", flush=True)
     ckpts = [root / run_name(args.name, s) / "last.ckpt" for s in sorted(args.sizes)]
-    warn_unequal_steps(ckpts)
     t0 = time.perf_counter()
     try:
         report = evaluate_checkpoints(

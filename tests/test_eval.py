@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,14 @@ import torch
 from lightning_pspc import cli, runs, sweep
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.diffusion import heun_sample
-from lightning_pspc.evaluation import EvalSeeds, fixed_noise, forward_probes, probe_sigmas
+from lightning_pspc.evaluation import (
+    EvalSeeds,
+    evaluate,
+    fixed_noise,
+    forward_probes,
+    probe_sigmas,
+    report,
+)
 from lightning_pspc.evaluation.command import main as eval_main
 from lightning_pspc.metrics import memorized_mask
 
@@ -168,3 +177,70 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 3
     assert _metrics(swept)["checkpoints"][1]["num_train"] == 48
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["transition"] is None
+
+
+def _eval_error(args: list[str], capsys) -> str:
+    code = eval_main([*args, *EVAL_ARGS])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and err.count("\n") == 0, err
+    return err
+
+
+def test_bad_out_device_or_wandb_login_is_refused_before_any_work(
+    swept, tmp_path, capsys, monkeypatch
+):
+    run = swept / "runs" / "t-n00016"
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    ckpt = ["--ckpt", str(run / "last.ckpt")]
+    err = _eval_error([*ckpt, "--out", str(run)], capsys)  # would replace the run's plots/
+    assert str(run) in err and "training run" in err and "Fix:" in err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+    out = tmp_path / "ro"
+    out.mkdir()
+    access = os.access
+    monkeypatch.setattr(report.os, "access", lambda p, m: Path(p) != out and access(p, m))
+    assert "not writable" in _eval_error([*ckpt, "--out", str(out)], capsys)
+    monkeypatch.setattr(report.os, "access", access)
+    for device in ("foo", "cuda:7"):
+        err = _eval_error([*ckpt, "--out", str(tmp_path / "ev"), "--device", device], capsys)
+        assert repr(device) in err and ("--device cpu" in err or "auto, cpu" in err)
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_DISABLED"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("HOME", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    err = _eval_error([*ckpt, "--out", str(tmp_path / "ev"), "--wandb"], capsys)
+    assert "WANDB_MODE=offline" in err and "drop --wandb" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
+
+
+def test_a_wandb_failure_after_the_work_keeps_the_results(swept, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("wandb.init() timed out")
+
+    monkeypatch.setattr(evaluate, "log_report_to_wandb", broken)
+    ckpt = swept / "runs" / "t-n00016" / "last.ckpt"
+    args = ["--ckpt", str(ckpt), "--out", str(tmp_path / "ev"), "--wandb"]
+    assert eval_main([*args, *EVAL_ARGS, "--references", "empirical"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: W&B logging failed" in err and "timed out" in err
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["checkpoints"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev"]
+
+
+def test_checkpoints_of_other_image_shapes_are_refused_and_unequal_steps_warned(capsys):
+    def run(label, shape, n, step):
+        images = types.SimpleNamespace(shape=(n, *shape))
+        dm = types.SimpleNamespace(image_shape=shape, train_images=lambda: images)
+        return evaluate.LoadedRun(Path(label), label, None, dm, {"global_step": step})
+
+    with pytest.raises(evaluate.EvalError, match=r"different shapes.*own eval.py call"):
+        evaluate.check_comparable([run("a", (1, 28, 28), 16, 2), run("b", (3, 32, 32), 64, 2)])
+    evaluate.check_comparable([run("a", (1, 28, 28), 16, 2), run("b", (1, 28, 28), 64, 2)])
+    assert capsys.readouterr().err == ""
+    evaluate.check_comparable([run("a", (1, 28, 28), 16, 2), run("b", (1, 28, 28), 64, 4)])
+    assert "warning: the checkpoints were saved after different step counts" in (
+        capsys.readouterr().err
+    )
