@@ -244,3 +244,68 @@ def test_checkpoints_of_other_image_shapes_are_refused_and_unequal_steps_warned(
     assert "warning: the checkpoints were saved after different step counts" in (
         capsys.readouterr().err
     )
+
+
+def _stub_sweep(monkeypatch) -> tuple[list[list[str]], dict]:
+    """Record sweep.py's training commands and evaluation call instead of running them."""
+    calls, evaluated = [], {}
+
+    def evaluate_stub(ckpts, out, *args, **kwargs):
+        evaluated.update(ckpts=ckpts, out=out)
+        return {"checkpoints": []}
+
+    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(sweep, "evaluate_checkpoints", evaluate_stub)
+    return calls, evaluated
+
+
+def test_sweep_resolves_every_path_against_the_callers_directory(tmp_path, monkeypatch, capsys):
+    caller = tmp_path.resolve() / "caller"
+    shutil.copytree(REPO / "configs", caller / "presets")
+    monkeypatch.chdir(caller)
+    calls, evaluated = _stub_sweep(monkeypatch)
+    args = ["--sizes", "16", "48", "--name", "t", "--run-root=runs", "--out=ev", "--no-progress"]
+    assert sweep.main(["--config=presets/sweep_fmnist.yaml", *args]) == 1  # stub: no records
+    runs_dir = caller / "runs"
+    assert [c[1:4] for c in calls] == [["-m", "lightning_pspc.cli", "fit"]] * 2
+    for cmd, name in zip(calls, ["t-n00016", "t-n00048"], strict=True):
+        assert f"--config={caller / 'presets' / 'sweep_fmnist.yaml'}" in cmd
+        assert f"--run_root={runs_dir}" in cmd and f"--run_name={name}" in cmd
+    assert evaluated["out"] == caller / "ev"
+    assert evaluated["ckpts"] == [runs_dir / n / "last.ckpt" for n in ("t-n00016", "t-n00048")]
+    assert (caller / "ev" / "sweep.json").is_file()
+    # a relative --config is the caller's file, never the repository's preset of that name
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(["--config=configs/unet_fmnist_small.yaml", *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "configs/unet_fmnist_small.yaml" in err and str(caller) in err
+    assert len(calls) == 2
+
+
+def _fake_run(folder: Path, epochs_done: int) -> None:
+    """A run folder of a one-epoch run whose last.ckpt has ``epochs_done`` epochs."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    progress = {"total": {"processed": epochs_done}}
+    loops = {"fit_loop": {"epoch_progress": progress}}
+    torch.save({"state_dict": {}, "global_step": 2, "loops": loops}, folder / "last.ckpt")
+
+
+def test_sweep_over_existing_runs_names_skip_existing_and_resumes_half_trained_ones(
+    tmp_path, monkeypatch, capsys
+):
+    root = tmp_path / "runs"
+    _fake_run(root / "t-n00016", epochs_done=1)
+    _fake_run(root / "t-n00048", epochs_done=0)  # interrupted in its first epoch
+    calls, _ = _stub_sweep(monkeypatch)
+    args = ["--sizes", "16", "48", "64", "--name", "t", f"--run-root={root}", "--no-progress"]
+    assert sweep.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--skip-existing" in err and "t-n00048" in err
+    assert calls == []  # nothing trained
+    assert sweep.main([*args, "--skip-existing"]) == 1  # stub: no records
+    out = capsys.readouterr().out
+    assert "reusing the finished run" in out and "resuming the half-trained run" in out
+    assert [c[-1] for c in calls] == [f"--ckpt_path={root / 't-n00048' / 'last.ckpt'}"] + [
+        "--data.num_train=64"
+    ]
