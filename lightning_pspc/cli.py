@@ -20,12 +20,12 @@ from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from .callbacks.checkpoint import LastCheckpoint
+from .callbacks.checkpoint import LastCheckpoint, RunCheckpoint
 from .callbacks.progress import EpochLines
 from .data import ImageDataModule
 from .files import write_atomic
@@ -45,6 +45,7 @@ from .runs import (
     store_wandb_id,
     stored_wandb_id,
 )
+from .wandb_check import wandb_login_problem
 
 RUN_NAME_ENV = "LIGHTNING_PSPC_RUN_NAME"
 """Passes the run name chosen by rank 0 to the DDP worker processes Lightning launches."""
@@ -111,7 +112,7 @@ class TrainCLI(LightningCLI):
         parser.add_argument(
             "--run_root", type=str, default="checkpoints", help="Parent of run folders."
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",
@@ -139,7 +140,11 @@ class TrainCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        _check_wandb_can_log(cfg.trainer)
+        saved = _saved_run_dirs(cfg)
         run_dir = _run_dir(cfg)
+        if cfg.get("ckpt_path") and cfg.ckpt_path not in _SPECIAL_CKPT:
+            _follow_moved_run(cfg, saved, run_dir)
         if self.subcommand == "fit" and rank_zero_only.rank == 0:
             refuse_to_clobber(run_dir, cfg.get("ckpt_path"))
         cfg.trainer.default_root_dir = str(run_dir)
@@ -277,6 +282,29 @@ def _run_dir(cfg: Namespace) -> Path:
     return Path(cfg.run_root) / name
 
 
+def _saved_run_dirs(cfg: Namespace) -> set[str]:
+    """The run folder named in a configuration (a saved ``config.yaml`` names its own)."""
+    dirs = {cfg.trainer.get("default_root_dir")}
+    if cfg.get("run_root") and cfg.get("run_name"):
+        dirs.add(str(Path(cfg.run_root) / cfg.run_name))
+    return {str(Path(d).resolve()) for d in dirs if d}
+
+
+def _follow_moved_run(cfg: Namespace, saved: set[str], run_dir: Path) -> None:
+    """A resumed run writes into its checkpoint's folder: the checkpoint and logger folders that
+    a moved run's ``config.yaml`` still names at the old place (``saved``) become ``run_dir``."""
+    if cfg.checkpoint.get("dirpath") and str(Path(cfg.checkpoint.dirpath).resolve()) in saved:
+        cfg.checkpoint.dirpath = str(run_dir)
+    loggers = cfg.trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not isinstance(logger, Namespace) or "class_path" not in logger:
+            continue
+        key = _LOGGER_DIR_ARG.get(str(logger.class_path).rsplit(".", 1)[-1])
+        init = logger.get("init_args") or Namespace()
+        if key and init.get(key) and str(Path(init[key]).resolve()) in saved:
+            init[key] = str(run_dir)
+
+
 def _point_loggers_at(trainer_cfg: Namespace, run_dir: Path) -> None:
     """Loggers left at their default folder write into the run folder."""
     loggers = trainer_cfg.get("logger")
@@ -291,6 +319,23 @@ def _point_loggers_at(trainer_cfg: Namespace, run_dir: Path) -> None:
         if kind == "WandbLogger" and init.get("name") is None:
             init["name"] = run_dir.name
         logger.init_args = init
+
+
+def _check_wandb_can_log(trainer_cfg: Namespace) -> None:
+    """An online ``WandbLogger`` without credentials fails before anything is written."""
+    loggers = trainer_cfg.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not isinstance(logger, Namespace) or "class_path" not in logger:
+            continue
+        if str(logger.class_path).rsplit(".", 1)[-1] != "WandbLogger":
+            continue
+        if (logger.get("init_args") or Namespace()).get("offline"):
+            continue
+        problem = wandb_login_problem(
+            "train without W&B: --trainer.logger CSVLogger (or --trainer.logger.offline true)"
+        )
+        if problem:
+            raise RunSetupError(problem)
 
 
 def _assign_wandb_id(

@@ -24,7 +24,7 @@ from pathlib import Path
 from .evaluation.command import add_settings_arguments, settings_from_args, summary_lines
 from .evaluation.evaluate import EvalError, evaluate_checkpoints
 from .evaluation.report import write_json_atomic
-from .runs import RunSetupError, read_checkpoint
+from .runs import CONFIG_FILE, RunSetupError, load_config, read_checkpoint
 
 #: The repository's presets (used when the default ``--config`` is not found from the caller's
 #: working directory).
@@ -56,18 +56,43 @@ def train_command(
     ]
 
 
-def warn_unequal_steps(ckpts: Sequence[str | Path]) -> dict[str, int]:
-    """Optimizer steps of each checkpoint; prints a warning when they differ (sizes would then
-    be compared at different training lengths, e.g. a ``last.ckpt`` not from the final epoch)."""
-    steps = {}
-    for path in ckpts:
-        try:
-            steps[str(path)] = int(read_checkpoint(path).get("global_step", -1))
-        except RunSetupError:
-            continue  # the evaluation reports it with its fix
-    if len(set(steps.values())) > 1:
-        print(f"[sweep] warning: checkpoints were saved after different step counts: {steps}")
-    return steps
+def run_state(run_dir: Path) -> str:
+    """``new`` (no checkpoint yet), ``finished`` (``last.ckpt`` completed the ``max_epochs`` /
+    ``max_steps`` of the run's own ``config.yaml``) or ``partial`` (to be resumed).
+
+    Raises :class:`RunSetupError` for checkpoints without a readable ``last.ckpt``.
+    """
+    if not run_dir.is_dir() or not any(run_dir.glob("*.ckpt")):
+        return "new"
+    ckpt = read_checkpoint(run_dir / "last.ckpt")
+    try:
+        trainer = load_config(run_dir / CONFIG_FILE).get("trainer") or {}
+    except (OSError, ValueError) as err:
+        raise RunSetupError(f"cannot read {str(run_dir / CONFIG_FILE)!r}: {err}") from err
+    epochs = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    done_epochs = epochs.get("total", {}).get("processed", 0)
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps") or -1
+    if max_epochs not in (None, -1) and done_epochs >= max_epochs:
+        return "finished"
+    if max_steps > 0 and int(ckpt.get("global_step", 0)) >= max_steps:
+        return "finished"
+    return "partial"
+
+
+def check_existing_runs(root: Path, name: str, sizes: Sequence[int], reuse: bool) -> dict:
+    """``{size: run_state}`` of every size; runs from an earlier sweep need ``--skip-existing``.
+
+    Raises :class:`RunSetupError` naming the folder and the fix.
+    """
+    states = {size: run_state(root / run_name(name, size)) for size in sizes}
+    existing = [str(root / run_name(name, s)) for s, state in states.items() if state != "new"]
+    if existing and not reuse:
+        raise RunSetupError(
+            f"run folders {existing} already hold checkpoints of an earlier sweep. Fix: pass "
+            "--skip-existing to reuse the finished runs and resume the half-trained ones, or "
+            "choose another --name or --run-root."
+        )
+    return states
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -85,7 +110,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     p.add_argument("--run-root", default="checkpoints/sweep", help="parent of the run folders")
     p.add_argument("--out", default=None, help="evaluation output folder (default RUN_ROOT/eval)")
     p.add_argument(
-        "--skip-existing", action="store_true", help="reuse runs that already have a last.ckpt"
+        "--skip-existing",
+        action="store_true",
+        help="reuse runs whose last.ckpt finished the training in their config.yaml; resume "
+        "half-trained ones (without it, existing runs are an error)",
     )
     add_settings_arguments(p)
     p.set_defaults(**SWEEP_EVAL_DEFAULTS)
@@ -112,12 +140,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     root, out = args.run_root, args.out
     t_start = time.perf_counter()
     timings = {}
+    try:
+        states = check_existing_runs(root, args.name, sorted(args.sizes), args.skip_existing)
+    except RunSetupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for size in sorted(args.sizes):
         ckpt = root / run_name(args.name, size) / "last.ckpt"
-        if args.skip_existing and ckpt.is_file():
-            print(f"[sweep] N={size}: reusing {ckpt}", flush=True)
+        if states[size] == "finished":
+            print(f"[sweep] N={size}: reusing the finished run {ckpt}", flush=True)
             continue
         cmd = train_command(args.config, root, args.name, size, extra)
+        if states[size] == "partial":
+            print(f"[sweep] N={size}: resuming the half-trained run {ckpt}", flush=True)
+            cmd.append(f"--ckpt_path={ckpt}")
         print(f"[sweep] N={size}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         code = subprocess.call(cmd)
@@ -130,7 +166,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         print(f"[sweep] N={size}: trained in {timings[size]:.0f} s", flush=True)
     ckpts = [root / run_name(args.name, s) / "last.ckpt" for s in sorted(args.sizes)]
-    warn_unequal_steps(ckpts)
     t0 = time.perf_counter()
     try:
         report = evaluate_checkpoints(

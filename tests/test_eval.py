@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,14 @@ import torch
 from lightning_pspc import cli, runs, sweep
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.diffusion import heun_sample
-from lightning_pspc.evaluation import EvalSeeds, fixed_noise, forward_probes, probe_sigmas
+from lightning_pspc.evaluation import (
+    EvalSeeds,
+    evaluate,
+    fixed_noise,
+    forward_probes,
+    probe_sigmas,
+    report,
+)
 from lightning_pspc.evaluation.command import main as eval_main
 from lightning_pspc.metrics import memorized_mask
 
@@ -168,3 +177,135 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 3
     assert _metrics(swept)["checkpoints"][1]["num_train"] == 48
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["transition"] is None
+
+
+def _eval_error(args: list[str], capsys) -> str:
+    code = eval_main([*args, *EVAL_ARGS])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and err.count("\n") == 0, err
+    return err
+
+
+def test_bad_out_device_or_wandb_login_is_refused_before_any_work(
+    swept, tmp_path, capsys, monkeypatch
+):
+    run = swept / "runs" / "t-n00016"
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    ckpt = ["--ckpt", str(run / "last.ckpt")]
+    err = _eval_error([*ckpt, "--out", str(run)], capsys)  # would replace the run's plots/
+    assert str(run) in err and "training run" in err and "Fix:" in err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+    out = tmp_path / "ro"
+    out.mkdir()
+    access = os.access
+    monkeypatch.setattr(report.os, "access", lambda p, m: Path(p) != out and access(p, m))
+    assert "not writable" in _eval_error([*ckpt, "--out", str(out)], capsys)
+    monkeypatch.setattr(report.os, "access", access)
+    for device in ("foo", "cuda:7"):
+        err = _eval_error([*ckpt, "--out", str(tmp_path / "ev"), "--device", device], capsys)
+        assert repr(device) in err and ("--device cpu" in err or "auto, cpu" in err)
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_DISABLED"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("HOME", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    err = _eval_error([*ckpt, "--out", str(tmp_path / "ev"), "--wandb"], capsys)
+    assert "WANDB_MODE=offline" in err and "drop --wandb" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
+
+
+def test_a_wandb_failure_after_the_work_keeps_the_results(swept, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("wandb.init() timed out")
+
+    monkeypatch.setattr(evaluate, "log_report_to_wandb", broken)
+    ckpt = swept / "runs" / "t-n00016" / "last.ckpt"
+    args = ["--ckpt", str(ckpt), "--out", str(tmp_path / "ev"), "--wandb"]
+    assert eval_main([*args, *EVAL_ARGS, "--references", "empirical"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: W&B logging failed" in err and "timed out" in err
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["checkpoints"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev"]
+
+
+def test_checkpoints_of_other_image_shapes_are_refused_and_unequal_steps_warned(capsys):
+    def run(label, shape, n, step):
+        images = types.SimpleNamespace(shape=(n, *shape))
+        dm = types.SimpleNamespace(image_shape=shape, train_images=lambda: images)
+        return evaluate.LoadedRun(Path(label), label, None, dm, {"global_step": step})
+
+    with pytest.raises(evaluate.EvalError, match=r"different shapes.*own eval.py call"):
+        evaluate.check_comparable([run("a", (1, 28, 28), 16, 2), run("b", (3, 32, 32), 64, 2)])
+    evaluate.check_comparable([run("a", (1, 28, 28), 16, 2), run("b", (1, 28, 28), 64, 2)])
+    assert capsys.readouterr().err == ""
+    evaluate.check_comparable([run("a", (1, 28, 28), 16, 2), run("b", (1, 28, 28), 64, 4)])
+    assert "warning: the checkpoints were saved after different step counts" in (
+        capsys.readouterr().err
+    )
+
+
+def _stub_sweep(monkeypatch) -> tuple[list[list[str]], dict]:
+    """Record sweep.py's training commands and evaluation call instead of running them."""
+    calls, evaluated = [], {}
+
+    def evaluate_stub(ckpts, out, *args, **kwargs):
+        evaluated.update(ckpts=ckpts, out=out)
+        return {"checkpoints": []}
+
+    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(sweep, "evaluate_checkpoints", evaluate_stub)
+    return calls, evaluated
+
+
+def test_sweep_resolves_every_path_against_the_callers_directory(tmp_path, monkeypatch, capsys):
+    caller = tmp_path.resolve() / "caller"
+    shutil.copytree(REPO / "configs", caller / "presets")
+    monkeypatch.chdir(caller)
+    calls, evaluated = _stub_sweep(monkeypatch)
+    args = ["--sizes", "16", "48", "--name", "t", "--run-root=runs", "--out=ev", "--no-progress"]
+    assert sweep.main(["--config=presets/sweep_fmnist.yaml", *args]) == 1  # stub: no records
+    runs_dir = caller / "runs"
+    assert [c[1:4] for c in calls] == [["-m", "lightning_pspc.cli", "fit"]] * 2
+    for cmd, name in zip(calls, ["t-n00016", "t-n00048"], strict=True):
+        assert f"--config={caller / 'presets' / 'sweep_fmnist.yaml'}" in cmd
+        assert f"--run_root={runs_dir}" in cmd and f"--run_name={name}" in cmd
+    assert evaluated["out"] == caller / "ev"
+    assert evaluated["ckpts"] == [runs_dir / n / "last.ckpt" for n in ("t-n00016", "t-n00048")]
+    assert (caller / "ev" / "sweep.json").is_file()
+    # a relative --config is the caller's file, never the repository's preset of that name
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(["--config=configs/unet_fmnist_small.yaml", *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "configs/unet_fmnist_small.yaml" in err and str(caller) in err
+    assert len(calls) == 2
+
+
+def _fake_run(folder: Path, epochs_done: int) -> None:
+    """A run folder of a one-epoch run whose last.ckpt has ``epochs_done`` epochs."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    progress = {"total": {"processed": epochs_done}}
+    loops = {"fit_loop": {"epoch_progress": progress}}
+    torch.save({"state_dict": {}, "global_step": 2, "loops": loops}, folder / "last.ckpt")
+
+
+def test_sweep_over_existing_runs_names_skip_existing_and_resumes_half_trained_ones(
+    tmp_path, monkeypatch, capsys
+):
+    root = tmp_path / "runs"
+    _fake_run(root / "t-n00016", epochs_done=1)
+    _fake_run(root / "t-n00048", epochs_done=0)  # interrupted in its first epoch
+    calls, _ = _stub_sweep(monkeypatch)
+    args = ["--sizes", "16", "48", "64", "--name", "t", f"--run-root={root}", "--no-progress"]
+    assert sweep.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--skip-existing" in err and "t-n00048" in err
+    assert calls == []  # nothing trained
+    assert sweep.main([*args, "--skip-existing"]) == 1  # stub: no records
+    out = capsys.readouterr().out
+    assert "reusing the finished run" in out and "resuming the half-trained run" in out
+    assert [c[-1] for c in calls] == [f"--ckpt_path={root / 't-n00048' / 'last.ckpt'}"] + [
+        "--data.num_train=64"
+    ]

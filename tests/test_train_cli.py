@@ -388,3 +388,41 @@ def test_logs_get_one_line_per_epoch_and_wandb_no_anonymous_setting(train_args, 
     ]
     assert "train/loss" in lines[-1] and "\r" not in err and "LeafSpec" not in err
     assert "anonymous" not in cli.trainer.logger._wandb_init
+
+
+def test_moved_run_resumes_in_place_from_another_directory(train_args, tmp_path, monkeypatch):
+    _fit([*train_args, "--run_name=wb", "--trainer.callbacks=[]"])  # the preset's WandbLogger
+    run_id = (tmp_path / "runs" / "wb" / "wandb_id.txt").read_text().strip()
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "runs" / "wb", moved)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    args = [f"--config={moved / 'config.yaml'}", f"--ckpt_path={moved / 'last.ckpt'}"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = _fit(["fit", *args, "--trainer.max_epochs=2", "--run_name=ignored"])
+    assert any("--run_name 'ignored' is ignored" in str(w.message) for w in caught)
+    assert not any("dirpath has changed" in str(w.message) for w in caught)  # best.ckpt tracked
+    assert cli.trainer.checkpoint_callback.best_model_path == str(moved / "best.ckpt")
+    assert torch.load(moved / "last.ckpt", weights_only=True)["global_step"] == 2 * 2
+    assert cli.trainer.logger.version == run_id
+    assert (moved / "wandb_id.txt").read_text().strip() == run_id
+    assert all(p.name.endswith(f"-{run_id}") for p in moved.glob("wandb/offline-run-*"))
+    assert _no_output(tmp_path / "runs") and not list((tmp_path / "cwd").iterdir())
+
+
+def test_wandb_online_without_a_key_is_one_error_and_writes_nothing(
+    train_args, tmp_path, monkeypatch, capsys
+):
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_DISABLED"):
+        monkeypatch.delenv(var, raising=False)
+    empty = tmp_path / "home"
+    empty.mkdir()
+    monkeypatch.setenv("HOME", str(empty))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(empty))
+    monkeypatch.setenv("NETRC", str(empty / ".netrc"))
+    err = _error_of([*train_args, "--run_name=wb"], capsys)  # the preset's WandbLogger
+    assert err.startswith("error:") and err.count("\n") == 1
+    assert "WANDB_MODE=offline" in err and "--trainer.logger CSVLogger" in err
+    assert not (tmp_path / "runs").exists()

@@ -1,6 +1,6 @@
 """Training callbacks: checkpoints, sample grids, throughput and periodic evaluations."""
 
-from .checkpoint import LastCheckpoint
+from .checkpoint import LastCheckpoint, RunCheckpoint
 from .comparison import DenoiserComparison
 from .memorization import MemorizationMonitor
 from .periodic import PeriodicEvaluation, is_last_epoch
@@ -12,6 +12,7 @@ __all__ = [
     "DenoiserComparison",
     "EpochLines",
     "LastCheckpoint",
+    "RunCheckpoint",
     "MemorizationMonitor",
     "PeriodicEvaluation",
     "SampleGrid",

@@ -1,5 +1,5 @@
-"""``last.ckpt`` rewritten after every training epoch (and on Ctrl-C), whatever the monitored
-metric did."""
+"""``best.ckpt`` tracking that survives a moved run folder, and ``last.ckpt`` rewritten after
+every training epoch (and on Ctrl-C), whatever the monitored metric did."""
 
 from __future__ import annotations
 
@@ -11,7 +11,46 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
 
-class LastCheckpoint(ModelCheckpoint):
+class RunCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` whose best-so-far state follows its run folder when it was moved.
+
+    Lightning drops the saved scores (``best_model_score``, ``best_k_models``) when the
+    checkpoint's ``dirpath`` differs from the callback's, so a resumed run in a moved folder would
+    overwrite ``best.ckpt`` with a worse model. When the saved best checkpoint exists under the
+    same name in this callback's folder, the saved paths are mapped into it instead.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: checkpoints written before this class existed still load
+        return "ModelCheckpoint" + super().state_key.removeprefix(RunCheckpoint.__qualname__)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        best = state_dict.get("best_model_path")
+        if old and self.dirpath and old != self.dirpath and best:
+            new = Path(self.dirpath)
+            if (new / Path(best).name).is_file():
+                state_dict = moved_state(state_dict, Path(old), new)
+        super().load_state_dict(state_dict)
+
+
+def moved_state(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    """``ModelCheckpoint`` state with every path in folder ``old`` moved to folder ``new``."""
+
+    def move(path: Any) -> Any:
+        return str(new / Path(path).name) if path and Path(path).parent == old else path
+
+    state = dict(state, dirpath=str(new))
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = move(state[key])
+    if "best_k_models" in state:
+        state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+    return state
+
+
+class LastCheckpoint(RunCheckpoint):
     """Writes ``<dirpath>/<filename>.ckpt`` (default ``last.ckpt``) at the end of every epoch.
 
     Lightning's ``ModelCheckpoint(monitor="val/loss", save_last=True)`` rewrites ``last.ckpt``

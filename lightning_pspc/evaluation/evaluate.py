@@ -5,12 +5,14 @@ from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_
 EMA network's MSE to the reference denoisers per sigma on train / held-out / reverse probes and
 the memorization of its samples, and writes ``DIR/metrics.json`` and PNG charts; with checkpoints
 of runs at two or more training-set sizes it also draws the transition chart. Every input is
-checked before anything is written, and results are staged in a temp folder that is moved into
-``DIR`` only when all checkpoints succeeded.
+checked before anything is written (W&B credentials with ``--wandb`` too), and results are
+staged in a temp folder that replaces ``DIR`` in one rename only when all checkpoints succeeded
+(files of ``DIR`` that eval.py does not write are kept). W&B logging comes after, from ``DIR``.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..runs import RunSetupError, load_run, read_checkpoint
+from ..wandb_check import wandb_login_problem
 from .engine import check_reference_names
 from .pipeline import Comparison, EvalData, Evaluation, Memorization, Panel, figures_of
 from .plots import save_figure, transition_figure
@@ -67,12 +70,31 @@ class EvalSettings:
                 f"--num-samples {self.num_samples}, --num-steps {self.num_steps} and --batch-size "
                 f"{self.batch_size} must be >= 1 and --threshold {self.threshold} > 0"
             )
+        check_device(self.device)
 
     def torch_device(self) -> torch.device:
         """``auto``: CUDA when available, else CPU."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+def check_device(name: str) -> None:
+    """``auto``, ``cpu``, or a CUDA device this machine has; else :class:`EvalError`."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise EvalError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise EvalError(
+            f"--device {name!r}: this machine has {count} usable CUDA device(s). "
+            "Fix: --device cpu (or auto: CUDA when available)"
+        )
 
 
 @dataclass
@@ -125,6 +147,26 @@ def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
         )
     meta = {k: int(ckpt.get(k, -1)) for k in ("epoch", "global_step", "images_seen")}
     return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta)
+
+
+def check_comparable(runs: Sequence[LoadedRun]) -> None:
+    """All checkpoints must take images of one shape (one transition chart, one probe set);
+    a warning when runs of different training-set sizes stopped after different step counts."""
+    shapes = {r.label: tuple(r.datamodule.image_shape) for r in runs}
+    if len(set(shapes.values())) > 1:
+        raise EvalError(
+            f"the checkpoints were trained on images of different shapes {shapes}; their "
+            "metrics and transition chart would not be comparable. Fix: evaluate each image "
+            "shape in its own eval.py call (its own --out)."
+        )
+    steps = {r.label: r.meta["global_step"] for r in runs}
+    sizes = {r.datamodule.train_images().shape[0] for r in runs}
+    if len(sizes) > 1 and len(set(steps.values())) > 1:
+        print(
+            f"warning: the checkpoints were saved after different step counts {steps}: the "
+            "transition chart compares training-set sizes at different training lengths",
+            file=sys.stderr,
+        )
 
 
 def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.device) -> Evaluation:
@@ -207,6 +249,8 @@ def evaluate_checkpoints(
     """
     settings = settings or EvalSettings()
     settings.check()
+    if wandb_project and (problem := wandb_login_problem("drop --wandb")):
+        raise EvalError(problem)
     if not paths:
         raise EvalError("no checkpoint given; pass --ckpt PATH (repeat it for several)")
     try:
@@ -219,6 +263,7 @@ def evaluate_checkpoints(
     for i, r in enumerate(runs):
         if labels.count(r.label) > 1:
             r.label = f"{r.label}-{i}"
+    check_comparable(runs)
     t0 = time.perf_counter()
     with staged_output(out) as tmp:
         records = []
@@ -237,6 +282,22 @@ def evaluate_checkpoints(
             report["transition"] = "transition.png"
         report["seconds"] = time.perf_counter() - t0
         write_json_atomic(tmp / "metrics.json", report)
-        if wandb_project:
-            log_report_to_wandb(report, tmp, wandb_project, f"eval-{out.name}")
+    if wandb_project:
+        log_to_wandb(report, out, wandb_project)
     return report
+
+
+def log_to_wandb(report: dict, out: Path, project: str) -> bool:
+    """Log a written report to W&B (files under ``out/wandb``); a failure is one warning line,
+    the results stay in ``out``. Returns whether it succeeded."""
+    try:
+        log_report_to_wandb(report, out, project, f"eval-{out.name}")
+    except Exception as err:  # wandb raises many types (network, auth, usage)
+        reason = str(err).splitlines()[0] if str(err) else ""
+        print(
+            f"warning: W&B logging failed ({type(err).__name__}: {reason}); metrics.json and "
+            f"the charts are in {str(out)!r}",
+            file=sys.stderr,
+        )
+        return False
+    return True

@@ -32,10 +32,20 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 def check_output_dir(out: str | Path) -> Path:
-    """``out`` must be a folder or not exist yet, with an existing writable parent."""
+    """``out`` must be a writable folder that holds no training run, or not exist yet, with an
+    existing writable parent."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; pass a folder (it is created if missing)")
+    if out.is_dir() and ((out / "config.yaml").exists() or any(out.glob("*.ckpt"))):
+        raise ValueError(
+            f"--out {str(out)!r} holds a training run (config.yaml / *.ckpt); eval.py must not mix "
+            f"its output into it. Fix: pass another folder, e.g. --out {str(out / 'eval')!r}"
+        )
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {str(out)!r} is not writable; fix its permissions or choose another folder"
+        )
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ValueError(
@@ -47,25 +57,66 @@ def check_output_dir(out: str | Path) -> Path:
 
 @contextmanager
 def staged_output(out: str | Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside ``out``; on success move its entries into ``out``.
+    """Yield an empty temp folder beside ``out``; on success it replaces ``out`` in one rename.
 
-    Entries of ``out`` with the same names are replaced, others are kept. On an exception the
-    temp folder is removed and ``out`` is left exactly as it was.
+    Entries of ``out`` that the new output does not have (files a user put there) are kept:
+    they are hard-linked (or copied) into the new folder before the swap; entries of the same
+    name are replaced. The old ``out`` is kept under a hidden name until the new one is in
+    place, so on any error, in the body or in the swap, ``out`` is left exactly as it was and
+    no temp folder remains.
     """
     out = check_output_dir(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
     try:
         yield tmp
+        swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a swap
+
+
+def swap_in(new: Path, out: Path) -> None:
+    """Make folder ``new`` the folder ``out``, keeping ``out``'s entries that ``new`` lacks.
+
+    ``out`` is renamed aside, ``new`` renamed to ``out`` and the old folder removed; a failed
+    rename puts the old folder back.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(new, out.stat().st_mode & 0o7777 if out.is_dir() else 0o777 & ~umask)
+    if not out.is_dir():
+        os.rename(new, out)
+        return
+    for entry in out.iterdir():
+        if not os.path.lexists(new / entry.name):
+            _link_or_copy(entry, new / entry.name)
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.resolve().parent))
+    try:
+        os.rename(out, aside / out.name)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        aside.rmdir()
         raise
-    out.mkdir(exist_ok=True)
-    for entry in sorted(tmp.iterdir()):
-        target = out / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        os.rename(aside / out.name, out)  # the old output back in place
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` (a file, link or folder tree) to ``dst``; copy where links fail."""
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(a, b, follow_symlinks=False)
+
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=link)
+    else:
+        link(str(src), str(dst))
 
 
 def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> None:

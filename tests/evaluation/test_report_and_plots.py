@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from lightning_pspc.evaluation import probe_sigmas, staged_output, write_json_atomic
+from lightning_pspc.evaluation import probe_sigmas, report, staged_output, write_json_atomic
 from lightning_pspc.evaluation.plots import (
     heatmap_figure,
     mosaic,
@@ -46,6 +48,62 @@ def test_staged_output_moves_everything_or_nothing(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"), staged_output(tmp_path / "file"):
         pass
+
+
+def _old_output(out):
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "old.png").write_bytes(b"old")
+    (out / "metrics.json").write_text("old")
+    (out / "transition.png").write_bytes(b"old")
+    (out / "notes").mkdir()
+    (out / "notes" / "mine.txt").write_text("mine")
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_failed_swap_leaves_the_old_output_whole(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _old_output(out)
+    before = _tree(out)
+    rename = os.rename
+
+    def failing_swap(src, dst):
+        if Path(src).name.startswith(".out.tmp-"):
+            raise OSError("disk full")
+        rename(src, dst)
+
+    monkeypatch.setattr(report.os, "rename", failing_swap)
+    with pytest.raises(OSError, match="disk full"), staged_output(out) as tmp:
+        (tmp / "metrics.json").write_text("new")
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no hidden folder left
+    monkeypatch.setattr(report.os, "rename", rename)
+    with staged_output(out) as tmp:  # the swap: new output, the user's own files kept
+        (tmp / "metrics.json").write_text("new")
+    assert _tree(out) == {"metrics.json": b"new", "notes/mine.txt": b"mine"} | {
+        k: v for k, v in before.items() if k.startswith(("plots", "transition"))
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_output_folder_that_holds_a_run_or_is_read_only_is_refused_up_front(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "plots").mkdir()
+    for name in ("config.yaml", "last.ckpt"):
+        (run / name).write_text("x")
+        with pytest.raises(ValueError, match=r"holds a training run.*--out"):
+            report.check_output_dir(run)
+        (run / name).unlink()
+    out = tmp_path / "ro"
+    out.mkdir()
+    access = os.access
+    monkeypatch.setattr(report.os, "access", lambda p, m: Path(p) != out and access(p, m))
+    with pytest.raises(ValueError, match="not writable"), staged_output(out):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro", "run"]
 
 
 def _records():
