@@ -118,7 +118,7 @@ def _fit_args(tmp_path, preset: str) -> list[str]:
 def test_preset_fits_in_bf16_with_the_evaluation_callbacks(tmp_path, preset):
     # the preset's own callbacks: sample grid, throughput, comparison and memorization monitors
     cli = TrainCLI(args=_fit_args(tmp_path, preset))
-    trainer, module = cli.trainer, cli.model
+    trainer = cli.trainer
     # Lightning moves the module back to the CPU when the fit ends
     assert trainer.strategy.root_device.type == "cuda" and trainer.global_step == 4
     metrics = trainer.callback_metrics
