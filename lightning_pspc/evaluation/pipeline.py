@@ -57,6 +57,8 @@ class EvalSeeds:
     reverse_noise: int
     sample_noise: int
     panel: int
+    linearity: int  # held-out pairs and noise of the linearity probes (Generalization)
+    agreement_noise: int  # starting noise of the sample-agreement member (Agreement)
 
     @classmethod
     def derive(cls, seed: int) -> EvalSeeds:
