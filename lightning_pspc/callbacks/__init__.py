@@ -2,6 +2,7 @@
 
 from .checkpoint import LastCheckpoint
 from .comparison import DenoiserComparison
+from .generalization import GeneralizationMonitor
 from .memorization import MemorizationMonitor
 from .periodic import PeriodicEvaluation, is_last_epoch
 from .samples import SampleGrid
@@ -9,6 +10,7 @@ from .throughput import Throughput
 
 __all__ = [
     "DenoiserComparison",
+    "GeneralizationMonitor",
     "LastCheckpoint",
     "MemorizationMonitor",
     "PeriodicEvaluation",

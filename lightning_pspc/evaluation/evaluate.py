@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,13 @@ from tqdm.auto import tqdm
 
 from ..runs import RunSetupError, load_run, read_checkpoint
 from .engine import check_reference_names
+from .generalization import Agreement, Generalization
 from .pipeline import Comparison, EvalData, Evaluation, Memorization, Panel, figures_of
 from .plots import save_figure, transition_figure
+from .plots_generalization import draw_twins_panel, phase_diagram_figure, twins_figure
 from .probes import probe_sigmas
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
+from .twins import TwinError, memorization_history, twin_pairs, twin_record
 
 
 class EvalError(ValueError):
@@ -47,12 +50,17 @@ class EvalSettings:
     batch_size: int = 128
     threshold: float = 1 / 3
     device: str = "auto"
+    num_linearity_pairs: int = 8
+    num_agreement_samples: int = 8
+    agreement_references: tuple[str, ...] = ("empirical", "pspc")
 
     def check(self) -> None:
         """Raise :class:`EvalError` for a bad setting."""
         try:
             check_reference_names(self.references)
             probe_sigmas(self.sigmas)
+            if self.num_agreement_samples:
+                check_reference_names(self.agreement_references)
         except ValueError as err:
             raise EvalError(str(err)) from None
         counts = {
@@ -66,6 +74,12 @@ class EvalSettings:
             raise EvalError(
                 f"--num-samples {self.num_samples}, --num-steps {self.num_steps} and --batch-size "
                 f"{self.batch_size} must be >= 1 and --threshold {self.threshold} > 0"
+            )
+
+        if min(self.num_linearity_pairs, self.num_agreement_samples) < 0:
+            raise EvalError(
+                f"--num-linearity-pairs {self.num_linearity_pairs} and --num-agreement-samples "
+                f"{self.num_agreement_samples} must be >= 0 (0 leaves the measure out)"
             )
 
     def torch_device(self) -> torch.device:
@@ -84,6 +98,10 @@ class LoadedRun:
     module: Any
     datamodule: Any
     meta: dict[str, int]
+    #: ``[{"epoch", "images_seen", "memorized_fraction"}]`` a MemorizationMonitor saved in it
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: the memorization samples ``[M, C, H, W]`` once evaluated (twin models compare them)
+    samples: torch.Tensor | None = None
 
 
 def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
@@ -124,7 +142,8 @@ def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
             f"checkpoint {str(path)!r} was trained on fewer than 2 images; nothing to compare"
         )
     meta = {k: int(ckpt.get(k, -1)) for k in ("epoch", "global_step", "images_seen")}
-    return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta)
+    history = memorization_history(ckpt)
+    return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta, history)
 
 
 def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.device) -> Evaluation:
@@ -136,6 +155,14 @@ def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.devic
         Memorization(settings.num_samples, settings.num_steps, settings.threshold),
         Panel(),
     ]
+    if settings.num_linearity_pairs:
+        members.append(Generalization(settings.num_linearity_pairs))
+    if settings.num_agreement_samples:
+        members.append(
+            Agreement(
+                settings.agreement_references, settings.num_agreement_samples, settings.num_steps
+            )
+        )
     return Evaluation(
         data,
         members,
@@ -168,6 +195,11 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         for key, fig in figures_of(evaluation, results, histories, over_time=False).items()
     ]
     comparison = results[Comparison.name]
+    run.samples = results[Memorization.name].samples.cpu()
+    extra = {}
+    for name in (Generalization.name, Agreement.name):
+        if name in results:
+            extra |= results[name].to_json()
     return {
         "checkpoint": str(run.path.resolve()),
         "label": run.label,
@@ -183,6 +215,8 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         }
         | {"reverse": settings.num_reverse_probes * evaluation.sigmas.numel()},
         "num_samples": settings.num_samples,
+        **extra,
+        "memorization_history": run.history,
         "plots": plots,
         "seconds": time.perf_counter() - t0,
     }
@@ -211,6 +245,10 @@ def evaluate_checkpoints(
         raise EvalError(str(err)) from None
     device = settings.torch_device()
     runs = [load_checkpoint_run(p, device) for p in paths]  # validates everything first
+    try:
+        pairs = twin_pairs(paths)
+    except TwinError as err:
+        raise EvalError(str(err)) from None
     labels = [r.label for r in runs]
     for i, r in enumerate(runs):
         if labels.count(r.label) > 1:
@@ -228,11 +266,43 @@ def evaluate_checkpoints(
             "transition": None,
             "seconds": None,
         }
+        report |= twins_report(runs, records, pairs, tmp)
         if len({r["num_train"] for r in records}) >= 2:
-            save_figure(transition_figure(records), tmp / "transition.png")
+            extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
+            save_figure(transition_figure(records, extra), tmp / "transition.png")
             report["transition"] = "transition.png"
+        report["phase_diagram"] = None
+        histories = {r["num_train"]: r["memorization_history"] for r in records}
+        if any(histories.values()):
+            histories = {n: h for n, h in histories.items() if h}
+            save_figure(phase_diagram_figure(histories), tmp / "phase_diagram.png")
+            report["phase_diagram"] = "phase_diagram.png"
         report["seconds"] = time.perf_counter() - t0
         write_json_atomic(tmp / "metrics.json", report)
         if wandb_project:
             log_report_to_wandb(report, tmp, wandb_project, f"eval-{out.name}")
     return report
+
+
+def twins_report(
+    runs: Sequence[LoadedRun], records: Sequence[dict], pairs: Sequence[tuple[int, int]], out: Path
+) -> dict[str, Any]:
+    """``{"twins": [...], "twins_plot": ...}``: per twin pair (:func:`.twins.twin_pairs`) the
+    twin and nearest-training similarities and reproducibility of their memorization samples
+    (drawn from the same noise), and ``out/twins.png`` with the pairs side by side."""
+    twins, shown = [], []
+    for i, j in pairs:
+        a, b = runs[i], runs[j]
+        train_a, train_b = a.datamodule.train_images(), b.datamodule.train_images()
+        twins.append(
+            {
+                "num_train": records[i]["num_train"],
+                "runs": [a.label, b.label],
+                **twin_record(train_a, train_b, a.samples, b.samples),
+            }
+        )
+        shown.append((records[i]["num_train"], a.samples, b.samples))
+    if not twins:
+        return {"twins": [], "twins_plot": None}
+    save_figure(twins_figure(sorted(shown, key=lambda t: t[0])), out / "twins.png")
+    return {"twins": sorted(twins, key=lambda t: t["num_train"]), "twins_plot": "twins.png"}

@@ -144,7 +144,9 @@ class Generalization(EvaluationMember):
         self._cache: dict[str, Tensor] = {}
 
     def work(self) -> int:
-        fresh = 2 * self.sigma.numel() * (len(self.references) + ("gaussian" not in self.references))
+        fresh = (
+            2 * self.sigma.numel() * (len(self.references) + ("gaussian" not in self.references))
+        )
         return 3 * self.sigma.numel() + (0 if self._cache else fresh)
 
     def _reference_outputs(self, bar: tqdm | None) -> dict[str, Tensor]:
