@@ -76,6 +76,11 @@ def summary_lines(report: dict) -> list[str]:
             f"{rec['label']:<36}{rec['num_train']:>10}{rec['epoch']:>10}"
             f"{rec['memorized_fraction']:>10.3f}" + "".join(f"{v:>10.3g}" for v in values)
         )
+    for twin in report.get("twins") or []:
+        lines.append(
+            f"twins N={twin['num_train']}: twin cos {twin['twin_cos_median']:.3f}, nearest-training "
+            f"cos {twin['train_cos_median']:.3f}, reproducibility {twin['reproducibility']:.2f}"
+        )
     return lines
 
 
