@@ -4,7 +4,12 @@
 from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_run`), measures the
 EMA network's MSE to the reference denoisers per sigma on train / held-out / reverse probes and
 the memorization of its samples, and writes ``DIR/metrics.json`` and PNG charts; with checkpoints
-of runs at two or more training-set sizes it also draws the transition chart. Every input is
+of runs at two or more training-set sizes it also draws the transition chart. It also measures
+linearity, the normalised MSE to the Gaussian denoiser and R^2 of the references per sigma, and
+the agreement of the network's samples with closed-form denoisers' from the same noise; twin runs
+(``--data.subset a`` / ``b``) found among the checkpoints get their twin similarity and
+reproducibility (``twins.png``), and memorization histories saved by a ``MemorizationMonitor``
+give ``phase_diagram.png`` (memorized fraction over N and images seen). Every input is
 checked before anything is written, and results are staged in a temp folder that is moved into
 ``DIR`` only when all checkpoints succeeded.
 """
@@ -272,9 +277,11 @@ def evaluate_checkpoints(
             save_figure(transition_figure(records, extra), tmp / "transition.png")
             report["transition"] = "transition.png"
         report["phase_diagram"] = None
-        histories = {r["num_train"]: r["memorization_history"] for r in records}
-        if any(histories.values()):
-            histories = {n: h for n, h in histories.items() if h}
+        histories: dict[int, list] = {}  # per N the longest history (twins: either half)
+        for r in records:
+            if len(r["memorization_history"]) > len(histories.get(r["num_train"], [])):
+                histories[r["num_train"]] = r["memorization_history"]
+        if histories:
             save_figure(phase_diagram_figure(histories), tmp / "phase_diagram.png")
             report["phase_diagram"] = "phase_diagram.png"
         report["seconds"] = time.perf_counter() - t0
