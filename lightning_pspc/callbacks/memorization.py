@@ -27,8 +27,8 @@ class MemorizationMonitor(PeriodicEvaluation):
 
     and ``memorization/seconds``. Every evaluation's record (in :attr:`histories`, saved in
     checkpoints) also holds the training images seen, and with ``log_images`` rank 0 charts the
-    memorized fraction against images seen (Bonnaire et al. 2025). Under DDP each process samples its share of the seeds and the
-    statistics are reduced across processes. With ``log_images``, rank 0 draws its first
+    memorized fraction against images seen (Bonnaire et al. 2025). Under DDP each process
+    samples its share of the seeds and the statistics are reduced across processes. With ``log_images``, rank 0 draws its first
     ``grid_size`` samples above their nearest training images (``<run>/plots/`` and W&B).
     """
 
