@@ -29,6 +29,10 @@ EVAL_ARGS = [
     "4",
     "--num-steps",
     "4",
+    "--num-linearity-pairs",
+    "2",
+    "--num-agreement-samples",
+    "2",
     "--no-progress",
 ]
 TINY_TRAIN = [
