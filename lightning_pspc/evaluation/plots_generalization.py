@@ -32,6 +32,13 @@ def _image_axes(fig: Figure, image: np.ndarray, rect=(0.12, 0.02, 0.86, 0.86)) -
     return ax
 
 
+def _tile_starts(extent: int, count: int, size: int, pad: int = 2) -> list[float]:
+    """First pixel of each of ``count`` tiles of ``size`` pixels along a mosaic axis of ``extent``
+    pixels (whatever leading margin :func:`~.plots.mosaic` leaves)."""
+    lead = extent - count * (size + pad)
+    return [max(lead, 0) + i * (size + pad) for i in range(count)]
+
+
 def _array(values: Sequence[float | None]) -> np.ndarray:
     return np.array([math.nan if v is None else float(v) for v in values], dtype=float)
 
@@ -63,6 +70,9 @@ def per_sigma_figure(sigmas: Tensor, history: Sequence[tuple[int, Mapping]]) -> 
                 label=f"epoch {epoch}" if last or j == 0 else None,
             )
         _log_axes(ax, y_log=log_y)
+        if key.startswith("r2:"):  # R^2 is <= 1; far-off (very negative) values at the bottom
+            lo = min((v for line in ax.get_lines() for v in line.get_ydata()), default=0.0)
+            ax.set_ylim(max(float(lo), -1.0) - 0.05, 1.05)
         ax.set_xlabel("sigma")
         ax.set_title(label, fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
@@ -106,19 +116,22 @@ def agreement_figure(
     tiles = torch.stack([network, *references.values()], dim=1)  # [M, K, C, H, W]
     m, h, w = tiles.shape[0], tiles.shape[-2], tiles.shape[-1]
     fig = Figure(figsize=(1.2 * len(cols) + 1.0, 1.1 * m + 0.7))
-    ax = _image_axes(fig, mosaic(tiles))
+    image = mosaic(tiles)
+    ax = _image_axes(fig, image)
+    xs = _tile_starts(image.shape[1], len(cols), w)
+    ys = _tile_starts(image.shape[0], m, h)
     for j, ref in enumerate(references, start=1):
         for i in range(m):
             ax.text(
-                (w + 2) * j,
-                (h + 2) * i,
+                xs[j],
+                ys[i],
                 f"r={float(pearson[ref][i]):.2f}",
                 va="top",
                 fontsize=6,
                 color="white",
                 bbox={"facecolor": "black", "alpha": 0.6, "pad": 1},
             )
-    ax.set_xticks([(w + 2) * (i + 0.5) for i in range(len(cols))], cols, fontsize=8)
+    ax.set_xticks([x + w / 2 for x in xs], cols, fontsize=8)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     fig.suptitle("Samples from the same noise (Pearson r to the network's)", fontsize=9)
@@ -137,9 +150,11 @@ def twins_figure(pairs: Sequence[tuple[int, Tensor, Tensor]], cols: int = 8) -> 
     tiles = torch.stack(rows)  # [2 * pairs, width, C, H, W]
     h = tiles.shape[-2]
     fig = Figure(figsize=(1.0 * width + 1.4, 1.0 * len(rows) + 0.6))
-    ax = _image_axes(fig, mosaic(tiles), rect=(0.16, 0.02, 0.82, 0.88))
+    image = mosaic(tiles)
+    ax = _image_axes(fig, image, rect=(0.16, 0.02, 0.82, 0.88))
     labels = [f"N={n} {t}" for n, _, _ in pairs for t in ("a", "b")]
-    ax.set_yticks([(h + 2) * (i + 0.5) for i in range(len(rows))], labels, fontsize=8)
+    starts = _tile_starts(image.shape[0], len(rows), h)
+    ax.set_yticks([y + h / 2 for y in starts], labels, fontsize=8)
     ax.tick_params(length=0)
     fig.suptitle("Twin models (disjoint halves) sampled from the same noise", fontsize=9)
     return fig
@@ -198,7 +213,7 @@ def phase_diagram_figure(histories: Mapping[int, Sequence[Mapping]]) -> Figure:
         for r in histories[n]:
             grid[i, seen.index(_seen(r))] = r["memorized_fraction"]
     fig = Figure(figsize=(10.5, 3.2 + 0.25 * len(sizes)))
-    fig.subplots_adjust(left=0.07, right=0.97, bottom=0.2, top=0.86, wspace=0.3)
+    fig.subplots_adjust(left=0.07, right=0.93, bottom=0.2, top=0.86, wspace=0.3)
     ax = fig.add_subplot(1, 2, 1)
     cmap = colormaps["viridis"]
     for i, n in enumerate(sizes):
