@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lightning_pspc import cli, runs, sweep
+from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.diffusion import heun_sample
 from lightning_pspc.evaluation import EvalSeeds, fixed_noise
 from lightning_pspc.evaluation.command import main as eval_main
@@ -120,16 +121,13 @@ def test_generalization_and_agreement_keys_beside_the_old_ones(twins):
     assert gen["pool"] == "heldout" and gen["num_pairs"] == 2
     agreement = rec["agreement"]
     assert agreement["num_samples"] == 3 and set(agreement) == {"empirical", "pspc", "num_samples"}
-    # recompute the network's and the empirical denoiser's samples from the agreement noise
+    # recompute the network's and the empirical denoiser's samples: the agreement's noise is the
+    # first 3 of the memorization's 4 (whose network samples it reuses)
     ckpt = twins / "runs" / "tw-n00008-a" / "last.ckpt"
-    net, dm = _samples(ckpt, 3, EvalSeeds.derive(0).agreement_noise)
-    from lightning_pspc.denoisers import EmpiricalDenoiser
-
-    emp = heun_sample(
-        EmpiricalDenoiser(dm.reference_images()),
-        fixed_noise(3, dm.image_shape, EvalSeeds.derive(0).agreement_noise),
-        num_steps=4,
-    )
+    net, dm = _samples(ckpt, 4, EvalSeeds.derive(0).sample_noise)
+    net = net[:3]
+    noise = fixed_noise(4, dm.image_shape, EvalSeeds.derive(0).sample_noise)[:3]
+    emp = heun_sample(EmpiricalDenoiser(dm.reference_images()), noise, num_steps=4)
     pearson = paired_pearson_correlation(net, emp)
     assert agreement["empirical"]["pearson"]["median"] == pytest.approx(
         float(pearson.median()), rel=1e-4, abs=1e-6

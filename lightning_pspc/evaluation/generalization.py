@@ -234,13 +234,17 @@ class AgreementResult:
 
 class Agreement(EvaluationMember):
     """Samples of the network and of closed-form denoisers from the same ``num_samples`` fixed
-    noise images (the evaluation's ``agreement_noise`` seed), with the same Heun sampler
-    (``num_steps`` steps); per reference the median, quartiles and mean of the per-pair Pearson
-    r, MSE and cosine similarity (:class:`~lightning_pspc.metrics.SampleAgreement`).
+    noise images, with the same Heun sampler (``num_steps`` steps); per reference the median,
+    quartiles and mean of the per-pair Pearson r, MSE and cosine similarity
+    (:class:`~lightning_pspc.metrics.SampleAgreement`).
 
-    The closed-form samples do not change between evaluations and are computed once. They are
-    the costly part: PSPC runs at each of the ``2 * num_steps - 1`` sampler calls (about 17 s
-    for 8 samples of 18 steps at N = 1,024 on 2 CPU cores; empirical: about 3 s).
+    With a :class:`~lightning_pspc.evaluation.Memorization` member before it in the evaluation
+    (``num_samples`` at least this one's, the same ``num_steps``), the noise is the first
+    ``num_samples`` of the memorization noise and the network's samples are the memorization's
+    own, so the network costs nothing more; otherwise the noise comes from the evaluation's
+    ``agreement_noise`` seed. The closed-form samples do not change between evaluations and are
+    computed once (PSPC runs at each of the ``2 * num_steps - 1`` sampler calls: about 2 s for 4
+    samples of 18 steps at N = 1,024 on 2 CPU cores).
     """
 
     name = "agreement"
@@ -269,18 +273,35 @@ class Agreement(EvaluationMember):
             else {}
         )
         self.references = {n: evaluation.references.get(n, built.get(n)) for n in self.names}
-        self.noise = evaluation.noise(self.num_samples, evaluation.seeds.agreement_noise)
+        memo = evaluation.members.get(Memorization.name)  # members set up before this one
+        self.memorization: Memorization | None = None
+        if (
+            isinstance(memo, Memorization)
+            and memo.num_samples >= self.num_samples
+            and memo.num_steps == self.num_steps
+        ):
+            # this process's memorization seeds whose global index is among the first M
+            index = torch.arange(memo.num_samples)[evaluation.rank :: evaluation.world_size]
+            self.take = (index < self.num_samples).to(memo.noise.device)
+            self.memorization, self.noise = memo, memo.noise[self.take]
+        else:
+            self.noise = evaluation.noise(self.num_samples, evaluation.seeds.agreement_noise)
         self._samples: dict[str, Tensor] = {}
 
     def work(self) -> int:
-        return self.noise.shape[0] * (1 + (0 if self._samples else len(self.references)))
+        network = 0 if self.memorization is not None else 1
+        return self.noise.shape[0] * (network + (0 if self._samples else len(self.references)))
 
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> AgreementResult:
         batch = self.evaluation.batch_size
         if not self._samples:
             for name, ref in self.references.items():
                 self._samples[name] = sample_batched(ref, self.noise, self.num_steps, batch, bar)
-        net = sample_batched(network, self.noise, self.num_steps, batch, bar)
+        last = getattr(self.memorization, "last", None)
+        if last is not None and last[0] is network:  # the memorization member just sampled it
+            net = last[1][self.take]
+        else:
+            net = sample_batched(network, self.noise, self.num_steps, batch, bar)
         stats, pearson = {}, {}
         for name, samples in self._samples.items():
             metric = SampleAgreement().to(net.device)

@@ -33,6 +33,28 @@ def test_agreement_of_a_reference_with_itself_is_perfect(data):
     assert ev.seeds == EvalSeeds.derive(0) and len({*vars(ev.seeds).values()}) == 7
 
 
+def test_agreement_reuses_the_memorization_samples(data):
+    from lightning_pspc.evaluation import Memorization
+
+    class Counting(torch.nn.Module):
+        calls = 0
+
+        def forward(self, z, sigma):
+            Counting.calls += 1
+            return 0.5 * z
+
+    net = Counting()
+    ev = Evaluation(data, [Memorization(6, 3), Agreement(("gaussian",), 4, 3)])
+    assert ev.members["agreement"].work() == 4  # the Gaussian's samples only
+    results = ev.evaluate(net)
+    assert Counting.calls == 5  # one Heun run of 3 steps (5 calls) for both members
+    memo, agreement = results["memorization"], results["agreement"]
+    assert torch.equal(agreement.network, memo.samples[:4])
+    alone = Evaluation(data, [Agreement(("gaussian",), 4, 3)]).evaluate(net)["agreement"]
+    assert alone.network.shape == agreement.network.shape
+    assert not torch.equal(alone.network, agreement.network)  # its own agreement_noise
+
+
 def _run(root, name: str, subset: str | None, num_train: int = 16) -> str:
     folder = root / name
     folder.mkdir()
