@@ -27,7 +27,7 @@ HELP = {
     "device": "auto, cpu, cuda, cuda:1, ...",
     "num_linearity_pairs": "held-out pairs of the linearity / Gaussian-fit / R^2 measures (0: off)",
     "num_agreement_samples": "samples from the same noise by network and closed-form denoisers "
-    "(0: off; PSPC costs about 2 s per sample at N=1024 on CPU)",
+    "(0: off; the closed-form samples take seconds on CPU, once per checkpoint)",
     "agreement_references": "closed-form denoisers the network's samples are compared with",
 }
 

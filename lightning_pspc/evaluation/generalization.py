@@ -243,8 +243,9 @@ class Agreement(EvaluationMember):
     ``num_samples`` of the memorization noise and the network's samples are the memorization's
     own, so the network costs nothing more; otherwise the noise comes from the evaluation's
     ``agreement_noise`` seed. The closed-form samples do not change between evaluations and are
-    computed once (PSPC runs at each of the ``2 * num_steps - 1`` sampler calls: about 2 s for 4
-    samples of 18 steps at N = 1,024 on 2 CPU cores).
+    computed once (PSPC runs at each of the ``2 * num_steps - 1`` sampler calls: 0.4 s / 3.7 s
+    for 4 / 8 samples of 18 steps at N = 1,024 on 2 idle CPU cores, 1.5 s for 4 at N = 4,096;
+    ``benchmarks/generalization.py``).
     """
 
     name = "agreement"
