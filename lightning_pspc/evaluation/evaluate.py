@@ -30,7 +30,12 @@ from .engine import check_reference_names
 from .generalization import Agreement, Generalization
 from .pipeline import Comparison, EvalData, Evaluation, Memorization, Panel, figures_of
 from .plots import save_figure, transition_figure
-from .plots_generalization import draw_twins_panel, phase_diagram_figure, twins_figure
+from .plots_generalization import (
+    draw_linearity_panel,
+    draw_twins_panel,
+    phase_diagram_figure,
+    twins_figure,
+)
 from .probes import probe_sigmas
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
 from .twins import TwinError, memorization_history, twin_pairs, twin_record
@@ -274,6 +279,8 @@ def evaluate_checkpoints(
         report |= twins_report(runs, records, pairs, tmp)
         if len({r["num_train"] for r in records}) >= 2:
             extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
+            if any("generalization" in r for r in records):
+                extra.append(lambda ax: draw_linearity_panel(ax, records))
             save_figure(transition_figure(records, extra), tmp / "transition.png")
             report["transition"] = "transition.png"
         report["phase_diagram"] = None

@@ -179,6 +179,35 @@ def draw_twins_panel(ax: Axes, twins: Sequence[Mapping]) -> None:
     ax.legend(fontsize=7)
 
 
+def draw_linearity_panel(ax: Axes, records: Sequence[Mapping]) -> None:
+    """Per training-set size (runs of one N averaged): the lowest linearity score over sigma and
+    the normalised Gaussian MSE averaged over the mid sigma band [0.25, 10) (records of
+    ``eval.py`` with a ``generalization`` entry; Li et al. 2024: both move with N)."""
+    by_n: dict[int, list[tuple[float, float]]] = {}
+    for rec in records:
+        gen = rec.get("generalization")
+        if not gen:
+            continue
+        lin = _array(gen["linearity"])
+        nmse = _array(gen["gaussian_nmse"])
+        sig = np.array(gen["sigmas"], dtype=float)
+        mid = (sig >= 0.25) & (sig < 10) & np.isfinite(nmse)
+        low = float(np.nanmin(lin)) if np.isfinite(lin).any() else math.nan
+        by_n.setdefault(int(rec["num_train"]), []).append(
+            (low, float(nmse[mid].mean()) if mid.any() else math.nan)
+        )
+    sizes = sorted(by_n)
+    lows = [float(np.nanmean([v[0] for v in by_n[n]])) for n in sizes]
+    nmses = [float(np.nanmean([v[1] for v in by_n[n]])) for n in sizes]
+    ax.plot(sizes, lows, "o-", ms=3, color="tab:blue", label="min linearity over sigma")
+    ax.plot(sizes, nmses, "s--", ms=3, color="tab:brown", label="Gaussian NMSE, mid sigma")
+    _log_axes(ax, x_base=2, y_log=False)
+    ax.set_xlabel("training-set size N")
+    ax.set_title("linearity and Gaussian fit")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def memorized_vs_images_figure(history: Sequence[Mapping], label: str = "") -> Figure:
     """Memorized fraction against training images seen (one run; records with ``images_seen``
     and ``memorized_fraction``)."""

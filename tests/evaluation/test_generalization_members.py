@@ -10,6 +10,7 @@ from lightning_pspc.evaluation import EvalData, EvalSeeds, Evaluation
 from lightning_pspc.evaluation.generalization import Agreement
 from lightning_pspc.evaluation.plots import transition_figure
 from lightning_pspc.evaluation.plots_generalization import (
+    draw_linearity_panel,
     draw_twins_panel,
     phase_diagram_figure,
 )
@@ -111,11 +112,22 @@ def test_transition_gains_the_twin_panel_and_the_phase_diagram_draws():
         {"num_train": 8, "twin_cos_median": 0.2, "train_cos_median": 0.99, "reproducibility": 0.0},
         {"num_train": 64, "twin_cos_median": 0.9, "train_cos_median": 0.7, "reproducibility": 0.5},
     ]
-    fig = transition_figure(records, [lambda ax: draw_twins_panel(ax, twins)])
-    assert len(fig.axes) == 3
-    twin_ax = fig.axes[2]
-    lines = {ln.get_label(): ln.get_ydata().tolist() for ln in twin_ax.get_lines()}
+    sigmas = [20.0, 5.0, 1.0, 0.1]
+    for rec, lin in zip(records, ([0.99, 0.5, 0.7, 1.0], [0.99, 0.8, 0.9, 1.0])):
+        nmse = [0.1, 0.2, 0.4, 9.0]  # the last is outside the mid band
+        rec["generalization"] = {"sigmas": sigmas, "linearity": lin, "gaussian_nmse": nmse}
+    records.append({**records[1], "generalization": {**records[1]["generalization"]}})
+    records[2]["generalization"]["linearity"] = [0.99, 0.6, 0.9, 1.0]  # a second run at N = 64
+    fig = transition_figure(
+        records,
+        [lambda ax: draw_twins_panel(ax, twins), lambda ax: draw_linearity_panel(ax, records)],
+    )
+    assert len(fig.axes) == 4
+    lines = {ln.get_label(): ln.get_ydata().tolist() for ln in fig.axes[2].get_lines()}
     assert lines["reproducibility"] == [0.0, 0.5]
+    lines = {ln.get_label(): ln.get_ydata().tolist() for ln in fig.axes[3].get_lines()}
+    assert lines["min linearity over sigma"] == pytest.approx([0.5, 0.7])  # mean of 0.8, 0.6
+    assert lines["Gaussian NMSE, mid sigma"] == pytest.approx([0.3, 0.3])
     histories = {
         8: [
             {"images_seen": 32, "memorized_fraction": 0.1},
