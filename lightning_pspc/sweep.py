@@ -80,9 +80,9 @@ def train_command(
         f"--config={config}",
         f"--run_root={run_root}",
         f"--run_name={run_name(name, size, subset)}",
-        f"--data.num_train={size}",
-        *([f"--data.subset={subset}"] if subset else []),
         *history,
+        *([f"--data.subset={subset}"] if subset else []),
+        f"--data.num_train={size}",
         *extra,
     ]
 
