@@ -10,39 +10,68 @@ runs) evaluates every run's ``last.ckpt`` and, with two or more sizes, draws the
 (memorized fraction and distances to the reference denoisers against N) into ``--out``.
 Arguments after ``--`` go to every training call unchanged (e.g. ``-- --trainer.max_epochs=2``).
 Every path is resolved once against the caller's working directory.
+
+``--twins`` trains two runs per size, ``<name>-n<N>-a`` and ``-b``, on the disjoint halves of a
+``2N`` subset (``--data.subset a|b``); the evaluation pairs them up and reports their similarity
+(Kadkhodaie et al. 2024). Unless the preset already has one, every run gets a
+``MemorizationMonitor`` (``--history-every`` epochs, ``--history-samples`` samples) whose history,
+saved in the checkpoint, gives the evaluation's phase diagram (memorized fraction over N and
+training images seen).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from .evaluation.command import add_settings_arguments, settings_from_args, summary_lines
 from .evaluation.evaluate import EvalError, evaluate_checkpoints
 from .evaluation.report import write_json_atomic
-from .runs import CONFIG_FILE, RunSetupError, load_config, read_checkpoint
+from .runs import CONFIG_FILE, RunSetupError, build_from_config, load_config, read_checkpoint
 
 #: The repository's presets (used when the default ``--config`` is not found from the caller's
 #: working directory).
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = "configs/sweep_fmnist.yaml"
 #: Evaluation sizes of the sweep (smaller than ``eval.py``'s defaults: five runs in minutes).
-SWEEP_EVAL_DEFAULTS = {"num_train_probes": 8, "num_heldout_probes": 8, "num_reverse_probes": 4}
+SWEEP_EVAL_DEFAULTS = {
+    "num_train_probes": 8,
+    "num_heldout_probes": 8,
+    "num_reverse_probes": 4,
+    "num_linearity_pairs": 4,
+    "num_agreement_samples": 4,
+}
 
 
-def run_name(name: str, size: int) -> str:
-    """Run folder name of size ``size``: ``<name>-n<size>`` (zero-padded to sort by N)."""
-    return f"{name}-n{size:05d}"
+#: The training-data halves of twin runs (``ImageDataModule(subset=...)``).
+TWIN_SUBSETS = ("a", "b")
+
+
+def run_name(name: str, size: int, subset: str | None = None) -> str:
+    """Run folder name of size ``size``: ``<name>-n<size>`` (zero-padded to sort by N), with
+    ``-a`` / ``-b`` for the halves of twin runs."""
+    return f"{name}-n{size:05d}" + (f"-{subset}" if subset else "")
 
 
 def train_command(
-    config: Path, run_root: Path, name: str, size: int, extra: Sequence[str] = ()
+    config: Path,
+    run_root: Path,
+    name: str,
+    size: int,
+    extra: Sequence[str] = (),
+    subset: str | None = None,
+    history: Sequence[str] = (),
 ) -> list[str]:
-    """The training command line of one size (the package's CLI, not a repository script)."""
+    """The training command line of one size (the package's CLI, not a repository script);
+    ``subset``: the half of a twin run; ``history``: arguments adding the memorization monitor
+    (:func:`history_arguments`)."""
     return [
         sys.executable,
         "-m",
@@ -50,7 +79,9 @@ def train_command(
         "fit",
         f"--config={config}",
         f"--run_root={run_root}",
-        f"--run_name={run_name(name, size)}",
+        f"--run_name={run_name(name, size, subset)}",
+        *history,
+        *([f"--data.subset={subset}"] if subset else []),
         f"--data.num_train={size}",
         *extra,
     ]
@@ -79,13 +110,16 @@ def run_state(run_dir: Path) -> str:
     return "partial"
 
 
-def check_existing_runs(root: Path, name: str, sizes: Sequence[int], reuse: bool) -> dict:
-    """``{size: run_state}`` of every size; runs from an earlier sweep need ``--skip-existing``.
+def check_existing_runs(
+    root: Path, name: str, runs: Sequence[tuple[int, str | None]], reuse: bool
+) -> dict:
+    """``{(size, subset): run_state}`` of every run; runs from an earlier sweep need
+    ``--skip-existing``.
 
     Raises :class:`RunSetupError` naming the folder and the fix.
     """
-    states = {size: run_state(root / run_name(name, size)) for size in sizes}
-    existing = [str(root / run_name(name, s)) for s, state in states.items() if state != "new"]
+    states = {run: run_state(root / run_name(name, *run)) for run in runs}
+    existing = [str(root / run_name(name, *r)) for r, state in states.items() if state != "new"]
     if existing and not reuse:
         raise RunSetupError(
             f"run folders {existing} already hold checkpoints of an earlier sweep. Fix: pass "
@@ -93,6 +127,51 @@ def check_existing_runs(root: Path, name: str, sizes: Sequence[int], reuse: bool
             "choose another --name or --run-root."
         )
     return states
+
+
+def history_arguments(config: Path, every: int, samples: int) -> list[str]:
+    """Training arguments that append a ``MemorizationMonitor`` (every ``every`` epochs,
+    ``samples`` samples, no charts) to the preset's callbacks; none when ``every`` is 0 or the
+    preset already has one (its history is read back instead)."""
+    callbacks = (load_config(config).get("trainer") or {}).get("callbacks") or []
+    has_monitor = any("MemorizationMonitor" in str(c.get("class_path", "")) for c in callbacks)
+    if not every or has_monitor:
+        return []
+    monitor = {
+        "class_path": "lightning_pspc.callbacks.MemorizationMonitor",
+        "init_args": {
+            "every_n_epochs": every,
+            "num_samples": samples,
+            "log_images": False,
+            "progress": False,
+        },
+    }
+    return [f"--trainer.callbacks+={json.dumps(monitor)}"]
+
+
+def check_twin_sizes(config: Path, sizes: Sequence[int], extra: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the size and the fix when the data cannot hold two disjoint
+    halves of the largest size (``2N`` images besides the held-out ones).
+
+    The preset's ``data`` section is read with the ``--data.KEY=VALUE`` arguments of ``extra``.
+    """
+    cfg = load_config(config)
+    data = dict(cfg.get("data") or {})
+    for arg in extra:
+        if arg.startswith("--data.") and "=" in arg and "." not in arg[7:].split("=")[0]:
+            key, value = arg[7:].split("=", 1)
+            data[key] = yaml.safe_load(value)
+    size = max(sizes)
+    _, dm = build_from_config({"model": cfg.get("model"), "data": data | {"num_train": size}})
+    dm.subset = "a"
+    try:
+        dm.setup()
+    except ValueError as err:
+        raise ValueError(
+            f"--twins with --sizes up to {size}: each twin needs its own {size} images "
+            f"({2 * size} in all), but {err} Fix: drop sizes above the limit, or lower "
+            f"--data.num_heldout."
+        ) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -115,6 +194,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
         help="reuse runs whose last.ckpt finished the training in their config.yaml; resume "
         "half-trained ones (without it, existing runs are an error)",
     )
+    p.add_argument(
+        "--twins",
+        action="store_true",
+        help="train two runs per size on the disjoint halves a/b of a 2N subset",
+    )
+    p.add_argument(
+        "--history-every",
+        type=int,
+        default=1,
+        help="epochs between memorization evaluations during training (0: none)",
+    )
+    p.add_argument("--history-samples", type=int, default=16, help="samples of each of them")
     add_settings_arguments(p)
     p.set_defaults(**SWEEP_EVAL_DEFAULTS)
     args = p.parse_args(own)
@@ -128,7 +219,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
             f"--config {args.config!r} does not exist (from {str(Path.cwd())!r}); pass a preset "
             f"such as {REPO_CONFIGS / Path(DEFAULT_CONFIG).name}"
         )
+    if args.history_every < 0 or args.history_samples < 1:
+        p.error(
+            f"--history-every {args.history_every} must be >= 0 and --history-samples "
+            f"{args.history_samples} >= 1"
+        )
     args.config = config.resolve()
+    if args.twins:
+        try:
+            check_twin_sizes(args.config, args.sizes, extra)
+        except ValueError as err:
+            p.error(str(err))
     args.run_root = Path(args.run_root).expanduser().resolve()
     args.out = Path(args.out).expanduser().resolve() if args.out else args.run_root / "eval"
     return args, extra
@@ -140,32 +241,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     root, out = args.run_root, args.out
     t_start = time.perf_counter()
     timings = {}
+    history = history_arguments(args.config, args.history_every, args.history_samples)
+    subsets = TWIN_SUBSETS if args.twins else (None,)
+    runs = [(size, subset) for size in sorted(args.sizes) for subset in subsets]
     try:
-        states = check_existing_runs(root, args.name, sorted(args.sizes), args.skip_existing)
+        states = check_existing_runs(root, args.name, runs, args.skip_existing)
     except RunSetupError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for size in sorted(args.sizes):
-        ckpt = root / run_name(args.name, size) / "last.ckpt"
-        if states[size] == "finished":
-            print(f"[sweep] N={size}: reusing the finished run {ckpt}", flush=True)
+    for size, subset in runs:
+        label = f"N={size}" + (f" ({subset})" if subset else "")
+        ckpt = root / run_name(args.name, size, subset) / "last.ckpt"
+        if states[size, subset] == "finished":
+            print(f"[sweep] {label}: reusing the finished run {ckpt}", flush=True)
             continue
-        cmd = train_command(args.config, root, args.name, size, extra)
-        if states[size] == "partial":
-            print(f"[sweep] N={size}: resuming the half-trained run {ckpt}", flush=True)
+        cmd = train_command(args.config, root, args.name, size, extra, subset, history)
+        if states[size, subset] == "partial":
+            print(f"[sweep] {label}: resuming the half-trained run {ckpt}", flush=True)
             cmd.append(f"--ckpt_path={ckpt}")
-        print(f"[sweep] N={size}: {' '.join(cmd[1:])}", flush=True)
+        print(f"[sweep] {label}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         code = subprocess.call(cmd)
-        timings[size] = time.perf_counter() - t0
+        timings[run_name(args.name, size, subset)] = time.perf_counter() - t0
         if code != 0:
             print(
-                f"error: training N={size} failed (exit {code}); see the output above",
+                f"error: training {label} failed (exit {code}); see the output above",
                 file=sys.stderr,
             )
             return code
-        print(f"[sweep] N={size}: trained in {timings[size]:.0f} s", flush=True)
-    ckpts = [root / run_name(args.name, s) / "last.ckpt" for s in sorted(args.sizes)]
+        print(f"[sweep] {label}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    ckpts = [root / run_name(args.name, s, sub) / "last.ckpt" for s, sub in runs]
     t0 = time.perf_counter()
     try:
         report = evaluate_checkpoints(
@@ -186,13 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sizes": sorted(args.sizes),
             "config": str(args.config),
             "train_args": extra,
+            "twins": args.twins,
             "train_seconds": {str(k): v for k, v in timings.items()},
             "eval_seconds": time.perf_counter() - t0,
             "total_seconds": total,
         },
     )
     print(f"[sweep] done in {total / 60:.1f} min; transition chart: {out / 'transition.png'}")
-    print(f"[sweep] training seconds per N: { {k: round(v) for k, v in timings.items()} }")
+    print(f"[sweep] training seconds per run: { {k: round(v) for k, v in timings.items()} }")
     return 0 if report["checkpoints"] else 1
 
 

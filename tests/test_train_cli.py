@@ -365,6 +365,9 @@ def test_presets_wire_the_evaluation_callbacks(name, period, probes, samples, ca
     ) == probes
     memo = callbacks["lightning_pspc.callbacks.MemorizationMonitor"]
     assert (memo["every_n_epochs"], memo["num_samples"]) == (period, samples)
+    if "fmnist" in name:  # linearity and Gaussian fit per sigma on the small presets
+        gen = callbacks["lightning_pspc.callbacks.GeneralizationMonitor"]
+        assert (gen["every_n_epochs"], gen["num_pairs"]) == (period, 8)
 
 
 @pytest.mark.parametrize("name", ["unet_fmnist_small.yaml", "dit_fmnist_small.yaml"])

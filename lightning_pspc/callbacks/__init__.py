@@ -2,6 +2,7 @@
 
 from .checkpoint import LastCheckpoint, RunCheckpoint
 from .comparison import DenoiserComparison
+from .generalization import GeneralizationMonitor
 from .memorization import MemorizationMonitor
 from .periodic import PeriodicEvaluation, is_last_epoch
 from .progress import EpochLines
@@ -11,6 +12,7 @@ from .throughput import Throughput
 __all__ = [
     "DenoiserComparison",
     "EpochLines",
+    "GeneralizationMonitor",
     "LastCheckpoint",
     "RunCheckpoint",
     "MemorizationMonitor",

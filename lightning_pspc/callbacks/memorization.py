@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning
 import torch
 
+from ..evaluation.generalization import MemorizationOverTime
 from ..evaluation.pipeline import EvaluationMember, Memorization
 from .periodic import PeriodicEvaluation
 
@@ -24,8 +25,10 @@ class MemorizationMonitor(PeriodicEvaluation):
     * ``memorization/max_cos_{mean,median}``: cosine similarity to the most similar training
       image (Kadkhodaie et al. 2024);
 
-    and ``memorization/seconds``. Under DDP each process samples its share of the seeds and the
-    statistics are reduced across processes. With ``log_images``, rank 0 draws its first
+    and ``memorization/seconds``. Every evaluation's record (in :attr:`histories`, saved in
+    checkpoints) also holds the training images seen, and with ``log_images`` rank 0 charts the
+    memorized fraction against images seen (Bonnaire et al. 2025). Under DDP each process
+    samples its share of the seeds and the statistics are reduced across processes. With ``log_images``, rank 0 draws its first
     ``grid_size`` samples above their nearest training images (``<run>/plots/`` and W&B).
     """
 
@@ -48,13 +51,25 @@ class MemorizationMonitor(PeriodicEvaluation):
             every_n_epochs, log_images, progress, dirpath, seed=seed, batch_size=batch_size
         )
         try:
-            self.member = Memorization(num_samples, num_steps, threshold, grid_size)
+            self.member = MemorizationOverTime(num_samples, num_steps, threshold, grid_size)
         except ValueError as err:
             raise ValueError(f"MemorizationMonitor: {err}") from None
         self.num_samples = num_samples
 
     def members(self, trainer: lightning.Trainer) -> list[EvaluationMember]:
         return [self.member]
+
+    def evaluate(
+        self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, epoch: int
+    ) -> None:
+        self.member.images_seen = int(getattr(pl_module, "images_seen", trainer.global_step))
+        super().evaluate(trainer, pl_module, epoch)
+
+    @property
+    def history(self) -> list[tuple[int, dict]]:
+        """``(epoch, record)`` of every evaluation: ``memorized_fraction``, ``nearest_neighbour``
+        and ``images_seen`` (what ``eval.py`` reads back for the phase diagram)."""
+        return self.histories.get(Memorization.name, [])
 
     @property
     def noise(self) -> torch.Tensor:

@@ -32,6 +32,10 @@ HELP = {
     "batch_size": "images per denoiser call",
     "threshold": "memorized when d(NN1) / d(NN2) < threshold (Gu et al. 2023)",
     "device": "auto, cpu, cuda, cuda:1, ...",
+    "num_linearity_pairs": "held-out pairs of the linearity / Gaussian-fit / R^2 measures (0: off)",
+    "num_agreement_samples": "samples from the same noise by network and closed-form denoisers "
+    "(0: off; the closed-form samples take seconds on CPU, once per checkpoint)",
+    "agreement_references": "closed-form denoisers the network's samples are compared with",
 }
 
 
@@ -40,7 +44,7 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     :func:`settings_from_args`), plus ``--wandb``, ``--wandb-project`` and ``--no-progress``."""
     for f in fields(EvalSettings):
         flag = "--" + f.name.replace("_", "-")
-        if f.name in ("references", "sigmas"):
+        if f.name in ("references", "sigmas", "agreement_references"):
             kind = float if f.name == "sigmas" else str
             p.add_argument(flag, nargs="+", type=kind, default=f.default, help=HELP[f.name])
         else:
@@ -53,7 +57,8 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """The :class:`EvalSettings` of options added by :func:`add_settings_arguments`."""
     values = {f.name: getattr(args, f.name) for f in fields(EvalSettings)}
-    return EvalSettings(**values | {"references": tuple(args.references)})
+    tuples = {k: tuple(values[k]) for k in ("references", "agreement_references")}
+    return EvalSettings(**values | tuples)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -77,6 +82,11 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(
             f"{rec['label']:<36}{rec['num_train']:>10}{rec['epoch']:>10}"
             f"{rec['memorized_fraction']:>10.3f}" + "".join(f"{v:>10.3g}" for v in values)
+        )
+    for twin in report.get("twins") or []:
+        lines.append(
+            f"twins N={twin['num_train']}: twin cos {twin['twin_cos_median']:.3f}, nearest-training "
+            f"cos {twin['train_cos_median']:.3f}, reproducibility {twin['reproducibility']:.2f}"
         )
     return lines
 

@@ -4,7 +4,12 @@
 from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_run`), measures the
 EMA network's MSE to the reference denoisers per sigma on train / held-out / reverse probes and
 the memorization of its samples, and writes ``DIR/metrics.json`` and PNG charts; with checkpoints
-of runs at two or more training-set sizes it also draws the transition chart. Every input is
+of runs at two or more training-set sizes it also draws the transition chart. It also measures
+linearity, the normalised MSE to the Gaussian denoiser and R^2 of the references per sigma, and
+the agreement of the network's samples with closed-form denoisers' from the same noise; twin runs
+(``--data.subset a`` / ``b``) found among the checkpoints get their twin similarity and
+reproducibility (``twins.png``), and memorization histories saved by a ``MemorizationMonitor``
+give ``phase_diagram.png`` (memorized fraction over N and images seen). Every input is
 checked before anything is written (W&B credentials with ``--wandb`` too), and results are
 staged in a temp folder that replaces ``DIR`` in one rename only when all checkpoints succeeded
 (files of ``DIR`` that eval.py does not write are kept). W&B logging comes after, from ``DIR``.
@@ -15,7 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +30,18 @@ from tqdm.auto import tqdm
 from ..runs import RunSetupError, load_run, read_checkpoint
 from ..wandb_check import wandb_login_problem
 from .engine import check_reference_names
+from .generalization import Agreement, Generalization
 from .pipeline import Comparison, EvalData, Evaluation, Memorization, Panel, figures_of
 from .plots import save_figure, transition_figure
+from .plots_generalization import (
+    draw_linearity_panel,
+    draw_twins_panel,
+    phase_diagram_figure,
+    twins_figure,
+)
 from .probes import probe_sigmas
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
+from .twins import TwinError, memorization_history, twin_pairs, twin_record
 
 
 class EvalError(ValueError):
@@ -50,12 +63,17 @@ class EvalSettings:
     batch_size: int = 128
     threshold: float = 1 / 3
     device: str = "auto"
+    num_linearity_pairs: int = 8
+    num_agreement_samples: int = 8
+    agreement_references: tuple[str, ...] = ("empirical", "pspc")
 
     def check(self) -> None:
         """Raise :class:`EvalError` for a bad setting."""
         try:
             check_reference_names(self.references)
             probe_sigmas(self.sigmas)
+            if self.num_agreement_samples:
+                check_reference_names(self.agreement_references)
         except ValueError as err:
             raise EvalError(str(err)) from None
         counts = {
@@ -71,6 +89,12 @@ class EvalSettings:
                 f"{self.batch_size} must be >= 1 and --threshold {self.threshold} > 0"
             )
         check_device(self.device)
+
+        if min(self.num_linearity_pairs, self.num_agreement_samples) < 0:
+            raise EvalError(
+                f"--num-linearity-pairs {self.num_linearity_pairs} and --num-agreement-samples "
+                f"{self.num_agreement_samples} must be >= 0 (0 leaves the measure out)"
+            )
 
     def torch_device(self) -> torch.device:
         """``auto``: CUDA when available, else CPU."""
@@ -106,6 +130,10 @@ class LoadedRun:
     module: Any
     datamodule: Any
     meta: dict[str, int]
+    #: ``[{"epoch", "images_seen", "memorized_fraction"}]`` a MemorizationMonitor saved in it
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: the memorization samples ``[M, C, H, W]`` once evaluated (twin models compare them)
+    samples: torch.Tensor | None = None
 
 
 def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
@@ -146,7 +174,8 @@ def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
             f"checkpoint {str(path)!r} was trained on fewer than 2 images; nothing to compare"
         )
     meta = {k: int(ckpt.get(k, -1)) for k in ("epoch", "global_step", "images_seen")}
-    return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta)
+    history = memorization_history(ckpt)
+    return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta, history)
 
 
 def check_comparable(runs: Sequence[LoadedRun]) -> None:
@@ -178,6 +207,14 @@ def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.devic
         Memorization(settings.num_samples, settings.num_steps, settings.threshold),
         Panel(),
     ]
+    if settings.num_linearity_pairs:
+        members.append(Generalization(settings.num_linearity_pairs))
+    if settings.num_agreement_samples:
+        members.append(
+            Agreement(
+                settings.agreement_references, settings.num_agreement_samples, settings.num_steps
+            )
+        )
     return Evaluation(
         data,
         members,
@@ -214,6 +251,11 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         for key, fig in figures_of(evaluation, results, histories, over_time=False).items()
     ]
     comparison = results[Comparison.name]
+    run.samples = results[Memorization.name].samples.cpu()
+    extra = {}
+    for name in (Generalization.name, Agreement.name):
+        if name in results:
+            extra |= results[name].to_json()
     return {
         "checkpoint": str(run.path.resolve()),
         "label": run.label,
@@ -229,6 +271,8 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         }
         | {"reverse": settings.num_reverse_probes * evaluation.sigmas.numel()},
         "num_samples": settings.num_samples,
+        **extra,
+        "memorization_history": run.history,
         "plots": plots,
         "seconds": time.perf_counter() - t0,
     }
@@ -259,6 +303,10 @@ def evaluate_checkpoints(
         raise EvalError(str(err)) from None
     device = settings.torch_device()
     runs = [load_checkpoint_run(p, device) for p in paths]  # validates everything first
+    try:
+        pairs = twin_pairs(paths)
+    except TwinError as err:
+        raise EvalError(str(err)) from None
     labels = [r.label for r in runs]
     for i, r in enumerate(runs):
         if labels.count(r.label) > 1:
@@ -277,9 +325,21 @@ def evaluate_checkpoints(
             "transition": None,
             "seconds": None,
         }
+        report |= twins_report(runs, records, pairs, tmp)
         if len({r["num_train"] for r in records}) >= 2:
-            save_figure(transition_figure(records), tmp / "transition.png")
+            extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
+            if any("generalization" in r for r in records):
+                extra.append(lambda ax: draw_linearity_panel(ax, records))
+            save_figure(transition_figure(records, extra), tmp / "transition.png")
             report["transition"] = "transition.png"
+        report["phase_diagram"] = None
+        histories: dict[int, list] = {}  # per N the longest history (twins: either half)
+        for r in records:
+            if len(r["memorization_history"]) > len(histories.get(r["num_train"], [])):
+                histories[r["num_train"]] = r["memorization_history"]
+        if histories:
+            save_figure(phase_diagram_figure(histories), tmp / "phase_diagram.png")
+            report["phase_diagram"] = "phase_diagram.png"
         report["seconds"] = time.perf_counter() - t0
         write_json_atomic(tmp / "metrics.json", report)
     if wandb_project:
@@ -301,3 +361,27 @@ def log_to_wandb(report: dict, out: Path, project: str) -> bool:
         )
         return False
     return True
+
+
+def twins_report(
+    runs: Sequence[LoadedRun], records: Sequence[dict], pairs: Sequence[tuple[int, int]], out: Path
+) -> dict[str, Any]:
+    """``{"twins": [...], "twins_plot": ...}``: per twin pair (:func:`.twins.twin_pairs`) the
+    twin and nearest-training similarities and reproducibility of their memorization samples
+    (drawn from the same noise), and ``out/twins.png`` with the pairs side by side."""
+    twins, shown = [], []
+    for i, j in pairs:
+        a, b = runs[i], runs[j]
+        train_a, train_b = a.datamodule.train_images(), b.datamodule.train_images()
+        twins.append(
+            {
+                "num_train": records[i]["num_train"],
+                "runs": [a.label, b.label],
+                **twin_record(train_a, train_b, a.samples, b.samples),
+            }
+        )
+        shown.append((records[i]["num_train"], a.samples, b.samples))
+    if not twins:
+        return {"twins": [], "twins_plot": None}
+    save_figure(twins_figure(sorted(shown, key=lambda t: t[0])), out / "twins.png")
+    return {"twins": sorted(twins, key=lambda t: t["num_train"]), "twins_plot": "twins.png"}

@@ -57,6 +57,8 @@ class EvalSeeds:
     reverse_noise: int
     sample_noise: int
     panel: int
+    linearity: int  # held-out pairs and noise of the linearity probes (Generalization)
+    agreement_noise: int  # starting noise of the sample-agreement member (Agreement)
 
     @classmethod
     def derive(cls, seed: int) -> EvalSeeds:
@@ -318,6 +320,7 @@ class Memorization(EvaluationMember):
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> MemorizationResult:
         batch = self.evaluation.batch_size
         samples = sample_batched(network, self.noise, self.num_steps, batch, bar)
+        self.last = (network, samples)  # reused by members that sample from the same noise
         stats = memorization_stats(samples, self.train_images, self.threshold)
         return MemorizationResult(samples, stats, self.threshold)
 

@@ -7,12 +7,13 @@ no global backend or figure registry is touched (safe inside training processes)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -217,13 +218,16 @@ def neighbours_figure(
     return fig
 
 
-def transition_figure(records: Sequence[Mapping]) -> Figure:
+def transition_figure(
+    records: Sequence[Mapping], extra: Sequence[Callable[[Axes], None]] = ()
+) -> Figure:
     """The memorization-to-generalization transition against the training-set size (log x).
 
     ``records``: one per run, ``{"num_train": N, "memorized_fraction": f, "bands": {reference:
     {kind: {band: mse}}}}``. Panel 1: memorized fraction; then one panel per reference with the
     MSE in the low / mid / high sigma bands (colour) for each probe kind (line style). Several
-    records with the same ``N`` are averaged.
+    records with the same ``N`` are averaged. Each of ``extra`` draws one more panel on the axes
+    it is given (e.g. the twin models', :mod:`.plots_generalization`).
     """
     sizes = sorted({int(r["num_train"]) for r in records})
 
@@ -233,9 +237,10 @@ def transition_figure(records: Sequence[Mapping]) -> Figure:
         return float(np.mean(vals)) if vals else math.nan
 
     refs = list(dict.fromkeys(ref for r in records for ref in r.get("bands", {})))
-    fig = Figure(figsize=(4.2 * (1 + len(refs)), 4.1))
+    panels = 1 + len(refs) + len(extra)
+    fig = Figure(figsize=(4.2 * panels, 4.1))
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.22, top=0.86, wspace=0.25)
-    ax = fig.add_subplot(1, 1 + len(refs), 1)
+    ax = fig.add_subplot(1, panels, 1)
     frac = [mean_at(n, lambda r: r.get("memorized_fraction")) for n in sizes]
     ax.plot(sizes, frac, "o-", color="tab:red")
     _log_axes(ax, x_base=2, y_log=False)
@@ -245,7 +250,7 @@ def transition_figure(records: Sequence[Mapping]) -> Figure:
     ax.set_title("memorization (d1/d2 < 1/3)")
     ax.grid(True, alpha=0.3)
     for i, ref in enumerate(refs):
-        ax = fig.add_subplot(1, 1 + len(refs), i + 2)
+        ax = fig.add_subplot(1, panels, i + 2)
         for kind, style in KIND_STYLES.items():
             for band in SIGMA_BANDS:
 
@@ -268,6 +273,8 @@ def transition_figure(records: Sequence[Mapping]) -> Figure:
         ax.set_xlabel("training-set size N")
         ax.set_title(f"MSE(network, {ref})")
         ax.grid(True, alpha=0.3)
+    for i, draw in enumerate(extra):
+        draw(fig.add_subplot(1, panels, len(refs) + i + 2))
     lo, mid = SIGMA_BANDS["low"][1], SIGMA_BANDS["mid"][1]
     names = {"low": f"sigma < {lo:g}", "mid": f"sigma {lo:g}-{mid:g}", "high": f"sigma > {mid:g}"}
     keys = [Line2D([], [], color=BAND_COLORS[b], label=names[b]) for b in SIGMA_BANDS]

@@ -1,4 +1,4 @@
-"""A 2-process CPU (gloo) DDP fit with both evaluation callbacks (run by test_callbacks_ddp.py).
+"""A 2-process CPU (gloo) DDP fit with the evaluation callbacks (run by test_callbacks_ddp.py).
 
 Usage: ``python _ddp_fit.py OUT_DIR``. Lightning relaunches this script for rank 1. Every rank
 writes ``rank<r>.pt`` with its share of the probes and seeds; rank 0 also writes the logged
@@ -14,6 +14,7 @@ import lightning
 import torch
 
 from lightning_pspc.callbacks.comparison import DenoiserComparison
+from lightning_pspc.callbacks.generalization import GeneralizationMonitor
 from lightning_pspc.callbacks.memorization import MemorizationMonitor
 from lightning_pspc.module import DiffusionModule
 from tests.helpers import TinyNet, tiny_datamodule
@@ -38,6 +39,7 @@ def main(out: Path) -> None:
         log_images=False,
     )
     memo = MemorizationMonitor(num_samples=5, num_steps=4, seed=2, log_images=False)
+    gen = GeneralizationMonitor(sigmas=SIGMAS, num_pairs=3, seed=6, log_images=False)
     trainer = lightning.Trainer(
         accelerator="cpu",
         devices=2,
@@ -51,7 +53,7 @@ def main(out: Path) -> None:
         enable_checkpointing=False,
         logger=False,
         default_root_dir=out,
-        callbacks=[compare, memo],
+        callbacks=[compare, memo, gen],
     )
     module = DiffusionModule(TinyNet(1, 8), lr=1e-2, ema_halflife_images=8)
     trainer.fit(module, datamodule=make_datamodule())
@@ -61,6 +63,7 @@ def main(out: Path) -> None:
         "heldout": len(compare.comparer.forward["heldout"]),
         "reverse": compare.comparer.reverse_noise.shape[0],
         "samples": memo.noise.shape[0],
+        "pairs": gen.member.sigma.numel(),
     }
     torch.save(share, out / f"rank{rank}.pt")
     if rank == 0:

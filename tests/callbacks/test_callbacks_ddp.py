@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lightning_pspc.evaluation import Comparison, EvalData, Evaluation, Memorization
+from lightning_pspc.evaluation.generalization import Generalization
 from lightning_pspc.module import DiffusionModule
 from tests.callbacks._ddp_fit import SIGMAS, make_datamodule
 from tests.helpers import TinyNet, run_clean
@@ -16,7 +17,7 @@ def test_ddp_split_and_reduction(tmp_path):
     proc = run_clean(["tests/callbacks/_ddp_fit.py", tmp_path], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shares = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    totals = {"train": 3 * 3, "heldout": 2 * 3, "reverse": 3, "samples": 5}
+    totals = {"train": 3 * 3, "heldout": 2 * 3, "reverse": 3, "samples": 5, "pairs": 3 * 3}
     for key, total in totals.items():
         assert shares[0][key] + shares[1][key] == total and min(s[key] for s in shares) > 0
     # rank 0 printed its overhead line; rank 1 did not print its own
@@ -44,3 +45,14 @@ def test_ddp_split_and_reduction(tmp_path):
     stats = memo.evaluate(module.denoiser)["memorization"].stats
     for key, value in stats.items():
         assert result["metrics"][f"memorization/{key}"] == pytest.approx(value, rel=1e-4), key
+    gen = Evaluation(
+        EvalData.from_datamodule(dm),
+        [Generalization(3)],
+        ["empirical", "gaussian"],
+        SIGMAS,
+        seed=6,
+    ).evaluate(module.denoiser)["generalization"]
+    expected = gen.scalars()
+    assert len(expected) == 3 * 4 + 1
+    for key, value in expected.items():
+        assert result["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-7), key

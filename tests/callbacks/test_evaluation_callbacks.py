@@ -169,6 +169,8 @@ def test_period_and_last_epoch(tmp_path, short_fit):
     assert compare.evaluated_epochs == memo.evaluated_epochs == [2, 3]
     assert list(compare.history[0][1]) == ["train"]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "memorization_memorized_vs_images_epoch_0002.png",
+        "memorization_memorized_vs_images_epoch_0003.png",
         "memorization_neighbours_epoch_0002.png",
         "memorization_neighbours_epoch_0003.png",
     ]
@@ -228,5 +230,6 @@ def test_callbacks_from_yaml_log_charts_to_wandb(train_args, tmp_path):
         "compare/empirical/heatmap",
         "compare/panel",
         "memorization/neighbours",
+        "memorization/memorized_vs_images",
     }
-    assert len(list((run / "plots").glob("*_epoch_0001.png"))) == 5
+    assert len(list((run / "plots").glob("*_epoch_0001.png"))) == 6
