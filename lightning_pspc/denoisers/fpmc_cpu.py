@@ -166,3 +166,91 @@ class _threads:
 
     def __exit__(self, *exc) -> None:
         numba.set_num_threads(self.previous)
+
+
+@njit(cache=True, fastmath=_FM)
+def _add_sqdiff(dst, zf, xr):
+    for i in range(dst.shape[0]):
+        d = zf - xr[i]
+        dst[i] += d * d
+
+
+@njit(cache=True, fastmath=_FM)
+def _logits(dst, logc, scale):
+    """``dst[i] = logc[i] - scale * dst[i]`` (distances to logits, in place); the maximum."""
+    m = -np.inf
+    for i in range(dst.shape[0]):
+        v = logc[i] - scale * dst[i]
+        dst[i] = v
+        m = max(m, v)
+    return m
+
+
+@njit(cache=True, fastmath=_FM)
+def _exp_weights(dst, lg, shift):
+    """``dst[i] = exp(lg[i] - shift)`` (float32 exponential, stored float64); the sum."""
+    t = 0.0
+    for i in range(lg.shape[0]):
+        w = np.float64(_exp32(_F32(lg[i] - shift)))
+        dst[i] = w
+        t += w
+    return t
+
+
+@njit(cache=True, fastmath=_FM, parallel=True)
+def _els_centres(qz, half_inv, pt, logc, ct, out):
+    """ELS posterior means of the patch centres, query window by query window.
+
+    ``qz [R, K]`` query windows, ``half_inv [R] = 1 / 2 s^2`` of each, ``pt [K, M]`` the patch
+    set feature-major, ``logc [M]`` log multiplicities, ``ct [C, M]`` the centres; writes
+    ``out [R, C]``. Logits ``log c_m - ||z_r - x_m||^2 / 2 s^2`` in float64 from exact
+    differences, online maximum per row.
+    """
+    n_rows, kf, m_all, nc = qz.shape[0], pt.shape[0], pt.shape[1], ct.shape[0]
+    for task in prange((n_rows + ELS_ROWS - 1) // ELS_ROWS):
+        r0 = task * ELS_ROWS
+        nr = min(n_rows, r0 + ELS_ROWS) - r0
+        lg = np.empty((nr, CHUNK))
+        w = np.empty((nr, CHUNK))
+        acc = np.zeros((nr, nc))
+        top = np.full(nr, -np.inf)
+        tot = np.zeros(nr)
+        for s in range(0, m_all, CHUNK):
+            n = min(m_all, s + CHUNK) - s
+            lg[:, :n] = 0.0
+            for f in range(kf):
+                xr = pt[f, s : s + n]
+                for r in range(nr):
+                    _add_sqdiff(lg[r, :n], qz[r0 + r, f], xr)
+            for r in range(nr):
+                m = max(top[r], _logits(lg[r, :n], logc[s : s + n], half_inv[r0 + r]))
+                if m > top[r]:
+                    if tot[r] > 0:  # a new maximum: rescale the running sums
+                        a = math.exp(top[r] - m)
+                        tot[r] *= a
+                        for c in range(nc):
+                            acc[r, c] *= a
+                    top[r] = m
+                tot[r] += _exp_weights(w[r, :n], lg[r, :n], m)
+            for c in range(nc):
+                cr = ct[c, s : s + n]
+                for r in range(nr):
+                    acc[r, c] += _dot(w[r, :n], cr)
+        for r in range(nr):
+            for c in range(nc):
+                out[r0 + r, c] = acc[r, c] / tot[r]
+
+
+def els_centres_cpu(queries: Tensor, rhs: Tensor, centres: Tensor, inv_s2: Tensor) -> Tensor:
+    """The fused form of :func:`.local.els_posterior_centres`: ``queries [B, P, K]``, ``rhs
+    [M, K+2] = [x, ||x||^2, log c]``, ``centres [M, C]``, ``inv_s2 [B]`` -> ``[B, P, C]``."""
+    b, p, k = queries.shape
+    qz = np.ascontiguousarray(queries.reshape(b * p, k).to(torch.float64).cpu().numpy())
+    h = (0.5 * inv_s2.to(torch.float64).cpu()).repeat_interleave(p).numpy()
+    pt = np.ascontiguousarray(rhs[:, :k].T.to(torch.float64).cpu().numpy())
+    logc = np.ascontiguousarray(rhs[:, k + 1].to(torch.float64).cpu().numpy())
+    ct = np.ascontiguousarray(centres.T.to(torch.float64).cpu().numpy())
+    out = np.empty((b * p, ct.shape[0]))
+    with _threads():
+        _els_centres(qz, h, pt, logc, ct, out)
+    return torch.from_numpy(out).view(b, p, -1).to(queries.device)

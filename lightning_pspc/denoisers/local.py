@@ -234,6 +234,9 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
         super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements)
         self.padding: Padding = padding
+        #: ``"auto"``: the fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`) on the CPU,
+        #: :func:`els_posterior_centres` (torch) elsewhere; ``"torch"`` or ``"fused"`` force one.
+        self.engine = "auto"
         self._patch_sets: dict[tuple, tuple[Tensor, Tensor]] = {}
         c, h, w = self.image_shape
         if padding == "circular" and max(self.patch_sizes) > min(h, w):
@@ -262,9 +265,16 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         queries = _unfold_windows(z, k, self.padding)  # [B, HW, C k^2]
         centre = (torch.arange(c) * k * k + (k // 2) * k + k // 2).to(z.device)  # in C k^2
         block = min(ELS_BLOCK_ELEMENTS, self.chunk_elements)
+        if self.engine == "fused" or (self.engine == "auto" and z.device.type == "cpu"):
+            from .fpmc_cpu import els_centres_cpu
+
+            def centres_of(q, rhs, centres, inv_s2, _block):
+                return els_centres_cpu(q, rhs, centres, inv_s2)
+        else:
+            centres_of = els_posterior_centres
         if self.padding == "circular":
             rhs, centres = self._patch_set(k, None, centre)
-            out = els_posterior_centres(queries, rhs, centres, inv_s2, block)
+            out = centres_of(queries, rhs, centres, inv_s2, block)
             return out.transpose(1, 2).reshape(b, c, h, w)
         rc, cc = _axis_classes(h, k), _axis_classes(w, k)
         cls = (rc.view(-1, 1) * (w + 1) + cc.view(1, -1)).reshape(-1)  # [HW] class id
@@ -272,5 +282,5 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         for label in cls.unique().tolist():
             pix = (cls == label).nonzero().squeeze(1).to(z.device)
             rhs, centres = self._patch_set(k, pix, centre)
-            out[:, pix] = els_posterior_centres(queries[:, pix], rhs, centres, inv_s2, block)
+            out[:, pix] = centres_of(queries[:, pix], rhs, centres, inv_s2, block)
         return out.transpose(1, 2).reshape(b, c, h, w)
