@@ -24,6 +24,11 @@ ELS_BLOCK_ELEMENTS = 2**17
 #: Query windows per ELS step.
 ELS_QUERY_ROWS = 128
 
+#: Query windows per ELS step on an accelerator, whose steps are bounded by ``chunk_elements``
+#: logits instead of the cache: 128-row cache-sized steps made ~50,000 small kernels per batch
+#: (N = 100, k = 3), launch-bound (an H100 took 0.5 s, 2x the per-pixel cdist loop).
+ELS_DEVICE_QUERY_ROWS = 4096
+
 
 def resolve_odd_schedule(
     patch_size: int | None,
@@ -175,7 +180,12 @@ def prepare_patch_set(patches: Tensor, centre: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def els_posterior_centres(
-    queries: Tensor, rhs: Tensor, centres: Tensor, inv_s2: Tensor, block: int
+    queries: Tensor,
+    rhs: Tensor,
+    centres: Tensor,
+    inv_s2: Tensor,
+    block: int,
+    query_rows: int = ELS_QUERY_ROWS,
 ) -> Tensor:
     """Posterior mean of the patch centres for each query window.
 
@@ -193,7 +203,7 @@ def els_posterior_centres(
     out = torch.empty(b * p, centres.shape[1], dtype=queries.dtype, device=queries.device)
     # 128 query rows x (block / 128) patches per step measured fastest on CPU (vs 32-1024 rows);
     # row slices of the [M, K+2] layout feed the product without a copy.
-    rows = max(1, min(b * p, ELS_QUERY_ROWS))
+    rows = max(1, min(b * p, query_rows))
     step = max(256, block // rows)
     for r0 in range(0, b * p, rows):
         q = lhs[r0 : r0 + rows]
@@ -270,8 +280,15 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
 
             def centres_of(q, rhs, centres, inv_s2, _block):
                 return els_centres_cpu(q, rhs, centres, inv_s2)
-        else:
+        elif z.device.type == "cpu":
             centres_of = els_posterior_centres
+        else:  # big steps: few kernels (see ELS_DEVICE_QUERY_ROWS)
+
+            def centres_of(q, rhs, centres, inv_s2, _block):
+                return els_posterior_centres(
+                    q, rhs, centres, inv_s2, self.chunk_elements, ELS_DEVICE_QUERY_ROWS
+                )
+
         if self.padding == "circular":
             rhs, centres = self._patch_set(k, None, centre)
             out = centres_of(queries, rhs, centres, inv_s2, block)
