@@ -28,6 +28,12 @@ How it is computed (exact, float64 logits, any device, mixed sigmas in one batch
   floor ``2 B K N |mask|`` (logits and numerators over each element's own mask).
 
 Memory is bounded by ``chunk_elements`` (float64 elements of the largest temporary).
+
+On the CPU (``engine="auto"``) the posterior means are instead computed by a fused numba kernel
+(:mod:`.fpmc_cpu`): per element, exact float64 distances over its own support only (no
+union), the softmax and the numerators in one streamed sweep over the training set. Measured
+4-5x faster than the blocks above for PSPC-Flex masks (Fashion-MNIST, N = 2000, B = 16, 2
+cores); ``chunk_elements`` does not apply to it (its buffers are ``B x 512`` per thread).
 """
 
 from __future__ import annotations

@@ -228,7 +228,8 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
 
     Give ``patch_size=k`` (odd) or ``sigmas=[...], patch_sizes=[...]`` (nearest grid sigma).
     All windows of all pixels are one matrix product against the patch set per class of pixels,
-    in cache-sized blocks with a float64 online softmax (:func:`els_posterior_centres`).
+    in cache-sized blocks with a float64 online softmax (:func:`els_posterior_centres`); on the
+    CPU a fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`; attribute ``engine``).
     """
 
     def __init__(
