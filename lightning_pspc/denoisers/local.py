@@ -24,6 +24,12 @@ ELS_BLOCK_ELEMENTS = 2**17
 #: Query windows per ELS step.
 ELS_QUERY_ROWS = 128
 
+#: ``engine="auto"`` on the CPU uses the fused kernel for windows of at most this many features
+#: (C k^2); wider windows use the matrix-product engine, whose blocked float64 GEMM beats the
+#: kernel's per-feature difference sweeps there (Fashion-MNIST, N = 100, B = 16, 2 cores: fused
+#: 4x faster at k = 3, 1.3x slower at k = 5, 1.5x slower at k = 7).
+ELS_FUSED_MAX_FEATURES = 9
+
 #: Query windows per ELS step on an accelerator, whose steps are bounded by ``chunk_elements``
 #: logits instead of the cache: 128-row cache-sized steps made ~50,000 small kernels per batch
 #: (N = 100, k = 3), launch-bound (an H100 took 0.5 s, 2x the per-pixel cdist loop).
@@ -245,8 +251,9 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
         super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements)
         self.padding: Padding = padding
-        #: ``"auto"``: the fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`) on the CPU,
-        #: :func:`els_posterior_centres` (torch) elsewhere; ``"torch"`` or ``"fused"`` force one.
+        #: ``"auto"``: the fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`) on the CPU for
+        #: windows of at most ``ELS_FUSED_MAX_FEATURES`` features, else
+        #: :func:`els_posterior_centres` (torch); ``"torch"`` or ``"fused"`` force one.
         self.engine = "auto"
         self._patch_sets: dict[tuple, tuple[Tensor, Tensor]] = {}
         c, h, w = self.image_shape
@@ -276,7 +283,8 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         queries = _unfold_windows(z, k, self.padding)  # [B, HW, C k^2]
         centre = (torch.arange(c) * k * k + (k // 2) * k + k // 2).to(z.device)  # in C k^2
         block = min(ELS_BLOCK_ELEMENTS, self.chunk_elements)
-        if self.engine == "fused" or (self.engine == "auto" and z.device.type == "cpu"):
+        small = c * k * k <= ELS_FUSED_MAX_FEATURES
+        if self.engine == "fused" or (self.engine == "auto" and z.device.type == "cpu" and small):
             from .fpmc_cpu import els_centres_cpu
 
             def centres_of(q, rhs, centres, inv_s2, _block):
