@@ -1,6 +1,6 @@
 """Benchmark of the local family and of sensitivity heatmaps on Fashion-MNIST (prints; not a test).
 
-* PSPC-Flex (FPMC engine) against the published structure (a Python loop over the 784 anchors,
+* PSPC-Flex (FPMC engine; ``--engine torch`` for the torch engine on the CPU too) against the published structure (a Python loop over the 784 anchors,
   one masked posterior mean per anchor, data streamed 100 images at a time, float32 ``cdist``),
   masks from heatmaps of the small UNet at one sigma, for several ``tau``;
 * circular ELS against a per-pixel loop taking a float32 ``cdist`` against the whole patch set;
@@ -92,6 +92,7 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
         d = PSPCFlexDenoiser(x, hm, tau)
         masks = masks_from_heatmaps(hm, tau)
         coll = d.collection(0)
+        coll.engine = args.engine
         size = masks.flatten(2).sum(-1).double().mean().item()
         out = d(z, sig)  # also builds the collection
         t = best_time(lambda d=d: d(z, sig), args.repeats)
@@ -123,6 +124,7 @@ def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None
     c, h, w = x.shape[1:]
     for k in args.els_sizes:
         d = EquivariantLocalDenoiser(x, patch_size=k)
+        d.engine = args.engine
         out = d(z, sig)
         t = best_time(lambda d=d: d(z, sig), args.repeats)
         sync()
@@ -169,6 +171,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", nargs="*", default=[], choices=["flex", "els", "heatmaps"])
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    ap.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "torch", "fused"],
+        help="auto: the fused numba kernels on the CPU, the torch engines elsewhere",
+    )
     args = ap.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)

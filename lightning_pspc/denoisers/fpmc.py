@@ -28,6 +28,12 @@ How it is computed (exact, float64 logits, any device, mixed sigmas in one batch
   floor ``2 B K N |mask|`` (logits and numerators over each element's own mask).
 
 Memory is bounded by ``chunk_elements`` (float64 elements of the largest temporary).
+
+On the CPU (``engine="auto"``) the posterior means are instead computed by a fused numba kernel
+(:mod:`.fpmc_cpu`): per element, exact float64 distances over its own support only (no
+union), the softmax and the numerators in one streamed sweep over the training set. Measured
+4-5x faster than the blocks above for PSPC-Flex masks (Fashion-MNIST, N = 2000, B = 16, 2
+cores); ``chunk_elements`` does not apply to it (its buffers are ``B x 512`` per thread).
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ from .softmax import OnlineSoftmax
 
 #: Elements per block: larger blocks make bigger matrix products but wider support unions.
 DEFAULT_BLOCK_SIZE = 16
+
+#: ``"auto"``: the fused numba kernel (:mod:`.fpmc_cpu`) on the CPU, the torch engine elsewhere.
+ENGINES = ("auto", "torch", "fused")
 
 
 def tile_order(height: int, width: int, tile: int = 4) -> Tensor:
@@ -96,7 +105,11 @@ class FilteredPosteriorMeans:
         response: Tensor,
         image_shape: tuple[int, int, int],
         block_size: int = DEFAULT_BLOCK_SIZE,
+        engine: str = "auto",
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.engine = engine
         channels, hw = int(image_shape[0]), (int(image_shape[1]), int(image_shape[2]))
         query = _check_weights("query", query, channels, hw)
         response = _check_weights("response", response, channels, hw)
@@ -116,6 +129,8 @@ class FilteredPosteriorMeans:
         q, r = q[keep], r[keep]
         self.num_elements = q.shape[0]
         self.denominator = r.sum(0)  # [F]
+        self._fused = None  # CSR form for the CPU kernel, built on first use
+        self._q, self._r = q, r
         self.blocks = [
             self._block(q[s : s + block_size], r[s : s + block_size])
             for s in range(0, q.shape[0], block_size)
@@ -160,9 +175,12 @@ class FilteredPosteriorMeans:
         zf = z.reshape(b, -1)  # [B, F]
         xf = images.reshape(images.shape[0], -1)  # [N, F]
         inv = 1.0 / (sigma.square() * temperature)  # [B]
-        num = torch.zeros_like(zf)  # sum_k r_kf m_kf
-        for blk in self.blocks:
-            self._accumulate(num, zf, inv, xf, blk, chunk_elements)
+        if self.engine == "fused" or (self.engine == "auto" and z.device.type == "cpu"):
+            num = self._fused_numerator(zf, inv, images)
+        else:
+            num = torch.zeros_like(zf)  # sum_k r_kf m_kf
+            for blk in self.blocks:
+                self._accumulate(num, zf, inv, xf, blk, chunk_elements)
         den = self.denominator.to(z.device)
         covered = den > 0
         out = num / torch.where(covered, den, 1.0)
@@ -170,6 +188,18 @@ class FilteredPosteriorMeans:
             emp = empirical_posterior_mean(zf, sigma, xf, chunk_elements)
             out = torch.where(covered, out, emp)
         return out.view_as(z)
+
+    def _fused_numerator(self, zf: Tensor, inv: Tensor, images: Tensor) -> Tensor:
+        """``sum_k r_kf m_kf`` by the numba kernel (:mod:`.fpmc_cpu`), on the CPU."""
+        from .fpmc_cpu import FusedCollection, feature_major
+
+        if self._fused is None:
+            self._fused = FusedCollection(self._q, self._r)
+        key = (images, images._version)  # holds the images: no stale reuse of their memory
+        cached = getattr(self, "_xt_key", None)
+        if cached is None or cached[0] is not images or cached[1] != key[1]:
+            self._xt, self._xt_key = feature_major(images), key
+        return self._fused.numerator(zf.cpu(), 0.5 * inv.cpu(), self._xt).to(zf.device)
 
     @staticmethod
     def _accumulate(

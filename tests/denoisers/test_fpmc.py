@@ -78,3 +78,21 @@ def test_bad_weights_raise_clear_errors():
         FPMCDenoiser(x, ok, ok[:2])
     with pytest.raises(ValueError, match="must cover 6x6"):
         FPMCDenoiser(x, torch.ones(3, 1, 5, 6), torch.ones(3, 1, 5, 6))
+
+
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_both_engines_match_the_definition_loop(engine):
+    x = smooth_images(700, 2, 6, seed=4)  # more images than one kernel chunk (online softmax)
+    z, s = mixed_probes(x)
+    g = torch.Generator().manual_seed(1)
+    q = torch.rand(7, 1, 6, 6, generator=g) * (torch.rand(7, 1, 6, 6, generator=g) > 0.6)
+    r = (torch.rand(7, 2, 6, 6, generator=g) > 0.5).double()
+    d = FPMCDenoiser(x, q, r, 0.8, block_size=3)
+    d.collection.engine = engine
+    out = d(z, s)
+    assert (out.double() - fpmc_loop(z, s, x, q, r, temperature=0.8)).abs().max() < 1e-5
+
+
+def test_unknown_engine_raises():
+    with pytest.raises(ValueError, match="engine must be one of"):
+        FilteredPosteriorMeans(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4), (1, 4, 4), 4, "x")

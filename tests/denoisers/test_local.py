@@ -90,3 +90,33 @@ def test_equal_patches_are_merged_exactly(padding):
     out = d(z, s)
     assert sum(r.shape[0] for r, _ in d._patch_sets.values()) < 12 * 64
     assert (out.double() - els_loop(z, s, x, 3, padding)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_els_engines_match_the_definition_loop(engine):
+    x = smooth_images(40, 2, 8, seed=5)  # 40 * 36 patches: more than one kernel chunk
+    z, s = mixed_probes(x)
+    d = EquivariantLocalDenoiser(x, patch_size=3)
+    d.engine = engine
+    assert (d(z, s).double() - els_loop(z, s, x, 3, "circular")).abs().max() < 1e-5
+
+
+def test_els_accelerator_step_sizes_give_the_same_centres():
+    from lightning_pspc.denoisers.local import (
+        ELS_DEVICE_QUERY_ROWS,
+        _unfold_windows,
+        els_posterior_centres,
+    )
+
+    x = smooth_images(30, 1, 8, seed=6)
+    z, s = mixed_probes(x)
+    d = EquivariantLocalDenoiser(x, patch_size=3)
+    d(z, s)
+    (rhs, centres), q = (
+        next(iter(d._patch_sets.values())),
+        _unfold_windows(z.double(), 3, "circular"),
+    )
+    inv = 1.0 / s.double().square()
+    small = els_posterior_centres(q, rhs, centres, inv, 2**10)
+    big = els_posterior_centres(q, rhs, centres, inv, 2**22, ELS_DEVICE_QUERY_ROWS)
+    torch.testing.assert_close(big, small, rtol=0, atol=1e-9)
