@@ -321,14 +321,21 @@ def _point_loggers_at(trainer_cfg: Namespace, run_dir: Path) -> None:
         logger.init_args = init
 
 
+def _wandb_loggers(trainer_cfg: Namespace) -> list[Namespace]:
+    """The ``WandbLogger`` entries of the trainer's ``logger`` configuration."""
+    loggers = trainer_cfg.get("logger")
+    return [
+        logger
+        for logger in (loggers if isinstance(loggers, list) else [loggers])
+        if isinstance(logger, Namespace)
+        and "class_path" in logger
+        and str(logger.class_path).rsplit(".", 1)[-1] == "WandbLogger"
+    ]
+
+
 def _check_wandb_can_log(trainer_cfg: Namespace) -> None:
     """An online ``WandbLogger`` without credentials fails before anything is written."""
-    loggers = trainer_cfg.get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if not isinstance(logger, Namespace) or "class_path" not in logger:
-            continue
-        if str(logger.class_path).rsplit(".", 1)[-1] != "WandbLogger":
-            continue
+    for logger in _wandb_loggers(trainer_cfg):
         if (logger.get("init_args") or Namespace()).get("offline"):
             continue
         problem = wandb_login_problem(
@@ -350,12 +357,7 @@ def _assign_wandb_id(
     written by ``before_fit``, after the up-front checks, so a run that fails to start leaves
     nothing behind.
     """
-    loggers = trainer_cfg.get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if not isinstance(logger, Namespace) or "class_path" not in logger:
-            continue
-        if str(logger.class_path).rsplit(".", 1)[-1] != "WandbLogger":
-            continue
+    for logger in _wandb_loggers(trainer_cfg):
         init = logger.get("init_args") or Namespace()
         run_id, injected = init.get("id") or init.get("version"), None
         if run_id is None:

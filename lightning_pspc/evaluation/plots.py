@@ -147,8 +147,13 @@ def tile_centre(index: int, size: int, pad: int = GAP) -> float:
     return tile_start(index, size, pad) + (size - 1) / 2
 
 
-def _grid_axes(fig: Figure, image: np.ndarray):
-    ax = fig.add_axes((0.08, 0.02, 0.9, 0.88))
+def grid_axes(
+    fig: Figure,
+    image: np.ndarray,
+    rect: tuple[float, float, float, float] = (0.08, 0.02, 0.9, 0.88),
+):
+    """Axes at ``rect`` of ``fig`` showing a mosaic ``image`` (grey, [0, 1]) without ticks or frame."""
+    ax = fig.add_axes(rect)
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -167,7 +172,7 @@ def panel_figure(panel: Mapping[str, Tensor], sigmas: Tensor, title: str = "") -
     tiles = torch.stack([panel[name][:rows] for name in cols], dim=1)  # [K, cols, C, H, W]
     h, w = tiles.shape[-2:]
     fig = Figure(figsize=(1.1 * len(cols) + 1.0, 1.1 * rows + 0.6))
-    ax = _grid_axes(fig, mosaic(tiles))
+    ax = grid_axes(fig, mosaic(tiles))
     ax.set_xticks([tile_centre(i, w) for i in range(len(cols))], cols, fontsize=8)
     ax.xaxis.tick_top()
     ax.set_yticks(
@@ -196,7 +201,7 @@ def neighbours_figure(
     tiles = torch.cat([s, n], dim=1).flatten(0, 1)  # [2*rows, cols, C, H, W]
     h, w = samples.shape[-2:]
     fig = Figure(figsize=(1.0 * cols + 1.0, 2.1 * rows + 0.6))
-    ax = _grid_axes(fig, mosaic(tiles))
+    ax = grid_axes(fig, mosaic(tiles))
     for i in range(m):
         r, c = divmod(i, cols)
         mem = float(ratio[i]) < threshold

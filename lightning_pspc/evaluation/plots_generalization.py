@@ -13,30 +13,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .plots import _log_axes, mosaic
+from .plots import _log_axes, grid_axes, mosaic, tile_start
 
 #: ``(key in a generalization record, axis label, log y axis)`` of the per-sigma measures.
 PER_SIGMA_MEASURES = (
     ("linearity", "linearity score (cosine)", False),
     ("gaussian_nmse", "||D - D_gauss||^2 / ||D_gauss||^2", True),
 )
-
-
-def _image_axes(fig: Figure, image: np.ndarray, rect=(0.12, 0.02, 0.86, 0.86)) -> Axes:
-    ax = fig.add_axes(rect)
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for side in ax.spines.values():
-        side.set_visible(False)
-    return ax
-
-
-def _tile_starts(extent: int, count: int, size: int, pad: int = 2) -> list[float]:
-    """First pixel of each of ``count`` tiles of ``size`` pixels along a mosaic axis of ``extent``
-    pixels (whatever leading margin :func:`~.plots.mosaic` leaves)."""
-    lead = extent - count * (size + pad)
-    return [max(lead, 0) + i * (size + pad) for i in range(count)]
 
 
 def _array(values: Sequence[float | None]) -> np.ndarray:
@@ -117,9 +100,9 @@ def agreement_figure(
     m, h, w = tiles.shape[0], tiles.shape[-2], tiles.shape[-1]
     fig = Figure(figsize=(1.2 * len(cols) + 1.0, 1.1 * m + 0.7))
     image = mosaic(tiles)
-    ax = _image_axes(fig, image)
-    xs = _tile_starts(image.shape[1], len(cols), w)
-    ys = _tile_starts(image.shape[0], m, h)
+    ax = grid_axes(fig, image, rect=(0.12, 0.02, 0.86, 0.86))
+    xs = [tile_start(i, w) for i in range(len(cols))]
+    ys = [tile_start(i, h) for i in range(m)]
     for j, ref in enumerate(references, start=1):
         for i in range(m):
             ax.text(
@@ -151,9 +134,9 @@ def twins_figure(pairs: Sequence[tuple[int, Tensor, Tensor]], cols: int = 8) -> 
     h = tiles.shape[-2]
     fig = Figure(figsize=(1.0 * width + 1.4, 1.0 * len(rows) + 0.6))
     image = mosaic(tiles)
-    ax = _image_axes(fig, image, rect=(0.16, 0.02, 0.82, 0.88))
+    ax = grid_axes(fig, image, rect=(0.16, 0.02, 0.82, 0.88))
     labels = [f"N={n} {t}" for n, _, _ in pairs for t in ("a", "b")]
-    starts = _tile_starts(image.shape[0], len(rows), h)
+    starts = [tile_start(i, h) for i in range(len(rows))]
     ax.set_yticks([y + h / 2 for y in starts], labels, fontsize=8)
     ax.tick_params(length=0)
     fig.suptitle("Twin models (disjoint halves) sampled from the same noise", fontsize=9)
