@@ -178,10 +178,13 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     assert code == 0
     (run,) = (tmp_path / "ev" / "wandb").glob("offline-run-*")
     assert list(run.glob("*.wandb"))
-    # per checkpoint: MSE to empirical, neighbours, panel, generalization vs sigma, agreement grid
-    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 5
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    # per checkpoint: MSE to empirical, neighbours, panel, generalization vs sigma, agreement
+    # grid; then the phase diagram (the sweep's runs keep a memorization history)
+    assert report["phase_diagram"] == "phase_diagram.png"
+    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 5 + 1
     assert _metrics(swept)["checkpoints"][1]["num_train"] == 48
-    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["transition"] is None
+    assert report["transition"] is None
 
 
 def _eval_error(args: list[str], capsys) -> str:

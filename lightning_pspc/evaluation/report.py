@@ -123,7 +123,9 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
     """Log an ``eval.py`` report to one W&B run (its files under ``folder/wandb``).
 
     Per checkpoint: the memorized fraction, the band means of every reference and probe kind,
-    and its charts (``folder/plots``); then a summary table and the transition chart.
+    the lowest linearity over sigma, the median Pearson r of the sample agreement with each
+    closed-form sampler, and its charts (``folder/plots``); then a summary table, the twin table
+    and the transition, twins and phase-diagram charts.
     """
     import wandb
 
@@ -140,6 +142,14 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
         for ref, kinds in rec["bands"].items():
             for kind, bands in kinds.items():
                 scalars |= {f"{rec['label']}/{ref}/{kind}/{b}": v for b, v in bands.items()}
+        linearity = [v for v in (rec.get("generalization") or {}).get("linearity", []) if v]
+        if linearity:
+            scalars[f"{rec['label']}/linearity/min"] = min(linearity)
+        for ref, stats in (rec.get("agreement") or {}).items():
+            if isinstance(stats, dict) and "pearson" in stats:
+                scalars[f"{rec['label']}/agreement/{ref}/pearson_median"] = stats["pearson"][
+                    "median"
+                ]
         images = {
             f"{rec['label']}/{p}": wandb.Image(str(folder / "plots" / p)) for p in rec["plots"]
         }
@@ -148,7 +158,12 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
         rows.append([rec["label"], rec["num_train"], rec["epoch"], rec["memorized_fraction"], mid])
     columns = ["checkpoint", "num_train", "epoch", "memorized_fraction", "mse_empirical_train_mid"]
     log = {"summary": wandb.Table(columns=columns, data=rows)}
-    if report["transition"]:
-        log["transition"] = wandb.Image(str(folder / report["transition"]))
+    for key in ("transition", "twins_plot", "phase_diagram"):
+        if report.get(key):
+            log[key] = wandb.Image(str(folder / report[key]))
+    if report.get("twins"):
+        columns = ["num_train", "twin_cos_median", "train_cos_median", "reproducibility"]
+        rows = [[t.get(c) for c in columns] for t in report["twins"]]
+        log["twins"] = wandb.Table(columns=columns, data=rows)
     run.log(log)
     run.finish()
