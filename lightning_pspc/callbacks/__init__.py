@@ -2,6 +2,7 @@
 
 from .checkpoint import LastCheckpoint, RunCheckpoint
 from .comparison import DenoiserComparison
+from .locality import LocalityMonitor
 from .memorization import MemorizationMonitor
 from .periodic import PeriodicEvaluation, is_last_epoch
 from .progress import EpochLines
@@ -12,6 +13,7 @@ __all__ = [
     "DenoiserComparison",
     "EpochLines",
     "LastCheckpoint",
+    "LocalityMonitor",
     "RunCheckpoint",
     "MemorizationMonitor",
     "PeriodicEvaluation",

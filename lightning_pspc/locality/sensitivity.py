@@ -23,6 +23,7 @@ class ProbeLike(Protocol):
     z: Tensor
     sigma: Tensor
 
+
 #: Default bound on cotangents x probes per batched VJP (memory ~ this many backward passes).
 DEFAULT_VJP_BATCH = 256
 
