@@ -31,7 +31,12 @@ from .runs import CONFIG_FILE, RunSetupError, load_config, read_checkpoint
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = "configs/sweep_fmnist.yaml"
 #: Evaluation sizes of the sweep (smaller than ``eval.py``'s defaults: five runs in minutes).
-SWEEP_EVAL_DEFAULTS = {"num_train_probes": 8, "num_heldout_probes": 8, "num_reverse_probes": 4}
+SWEEP_EVAL_DEFAULTS = {
+    "num_train_probes": 8,
+    "num_heldout_probes": 8,
+    "num_reverse_probes": 4,
+    "locality_probes": 2,
+}
 
 
 def run_name(name: str, size: int) -> str:

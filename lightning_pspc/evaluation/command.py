@@ -26,12 +26,18 @@ HELP = {
     "num_reverse_probes": "seeds of reverse (Heun) trajectories, one probe per sigma each",
     "num_samples": "Heun samples for the memorization statistics",
     "num_steps": "Heun steps per sample",
-    "references": "reference denoisers (empirical, pspc, gaussian)",
+    "references": "reference denoisers: empirical, pspc, gaussian, pspc_flex, pspc_flex_soft, ls, "
+    "els, wiener_locality (the local ones are slow on CPU; see README)",
     "sigmas": "noise levels (default: the 18 EDM sigmas)",
     "seed": "seed of the probes and samples",
     "batch_size": "images per denoiser call",
     "threshold": "memorized when d(NN1) / d(NN2) < threshold (Gu et al. 2023)",
     "device": "auto, cpu, cuda, cuda:1, ...",
+    "locality_probes": "held-out probes per sigma of the sensitivity / best-fit patch sizes "
+    "(0: skip)",
+    "locality_stride": "output-pixel grid step of the sensitivity heatmaps (1: every pixel)",
+    "locality_sigmas": "noise levels of the patch sizes (default 10 3 1 0.5 0.2 0.05)",
+    "flex_probes": "held-out probes per sigma of the pspc_flex references' full heatmaps",
 }
 
 
@@ -40,8 +46,8 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     :func:`settings_from_args`), plus ``--wandb``, ``--wandb-project`` and ``--no-progress``."""
     for f in fields(EvalSettings):
         flag = "--" + f.name.replace("_", "-")
-        if f.name in ("references", "sigmas"):
-            kind = float if f.name == "sigmas" else str
+        if f.name in ("references", "sigmas", "locality_sigmas"):
+            kind = str if f.name == "references" else float
             p.add_argument(flag, nargs="+", type=kind, default=f.default, help=HELP[f.name])
         else:
             p.add_argument(flag, type=type(f.default), default=f.default, help=HELP[f.name])

@@ -25,8 +25,11 @@ from tqdm.auto import tqdm
 from ..runs import RunSetupError, load_run, read_checkpoint
 from ..wandb_check import wandb_login_problem
 from .engine import check_reference_names
+from .local_references import NetworkFlexReference
+from .locality import Locality
 from .pipeline import Comparison, EvalData, Evaluation, Memorization, Panel, figures_of
 from .plots import save_figure, transition_figure
+from .plots_locality import locality_transition_figure
 from .probes import probe_sigmas
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
 
@@ -50,14 +53,24 @@ class EvalSettings:
     batch_size: int = 128
     threshold: float = 1 / 3
     device: str = "auto"
+    locality_probes: int = 4
+    locality_stride: int = 2
+    locality_sigmas: list[float] | None = None
+    flex_probes: int = 2
 
     def check(self) -> None:
         """Raise :class:`EvalError` for a bad setting."""
         try:
             check_reference_names(self.references)
             probe_sigmas(self.sigmas)
+            self.locality_member()
         except ValueError as err:
             raise EvalError(str(err)) from None
+        if self.locality_probes < 0 or self.flex_probes < 1:
+            raise EvalError(
+                f"--locality-probes {self.locality_probes} must be >= 0 (0: no locality "
+                f"measurement) and --flex-probes {self.flex_probes} >= 1"
+            )
         counts = {
             "--num-train-probes": self.num_train_probes,
             "--num-heldout-probes": self.num_heldout_probes,
@@ -71,6 +84,17 @@ class EvalSettings:
                 f"{self.batch_size} must be >= 1 and --threshold {self.threshold} > 0"
             )
         check_device(self.device)
+
+    def locality_member(self) -> Locality | None:
+        """The :class:`Locality` member of these settings (``None`` with ``locality_probes=0``)."""
+        if self.locality_probes == 0:
+            return None
+        try:
+            return Locality(self.locality_sigmas, self.locality_probes, self.locality_stride)
+        except ValueError as err:
+            raise ValueError(
+                f"--locality-sigmas/--locality-probes/--locality-stride: {err}"
+            ) from None
 
     def torch_device(self) -> torch.device:
         """``auto``: CUDA when available, else CPU."""
@@ -170,15 +194,18 @@ def check_comparable(runs: Sequence[LoadedRun]) -> None:
 
 
 def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.device) -> Evaluation:
-    """The evaluation pipeline of ``eval.py``: comparison, memorization and panel members."""
+    """The evaluation pipeline of ``eval.py``: locality (first: its best-fit LS sizes calibrate
+    the ``ls`` / ``els`` references), comparison, memorization and panel members."""
+    locality = settings.locality_member()
     members = [
+        *([locality] if locality is not None else []),
         Comparison(
             settings.num_train_probes, settings.num_heldout_probes, settings.num_reverse_probes
         ),
         Memorization(settings.num_samples, settings.num_steps, settings.threshold),
         Panel(),
     ]
-    return Evaluation(
+    evaluation = Evaluation(
         data,
         members,
         settings.references,
@@ -187,6 +214,10 @@ def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.devic
         settings.batch_size,
         device,
     )
+    for ref in evaluation.references.values():
+        if isinstance(ref, NetworkFlexReference):
+            ref.num_probes = settings.flex_probes
+    return evaluation
 
 
 @torch.no_grad()
@@ -224,6 +255,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         **run.meta,
         **comparison.to_json(),
         **results[Memorization.name].to_json(),
+        **locality_json(evaluation, results),
         "num_probes": {
             k: len(p) for k, p in evaluation.members[Comparison.name].comparer.forward.items()
         }
@@ -232,6 +264,27 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         "plots": plots,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def locality_json(evaluation: Evaluation, results: dict) -> dict:
+    """``{"locality": {...}, "local_schedules": {...}}`` of one checkpoint: the sensitivity and
+    best-fit patch sizes (when measured) and the window schedules the ``ls`` / ``els``
+    references used (calibrated or the default)."""
+    out = {}
+    if Locality.name in results:
+        out["locality"] = results[Locality.name].to_json()
+    schedules = {
+        name: {
+            "sigmas": list(ref.schedule[0]),
+            "patch_sizes": list(ref.schedule[1]),
+            "calibrated": ref.calibrated,
+        }
+        for name, ref in evaluation.references.items()
+        if hasattr(ref, "schedule") and hasattr(ref, "calibrated")
+    }
+    if schedules:
+        out["local_schedules"] = schedules
+    return out
 
 
 def evaluate_checkpoints(
@@ -280,6 +333,9 @@ def evaluate_checkpoints(
         if len({r["num_train"] for r in records}) >= 2:
             save_figure(transition_figure(records), tmp / "transition.png")
             report["transition"] = "transition.png"
+        if len({r["num_train"] for r in records if r.get("locality")}) >= 2:
+            save_figure(locality_transition_figure(records), tmp / "transition_locality.png")
+            report["transition_locality"] = "transition_locality.png"
         report["seconds"] = time.perf_counter() - t0
         write_json_atomic(tmp / "metrics.json", report)
     if wandb_project:

@@ -99,15 +99,7 @@ class NetworkFlexReference(NetworkDependentReference):
         hm = torch.ones(grid.numel(), h, w, h, w, dtype=torch.float64)
         need = [i for i, t in enumerate(taus) if t < 1]
         if need:
-            held = (
-                evaluation.data.heldout
-                if evaluation.data.heldout.shape[0]
-                else evaluation.data.train
-            )
-            probes = forward_probes(
-                held, grid[need], self.num_probes, evaluation.seeds.heldout_probes
-            ).to(evaluation.device)
-            got = heatmaps_at_sigmas(network, probes, grid[need]).double().cpu()
+            got = self._heatmaps(network, evaluation, grid[need])
             zero = got.flatten(-2).sum(-1) == 0  # pixels sensitive to nothing: whole image
             got[zero] = 1.0
             hm[need] = got
@@ -116,6 +108,20 @@ class NetworkFlexReference(NetworkDependentReference):
             self.images, heatmaps=hm, taus=taus, sigmas=grid, soft=self.soft
         ).to(self.images.device)
         return True
+
+    def _heatmaps(self, network: Denoiser, evaluation: Any, sigmas: Tensor) -> Tensor:
+        """Full heatmaps ``[S, H, W, H, W]`` at ``sigmas``, shared through the evaluation's
+        ``heatmap_cache`` (hard and soft PSPC-Flex compute them once per refresh)."""
+        key = ("flex", tuple(sigmas.tolist()), self.num_probes)
+        cache = getattr(evaluation, "heatmap_cache", {})
+        if key not in cache:
+            data = evaluation.data
+            held = data.heldout if data.heldout.shape[0] else data.train
+            probes = forward_probes(
+                held, sigmas, self.num_probes, evaluation.seeds.heldout_probes
+            ).to(evaluation.device)
+            cache[key] = heatmaps_at_sigmas(network, probes, sigmas).double().cpu()
+        return cache[key].clone()
 
 
 class CalibratedLocalReference(NetworkDependentReference):

@@ -177,6 +177,9 @@ class Evaluation:
         #: best-fit patch sizes ``{"pspc" | "ls": (sigmas, sizes)}`` of the latest locality
         #: member, read by the calibrated LS / ELS references (may be shared between evaluations)
         self.calibration: dict[str, tuple[list[float], list[int]]] = {}
+        #: heatmaps of the network being evaluated, shared by the references of one refresh
+        #: (``{key: [S, H, W, H, W]}``, cleared at every refresh)
+        self.heatmap_cache: dict[tuple, Tensor] = {}
         self.members: dict[str, EvaluationMember] = {}
         for member in members:
             if member.name in self.members:
@@ -206,6 +209,7 @@ class Evaluation:
     def refresh_references(self, network: Denoiser) -> list[str]:
         """Refresh the references that depend on ``network`` (or on :attr:`calibration`); tell
         the members which changed. Returns their names."""
+        self.heatmap_cache = {}
         changed = [
             name
             for name, ref in self.references.items()
