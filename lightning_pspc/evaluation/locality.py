@@ -198,22 +198,30 @@ class Locality(EvaluationMember):
             f: [sensitivity_patch_size(hm[i], f, self.pixels) for i in range(len(self.sigmas))]
             for f in self.fractions
         }
+        best, mse_table = self.best_fit(out, fit)
+        return LocalityResult(
+            list(self.sigmas), sizes, best, mse_table, dict(self.kind_candidates), hm, self.pixels
+        )
+
+    def best_fit(
+        self, outputs: Tensor, fit: dict[str, Tensor] | None = None
+    ) -> tuple[dict[str, list[int]], dict[str, list[list[float]]]]:
+        """Best-fit patch size per sigma ``{kind: [S]}`` and the MSE table ``{kind: [S][K]}`` of
+        the network's ``outputs [M*S, C, H, W]`` on the member's probes; records the sizes in
+        ``evaluation.calibration`` (read by the ``ls`` / ``els`` references)."""
+        fit = self.fit_outputs() if fit is None else fit
+        sig = self.probes.sigma
         best, mse_table = {}, {}
-        for kind, outputs in fit.items():
-            err = (outputs - out.unsqueeze(0)).pow(2).flatten(2).mean(2).double()  # [K, M*S]
+        for kind, cand_out in fit.items():
+            err = (cand_out - outputs.unsqueeze(0)).pow(2).flatten(2).mean(2).double()  # [K, M*S]
             per_sigma = torch.stack(
-                [err[:, (sig - s).abs() < 1e-9 * s].mean(1) for s in grid]
+                [err[:, (sig - s).abs() < 1e-9 * s].mean(1) for s in self.sigmas]
             )  # [S, K]
             cands = self.kind_candidates[kind]
             best[kind] = [cands[i] for i in per_sigma.argmin(1).tolist()]
             mse_table[kind] = per_sigma.cpu().tolist()
-        if "ls" in best:
-            self.evaluation.calibration["ls"] = (list(self.sigmas), list(best["ls"]))
-        if "pspc" in best:
-            self.evaluation.calibration["pspc"] = (list(self.sigmas), list(best["pspc"]))
-        return LocalityResult(
-            list(self.sigmas), sizes, best, mse_table, dict(self.kind_candidates), hm, self.pixels
-        )
+            self.evaluation.calibration[kind] = (list(self.sigmas), list(best[kind]))
+        return best, mse_table
 
     def record(self, result: LocalityResult) -> dict[str, Any]:
         return result.to_json()
