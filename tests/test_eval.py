@@ -38,6 +38,10 @@ EVAL_ARGS = [
     "4",
     "--num-steps",
     "4",
+    "--locality-probes",
+    "1",
+    "--locality-stride",
+    "7",
     "--no-progress",
 ]
 TINY_TRAIN = [
@@ -309,3 +313,18 @@ def test_sweep_over_existing_runs_names_skip_existing_and_resumes_half_trained_o
     assert [c[-1] for c in calls] == [f"--ckpt_path={root / 't-n00048' / 'last.ckpt'}"] + [
         "--data.num_train=64"
     ]
+
+
+def test_metrics_json_has_locality_and_the_locality_transition(swept):
+    report = _metrics(swept)
+    assert report["transition_locality"] == "transition_locality.png"
+    assert (swept / "eval" / "transition_locality.png").stat().st_size > 10_000
+    for rec in report["checkpoints"]:
+        loc = rec["locality"]
+        assert loc["sigmas"] == [10.0, 3.0, 1.0, 0.5, 0.2, 0.05]
+        for key in ("f50", "f75", "f95"):
+            sizes = loc["sensitivity_patch_size"][key]
+            assert len(sizes) == 6 and all(1 <= v <= 28 for v in sizes)
+        for kind in ("pspc", "ls"):
+            best = loc["best_fit_patch_size"][kind]
+            assert all(p in loc["best_fit_candidates"][kind] for p in best)
