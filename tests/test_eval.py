@@ -178,7 +178,8 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     assert code == 0
     (run,) = (tmp_path / "ev" / "wandb").glob("offline-run-*")
     assert list(run.glob("*.wandb"))
-    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 3
+    # 3 comparison / memorization charts + 2 locality charts (patch size vs sigma, heatmaps)
+    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 5
     assert _metrics(swept)["checkpoints"][1]["num_train"] == 48
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["transition"] is None
 
