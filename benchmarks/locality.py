@@ -29,13 +29,20 @@ from lightning_pspc.data import IDXSource
 from lightning_pspc.denoisers import EmpiricalDenoiser, EquivariantLocalDenoiser, PSPCFlexDenoiser
 from lightning_pspc.denoisers.pspc_flex import masks_from_heatmaps
 from lightning_pspc.denoisers.reference_local import els_cdist_loop, pspc_flex_published
-from lightning_pspc.locality import forward_probes, sensitivity_heatmaps
+from lightning_pspc.evaluation.probes import forward_probes
+from lightning_pspc.locality import sensitivity_heatmaps
 from lightning_pspc.runs import build_from_config, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 DEVICE = torch.device("cpu")  # set by --device
+
+
+def probes_at(images: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """``images`` (in a seeded order) noised at ``sigma``: the evaluation's probe source."""
+    grid = torch.tensor([sigma], dtype=torch.float64)
+    return forward_probes(images, grid, images.shape[0], seed).z
 
 
 def sync() -> None:
@@ -70,7 +77,7 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
         module, _ = build_from_config(REPO / "configs" / "unet_fmnist_small.yaml")
         source = "untrained UNet (configs/unet_fmnist_small.yaml)"
     net = module.denoiser.eval().to(DEVICE)
-    probes = forward_probes(held[: args.heatmap_probes], args.sigma, seed=0).to(DEVICE)
+    probes = probes_at(held[: args.heatmap_probes], args.sigma, seed=0).to(DEVICE)
     t0 = time.perf_counter()
     hm = sensitivity_heatmaps(net, probes, args.sigma)
     print(
@@ -79,7 +86,7 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
     )
     n, b = args.flex_n, args.batch
     x = data[:n].to(DEVICE)
-    z = forward_probes(held[-b:], args.sigma, seed=1).to(DEVICE)
+    z = probes_at(held[-b:], args.sigma, seed=1).to(DEVICE)
     sig = torch.full((b,), args.sigma, device=DEVICE)
     emp = EmpiricalDenoiser(x)
     t_emp = best_time(lambda: emp(z, sig), args.repeats)
@@ -112,7 +119,7 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
 def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None:
     n, b = args.els_n, args.batch
     x = data[:n].to(DEVICE)
-    z = forward_probes(held[-b:], args.sigma, seed=1).to(DEVICE)
+    z = probes_at(held[-b:], args.sigma, seed=1).to(DEVICE)
     sig = torch.full((b,), args.sigma, device=DEVICE)
     emp = EmpiricalDenoiser(x)
     t_emp = best_time(lambda: emp(z, sig), args.repeats)
@@ -148,7 +155,7 @@ def bench_heatmaps(args, held: torch.Tensor) -> None:
         net = module.denoiser.eval().to(DEVICE)
         params = sum(p.numel() for p in net.parameters())
         m = args.heatmap_probes
-        z = forward_probes(held[:m], args.sigma, seed=0).to(DEVICE)
+        z = probes_at(held[:m], args.sigma, seed=0).to(DEVICE)
         full = best_time(lambda net=net, z=z: sensitivity_heatmaps(net, z, args.sigma), 1) / m
         strided = best_time(
             lambda net=net, z=z: sensitivity_heatmaps(net, z, args.sigma, stride=4), 2

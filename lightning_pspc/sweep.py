@@ -47,6 +47,7 @@ SWEEP_EVAL_DEFAULTS = {
     "num_reverse_probes": 4,
     "num_linearity_pairs": 4,
     "num_agreement_samples": 4,
+    "locality_probes": 2,
 }
 
 

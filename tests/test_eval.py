@@ -42,6 +42,10 @@ EVAL_ARGS = [
     "2",
     "--num-agreement-samples",
     "2",
+    "--locality-probes",
+    "1",
+    "--locality-stride",
+    "7",
     "--no-progress",
 ]
 TINY_TRAIN = [
@@ -180,9 +184,10 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     assert list(run.glob("*.wandb"))
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     # per checkpoint: MSE to empirical, neighbours, panel, generalization vs sigma, agreement
-    # grid; then the phase diagram (the sweep's runs keep a memorization history)
+    # grid, locality patch size vs sigma and heatmaps; then the phase diagram (the sweep's runs
+    # keep a memorization history)
     assert report["phase_diagram"] == "phase_diagram.png"
-    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 5 + 1
+    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 7 + 1
     assert _metrics(swept)["checkpoints"][1]["num_train"] == 48
     assert report["transition"] is None
 
@@ -317,3 +322,18 @@ def test_sweep_over_existing_runs_names_skip_existing_and_resumes_half_trained_o
     assert [c[-1] for c in calls] == [f"--ckpt_path={root / 't-n00048' / 'last.ckpt'}"] + [
         "--data.num_train=64"
     ]
+
+
+def test_metrics_json_has_locality_and_the_locality_transition(swept):
+    report = _metrics(swept)
+    assert report["transition_locality"] == "transition_locality.png"
+    assert (swept / "eval" / "transition_locality.png").stat().st_size > 10_000
+    for rec in report["checkpoints"]:
+        loc = rec["locality"]
+        assert loc["sigmas"] == [10.0, 3.0, 1.0, 0.5, 0.2, 0.05]
+        for key in ("f50", "f75", "f95"):
+            sizes = loc["sensitivity_patch_size"][key]
+            assert len(sizes) == 6 and all(1 <= v <= 28 for v in sizes)
+        for kind in ("pspc", "ls"):
+            best = loc["best_fit_patch_size"][kind]
+            assert all(p in loc["best_fit_candidates"][kind] for p in best)

@@ -3,6 +3,7 @@
 from .checkpoint import LastCheckpoint, RunCheckpoint
 from .comparison import DenoiserComparison
 from .generalization import GeneralizationMonitor
+from .locality import LocalityMonitor
 from .memorization import MemorizationMonitor
 from .periodic import PeriodicEvaluation, is_last_epoch
 from .progress import EpochLines
@@ -14,6 +15,7 @@ __all__ = [
     "EpochLines",
     "GeneralizationMonitor",
     "LastCheckpoint",
+    "LocalityMonitor",
     "RunCheckpoint",
     "MemorizationMonitor",
     "PeriodicEvaluation",

@@ -39,7 +39,13 @@ class DenoiserComparison(PeriodicEvaluation):
 
     Args:
         every_n_epochs: evaluation period (also after the last epoch).
-        references: names of the reference denoisers.
+        references: names of the reference denoisers
+            (:data:`~lightning_pspc.evaluation.REFERENCE_DENOISERS`): ``empirical``, ``pspc``,
+            ``gaussian`` and the local family ``pspc_flex``, ``pspc_flex_soft`` (masks from the
+            current network's heatmaps, recomputed at every evaluation: ~30 s per probe per
+            sigma with tau < 1 on CPU), ``ls``, ``els`` (the LocalityMonitor's best-fit LS sizes
+            once it has run, else the measured 28x28 default; ELS is slow on CPU) and
+            ``wiener_locality``.
         sigmas: noise-level grid (default: the 18 EDM sigmas).
         num_train_probes, num_heldout_probes: images per pool, each probed at every sigma.
         num_reverse_probes: seeds of reverse trajectories (each gives one probe per sigma).

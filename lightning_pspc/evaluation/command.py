@@ -26,7 +26,8 @@ HELP = {
     "num_reverse_probes": "seeds of reverse (Heun) trajectories, one probe per sigma each",
     "num_samples": "Heun samples for the memorization statistics",
     "num_steps": "Heun steps per sample",
-    "references": "reference denoisers (empirical, pspc, gaussian)",
+    "references": "reference denoisers: empirical, pspc, gaussian, pspc_flex, pspc_flex_soft, ls, "
+    "els, wiener_locality (the local ones are slow on CPU; see README)",
     "sigmas": "noise levels (default: the 18 EDM sigmas)",
     "seed": "seed of the probes and samples",
     "batch_size": "images per denoiser call",
@@ -36,6 +37,11 @@ HELP = {
     "num_agreement_samples": "samples from the same noise by network and closed-form denoisers "
     "(0: off; the closed-form samples take seconds on CPU, once per checkpoint)",
     "agreement_references": "closed-form denoisers the network's samples are compared with",
+    "locality_probes": "held-out probes per sigma of the sensitivity / best-fit patch sizes "
+    "(0: skip)",
+    "locality_stride": "output-pixel grid step of the sensitivity heatmaps (1: every pixel)",
+    "locality_sigmas": "noise levels of the patch sizes (default 10 3 1 0.5 0.2 0.05)",
+    "flex_probes": "held-out probes per sigma of the pspc_flex references' full heatmaps",
 }
 
 
@@ -44,8 +50,8 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     :func:`settings_from_args`), plus ``--wandb``, ``--wandb-project`` and ``--no-progress``."""
     for f in fields(EvalSettings):
         flag = "--" + f.name.replace("_", "-")
-        if f.name in ("references", "sigmas", "agreement_references"):
-            kind = float if f.name == "sigmas" else str
+        if f.name in ("references", "sigmas", "agreement_references", "locality_sigmas"):
+            kind = float if f.name in ("sigmas", "locality_sigmas") else str
             p.add_argument(flag, nargs="+", type=kind, default=f.default, help=HELP[f.name])
         else:
             p.add_argument(flag, type=type(f.default), default=f.default, help=HELP[f.name])

@@ -21,6 +21,7 @@ from ..denoisers import EmpiricalDenoiser, GaussianDenoiser, PSPCSquareDenoiser
 from ..diffusion import heun_sample
 from ..metrics import DenoiserDistance, MemorizedFraction, NearestNeighbourStats, nearest_neighbours
 from ..types import Denoiser
+from .local_references import LOCAL_REFERENCES
 from .probes import ProbeSet, check_rank, forward_probes, reverse_probes
 
 #: Closed-form reference denoisers by the name used in configs, metric keys and files.
@@ -28,6 +29,7 @@ REFERENCE_DENOISERS: dict[str, Callable[[Tensor], nn.Module]] = {
     "empirical": EmpiricalDenoiser,
     "pspc": PSPCSquareDenoiser,
     "gaussian": GaussianDenoiser,
+    **LOCAL_REFERENCES,  # pspc_flex, pspc_flex_soft, ls, els, wiener_locality
 }
 
 #: Sigma bands ``[lo, hi)`` of the transition chart: networks depart most from the empirical
@@ -43,12 +45,13 @@ PROBE_KINDS = ("train", "heldout", "reverse")
 
 
 def check_reference_names(names: Sequence[str]) -> tuple[str, ...]:
-    """Validate reference denoiser names (``empirical``, ``pspc``, ``gaussian``); no duplicates."""
+    """Validate reference denoiser names (:data:`REFERENCE_DENOISERS`); no duplicates."""
     names = tuple(names)
     unknown = [n for n in names if n not in REFERENCE_DENOISERS]
     if unknown or len(set(names)) != len(names) or not names:
+        what = f"unknown reference(s) {unknown}; " if unknown else ""
         raise ValueError(
-            f"references={list(names)}: use a non-empty list without duplicates of "
+            f"references={list(names)}: {what}use a non-empty list without duplicates of "
             f"{sorted(REFERENCE_DENOISERS)}"
         )
     return names
@@ -222,20 +225,36 @@ class DenoiserComparer:
     def work(self) -> int:
         """Denoiser evaluations of this process in the next :meth:`evaluate` (for progress bars)."""
         fwd = sum(len(p) for p in self.forward.values())
-        ref_fwd = sum(len(p) for k, p in self.forward.items() if k not in self._cache)
+        ref_fwd = sum(
+            len(p) * sum(n not in self._cache.get(k, {}) for n in self.references)
+            for k, p in self.forward.items()
+        )
         r = self.reverse_noise.shape[0] * self.sigmas.numel()
-        return fwd + ref_fwd * len(self.references) + r * (1 + len(self.references))
+        return fwd + ref_fwd + r * (1 + len(self.references))
 
     def reference_outputs(self, kind: str, bar: tqdm | None = None) -> dict[str, Tensor]:
-        """``{reference: outputs [P, C, H, W]}`` on the forward probes ``kind`` (computed once)."""
-        if kind not in self._cache:
-            self._cache[kind] = self._reference_outputs(self.forward[kind], bar)
-        return self._cache[kind]
+        """``{reference: outputs [P, C, H, W]}`` on the forward probes ``kind`` (computed once,
+        until :meth:`forget`)."""
+        cached = self._cache.setdefault(kind, {})
+        missing = [n for n in self.references if n not in cached]
+        if missing:
+            cached.update(self._reference_outputs(self.forward[kind], bar, missing))
+        return {n: cached[n] for n in self.references}
 
-    def _reference_outputs(self, probes: ProbeSet, bar: tqdm | None) -> dict[str, Tensor]:
-        self.reference_probe_evaluations += len(probes) * len(self.references)
+    def forget(self, names: Sequence[str]) -> None:
+        """Drop the cached outputs of the references ``names`` (they changed)."""
+        for cached in self._cache.values():
+            for name in names:
+                cached.pop(name, None)
+
+    def _reference_outputs(
+        self, probes: ProbeSet, bar: tqdm | None, names: Sequence[str] | None = None
+    ) -> dict[str, Tensor]:
+        names = list(self.references) if names is None else list(names)
+        self.reference_probe_evaluations += len(probes) * len(names)
         outs = {}
-        for name, ref in self.references.items():
+        for name in names:
+            ref = self.references[name]
             t0 = time.perf_counter()
             outs[name] = denoise_batched(ref, probes.z, probes.sigma, self.batch_size, bar)
             self.reference_seconds[name] = self.reference_seconds.get(name, 0.0) + (

@@ -31,6 +31,8 @@ from ..runs import RunSetupError, load_run, read_checkpoint
 from ..wandb_check import wandb_login_problem
 from .engine import check_reference_names
 from .generalization import Agreement, Generalization
+from .local_references import NetworkFlexReference
+from .locality import Locality
 from .pipeline import Comparison, EvalData, Evaluation, Memorization, Panel, figures_of
 from .plots import save_figure, transition_figure
 from .plots_generalization import (
@@ -39,6 +41,7 @@ from .plots_generalization import (
     phase_diagram_figure,
     twins_figure,
 )
+from .plots_locality import locality_transition_figure
 from .probes import probe_sigmas
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
 from .twins import TwinError, memorization_history, twin_pairs, twin_record
@@ -66,6 +69,10 @@ class EvalSettings:
     num_linearity_pairs: int = 8
     num_agreement_samples: int = 8
     agreement_references: tuple[str, ...] = ("empirical", "pspc")
+    locality_probes: int = 4
+    locality_stride: int = 2
+    locality_sigmas: list[float] | None = None
+    flex_probes: int = 2
 
     def check(self) -> None:
         """Raise :class:`EvalError` for a bad setting."""
@@ -74,8 +81,14 @@ class EvalSettings:
             probe_sigmas(self.sigmas)
             if self.num_agreement_samples:
                 check_reference_names(self.agreement_references)
+            self.locality_member()
         except ValueError as err:
             raise EvalError(str(err)) from None
+        if self.locality_probes < 0 or self.flex_probes < 1:
+            raise EvalError(
+                f"--locality-probes {self.locality_probes} must be >= 0 (0: no locality "
+                f"measurement) and --flex-probes {self.flex_probes} >= 1"
+            )
         counts = {
             "--num-train-probes": self.num_train_probes,
             "--num-heldout-probes": self.num_heldout_probes,
@@ -95,6 +108,17 @@ class EvalSettings:
                 f"--num-linearity-pairs {self.num_linearity_pairs} and --num-agreement-samples "
                 f"{self.num_agreement_samples} must be >= 0 (0 leaves the measure out)"
             )
+
+    def locality_member(self) -> Locality | None:
+        """The :class:`Locality` member of these settings (``None`` with ``locality_probes=0``)."""
+        if self.locality_probes == 0:
+            return None
+        try:
+            return Locality(self.locality_sigmas, self.locality_probes, self.locality_stride)
+        except ValueError as err:
+            raise ValueError(
+                f"--locality-sigmas/--locality-probes/--locality-stride: {err}"
+            ) from None
 
     def torch_device(self) -> torch.device:
         """``auto``: CUDA when available, else CPU."""
@@ -199,8 +223,11 @@ def check_comparable(runs: Sequence[LoadedRun]) -> None:
 
 
 def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.device) -> Evaluation:
-    """The evaluation pipeline of ``eval.py``: comparison, memorization and panel members."""
+    """The evaluation pipeline of ``eval.py``: locality (first: its best-fit LS sizes calibrate
+    the ``ls`` / ``els`` references), comparison, memorization and panel members."""
+    locality = settings.locality_member()
     members = [
+        *([locality] if locality is not None else []),
         Comparison(
             settings.num_train_probes, settings.num_heldout_probes, settings.num_reverse_probes
         ),
@@ -215,7 +242,7 @@ def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.devic
                 settings.agreement_references, settings.num_agreement_samples, settings.num_steps
             )
         )
-    return Evaluation(
+    evaluation = Evaluation(
         data,
         members,
         settings.references,
@@ -224,6 +251,10 @@ def build_evaluation(data: EvalData, settings: EvalSettings, device: torch.devic
         settings.batch_size,
         device,
     )
+    for ref in evaluation.references.values():
+        if isinstance(ref, NetworkFlexReference):
+            ref.num_probes = settings.flex_probes
+    return evaluation
 
 
 @torch.no_grad()
@@ -266,6 +297,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         **run.meta,
         **comparison.to_json(),
         **results[Memorization.name].to_json(),
+        **locality_json(evaluation, results),
         "num_probes": {
             k: len(p) for k, p in evaluation.members[Comparison.name].comparer.forward.items()
         }
@@ -276,6 +308,27 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         "plots": plots,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def locality_json(evaluation: Evaluation, results: dict) -> dict:
+    """``{"locality": {...}, "local_schedules": {...}}`` of one checkpoint: the sensitivity and
+    best-fit patch sizes (when measured) and the window schedules the ``ls`` / ``els``
+    references used (calibrated or the default)."""
+    out = {}
+    if Locality.name in results:
+        out["locality"] = results[Locality.name].to_json()
+    schedules = {
+        name: {
+            "sigmas": list(ref.schedule[0]),
+            "patch_sizes": list(ref.schedule[1]),
+            "calibrated": ref.calibrated,
+        }
+        for name, ref in evaluation.references.items()
+        if hasattr(ref, "schedule") and hasattr(ref, "calibrated")
+    }
+    if schedules:
+        out["local_schedules"] = schedules
+    return out
 
 
 def evaluate_checkpoints(
@@ -323,6 +376,7 @@ def evaluate_checkpoints(
             "settings": asdict(settings) | {"device": str(device)},
             "checkpoints": records,
             "transition": None,
+            "transition_locality": None,
             "seconds": None,
         }
         report |= twins_report(runs, records, pairs, tmp)
@@ -340,6 +394,9 @@ def evaluate_checkpoints(
         if histories:
             save_figure(phase_diagram_figure(histories), tmp / "phase_diagram.png")
             report["phase_diagram"] = "phase_diagram.png"
+        if len({r["num_train"] for r in records if r.get("locality")}) >= 2:
+            save_figure(locality_transition_figure(records), tmp / "transition_locality.png")
+            report["transition_locality"] = "transition_locality.png"
         report["seconds"] = time.perf_counter() - t0
         write_json_atomic(tmp / "metrics.json", report)
     if wandb_project:

@@ -40,6 +40,7 @@ from .engine import (
     nearest_training_images,
     sample_batched,
 )
+from .local_references import NetworkDependentReference
 from .plots import heatmap_figure, mse_vs_sigma_figure, neighbours_figure, panel_figure
 from .probes import check_rank, fixed_noise, probe_sigmas
 
@@ -104,6 +105,8 @@ class EvaluationMember(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: whether :meth:`evaluate` uses the evaluation's references (they are refreshed before it)
+    uses_references: ClassVar[bool] = False
 
     def setup(self, evaluation: Evaluation) -> None:
         """Build the fixed inputs (called once, by the :class:`Evaluation`)."""
@@ -116,6 +119,11 @@ class EvaluationMember(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> Any:
         """Measure ``network`` (every process calls it; results are reduced across processes)."""
+
+    def references_changed(self, names: Sequence[str]) -> None:
+        """The references ``names`` changed (network-dependent ones were refreshed): drop any
+        cached outputs of them (default: nothing cached)."""
+        return None
 
     def record(self, result: Any) -> Any:
         """What a caller keeps of ``result`` per evaluation (JSON-ready; default its ``to_json``)."""
@@ -168,6 +176,12 @@ class Evaluation:
         self.references: dict[str, nn.Module] = (
             build_references(names, data.reference, self.device) if names else {}
         )
+        #: best-fit patch sizes ``{"pspc" | "ls": (sigmas, sizes)}`` of the latest locality
+        #: member, read by the calibrated LS / ELS references (may be shared between evaluations)
+        self.calibration: dict[str, tuple[list[float], list[int]]] = {}
+        #: heatmaps of the network being evaluated, shared by the references of one refresh
+        #: (``{key: [S, H, W, H, W]}``, cleared at every refresh)
+        self.heatmap_cache: dict[tuple, Tensor] = {}
         self.members: dict[str, EvaluationMember] = {}
         for member in members:
             if member.name in self.members:
@@ -181,8 +195,32 @@ class Evaluation:
 
     @torch.no_grad()
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> dict[str, Any]:
-        """``{member name: result}`` for ``network`` (every process calls it, in step)."""
-        return {name: m.evaluate(network, bar) for name, m in self.members.items()}
+        """``{member name: result}`` for ``network`` (every process calls it, in step).
+
+        Members run in order; before the first member that uses references, the
+        network-dependent references (PSPC-Flex from the network's heatmaps, calibrated LS/ELS)
+        are refreshed with ``network``."""
+        results, refreshed = {}, False
+        for name, member in self.members.items():
+            if member.uses_references and not refreshed:
+                self.refresh_references(network)
+                refreshed = True
+            results[name] = member.evaluate(network, bar)
+        return results
+
+    def refresh_references(self, network: Denoiser) -> list[str]:
+        """Refresh the references that depend on ``network`` (or on :attr:`calibration`); tell
+        the members which changed. Returns their names."""
+        self.heatmap_cache = {}
+        changed = [
+            name
+            for name, ref in self.references.items()
+            if isinstance(ref, NetworkDependentReference) and ref.refresh(network, self)
+        ]
+        if changed:
+            for member in self.members.values():
+                member.references_changed(changed)
+        return changed
 
     def noise(self, num: int, seed: int) -> Tensor:
         """This process's share (every ``world_size``-th from ``rank``) of ``num`` fixed noise
@@ -202,6 +240,7 @@ class Comparison(EvaluationMember):
     """
 
     name = "compare"
+    uses_references = True
 
     def __init__(self, num_train_probes: int, num_heldout_probes: int, num_reverse_probes: int):
         counts = {
@@ -235,6 +274,9 @@ class Comparison(EvaluationMember):
 
     def work(self) -> int:
         return self.comparer.work()
+
+    def references_changed(self, names: Sequence[str]) -> None:
+        self.comparer.forget(names)
 
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> ComparisonResult:
         return self.comparer.evaluate(network, bar)
@@ -354,6 +396,7 @@ class Panel(EvaluationMember):
     across processes: build it on the process that draws."""
 
     name = "panel"
+    uses_references = True
 
     def __init__(self, num_sigmas: int = 6) -> None:
         if num_sigmas < 1:
@@ -372,6 +415,9 @@ class Panel(EvaluationMember):
             evaluation.seeds.panel,
             evaluation.device,
         )
+
+    def references_changed(self, names: Sequence[str]) -> None:
+        self.panel._cache.clear()
 
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> PanelResult:
         return PanelResult(self.panel(network), self.panel.probes.sigma)

@@ -158,7 +158,7 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
         rows.append([rec["label"], rec["num_train"], rec["epoch"], rec["memorized_fraction"], mid])
     columns = ["checkpoint", "num_train", "epoch", "memorized_fraction", "mse_empirical_train_mid"]
     log = {"summary": wandb.Table(columns=columns, data=rows)}
-    for key in ("transition", "twins_plot", "phase_diagram"):
+    for key in ("transition", "transition_locality", "twins_plot", "phase_diagram"):
         if report.get(key):
             log[key] = wandb.Image(str(folder / report[key]))
     if report.get("twins"):

@@ -1,7 +1,6 @@
 """Locality of denoisers: sensitivity heatmaps and the patch sizes they imply (REFERENCE.md 3b)."""
 
 from .sensitivity import (
-    forward_probes,
     heatmaps_at_sigmas,
     sensitivity_heatmaps,
     sensitivity_patch_size,
@@ -9,7 +8,6 @@ from .sensitivity import (
 )
 
 __all__ = [
-    "forward_probes",
     "heatmaps_at_sigmas",
     "sensitivity_heatmaps",
     "sensitivity_patch_size",

@@ -9,11 +9,20 @@ the network with batched vector-Jacobian products.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+
+class ProbeLike(Protocol):
+    """Probes ``z [M, C, H, W]`` at ``sigma [M]`` (a ``ProbeSet``)."""
+
+    z: Tensor
+    sigma: Tensor
+
 
 #: Default bound on cotangents x probes per batched VJP (memory ~ this many backward passes).
 DEFAULT_VJP_BATCH = 256
@@ -95,36 +104,36 @@ def sensitivity_heatmaps(
     return out.view(h, w, h, w) if pix is None else out
 
 
-def forward_probes(images: Tensor, sigma: float, seed: int = 0) -> Tensor:
-    """Forward-process probes ``z = x + sigma * eps`` with ``eps`` from ``seed`` (the same noise
-    for every sigma): ``images [M, C, H, W]`` -> ``[M, C, H, W]``."""
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(images.shape, generator=g, dtype=images.dtype).to(images.device)
-    return images + sigma * eps
-
-
 def heatmaps_at_sigmas(
     denoiser: Denoiser,
-    images: Tensor,
+    probes: ProbeLike,
     sigmas: Sequence[float] | Tensor,
-    seed: int = 0,
     pixels: Tensor | None = None,
     stride: int | None = None,
     vjp_batch: int = DEFAULT_VJP_BATCH,
 ) -> Tensor:
-    """:func:`sensitivity_heatmaps` at each grid sigma from fixed forward-process probes
-    (:func:`forward_probes` of ``images [M, C, H, W]``, held-out images by default in the
-    paper): ``[S, H, W, H, W]`` (or ``[S, P, H, W]`` with ``pixels``/``stride``). The input of
-    :class:`~lightning_pspc.denoisers.PSPCFlexDenoiser`'s schedule form."""
+    """:func:`sensitivity_heatmaps` at each of ``sigmas [S]`` from the fixed probes of that sigma:
+    ``[S, H, W, H, W]`` (or ``[S, P, H, W]`` with ``pixels``/``stride``).
+
+    ``probes`` is a :class:`~lightning_pspc.evaluation.probes.ProbeSet` (``z [M, C, H, W]``,
+    ``sigma [M]``), normally the evaluation's held-out forward probes
+    (:func:`lightning_pspc.evaluation.forward_probes` seeded by ``EvalSeeds.heldout_probes``), so
+    every caller uses one probe source. Each sigma must have at least one probe. The input of
+    :class:`~lightning_pspc.denoisers.PSPCFlexDenoiser`'s schedule form.
+    """
     sig = [float(s) for s in torch.as_tensor(sigmas).reshape(-1).tolist()]
-    return torch.stack(
-        [
-            sensitivity_heatmaps(
-                denoiser, forward_probes(images, s, seed), s, pixels, stride, vjp_batch
+    ps = torch.as_tensor(probes.sigma, dtype=torch.float64).cpu()
+    out = []
+    for s in sig:
+        sel = ((ps - s).abs() <= 1e-9 * max(abs(s), 1.0)).nonzero().squeeze(1)
+        if not sel.numel():
+            raise ValueError(
+                f"no probe at sigma={s:.4g} (probes are at {sorted(set(ps.tolist()))}); build "
+                "the probes on the same sigma grid"
             )
-            for s in sig
-        ]
-    )
+        z = probes.z[sel.to(probes.z.device)]
+        out.append(sensitivity_heatmaps(denoiser, z, s, pixels, stride, vjp_batch))
+    return torch.stack(out)
 
 
 def sensitivity_patch_size(

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from lightning_pspc.diffusion import EDMPrecond
+from lightning_pspc.evaluation.probes import forward_probes
 from lightning_pspc.locality import (
-    forward_probes,
     heatmaps_at_sigmas,
     sensitivity_heatmaps,
     sensitivity_patch_size,
@@ -58,15 +58,16 @@ def test_network_heatmap_is_the_mean_abs_gradient_per_probe():
     assert not hm.requires_grad
 
 
-def test_heatmaps_at_sigmas_use_fixed_seeded_probes():
+def test_heatmaps_at_sigmas_use_the_evaluation_probes_of_each_sigma():
     net = EDMPrecond(TinyNet(channels=1, width=4)).eval()
     x = torch.rand(2, 1, 6, 6) * 2 - 1
-    a = heatmaps_at_sigmas(net, x, [0.5, 2.0], seed=3, stride=2)
+    probes = forward_probes(x, torch.tensor([2.0, 0.5], dtype=torch.float64), 2, seed=3)
+    a = heatmaps_at_sigmas(net, probes, [0.5, 2.0], stride=2)
     assert a.shape == (2, 9, 6, 6)
-    torch.testing.assert_close(a, heatmaps_at_sigmas(net, x, [0.5, 2.0], seed=3, stride=2))
-    one = sensitivity_heatmaps(net, forward_probes(x, 2.0, seed=3), 2.0, stride=2)
-    torch.testing.assert_close(a[1], one)
-    torch.testing.assert_close(forward_probes(x, 0.0, seed=3), x)
+    at_two = probes.z[probes.sigma == 2.0]
+    torch.testing.assert_close(a[1], sensitivity_heatmaps(net, at_two, 2.0, stride=2))
+    with pytest.raises(ValueError, match="no probe at sigma=1"):
+        heatmaps_at_sigmas(net, probes, [1.0], stride=2)
 
 
 def test_sensitivity_patch_size():
