@@ -15,6 +15,10 @@ from lightning_pspc.runs import read_checkpoint
 from tests.helpers import REPO, clean_env, rank_losses_callbacks
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_sigint_in_the_first_epoch_saves_a_resumable_last_ckpt(
     tmp_path, make_train_args, monkeypatch
@@ -35,6 +39,9 @@ def test_sigint_in_the_first_epoch_saves_a_resumable_last_ckpt(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # a job started in the background of a non-interactive shell inherits SIGINT ignored,
+        # and Python then installs no KeyboardInterrupt handler: give the child the default
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 180
