@@ -31,7 +31,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from .pspc_cpu import _F32, _exp32
+from .pspc_cpu import _F32, _add_sqdiff, _exp32
 
 #: Training images per chunk: a ``[B, CHUNK]`` float64 distance buffer (16 x 512 x 8 = 64 KiB
 #: at B = 16) and one feature's chunk (4 KiB) stay in L2/L1 while every feature streams by.
@@ -166,13 +166,6 @@ class _threads:
 
     def __exit__(self, *exc) -> None:
         numba.set_num_threads(self.previous)
-
-
-@njit(cache=True, fastmath=_FM)
-def _add_sqdiff(dst, zf, xr):
-    for i in range(dst.shape[0]):
-        d = zf - xr[i]
-        dst[i] += d * d
 
 
 @njit(cache=True, fastmath=_FM)
