@@ -34,6 +34,7 @@ import yaml
 from .evaluation.command import add_settings_arguments, settings_from_args, summary_lines
 from .evaluation.evaluate import EvalError, evaluate_checkpoints
 from .evaluation.report import write_json_atomic
+from .evaluation.transition import check_lines, transition_checks, transition_rows
 from .runs import CONFIG_FILE, RunSetupError, build_from_config, load_config, read_checkpoint
 
 #: The repository's presets (used when the default ``--config`` is not found from the caller's
@@ -285,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(report)))
+    checks = transition_checks(report)
+    print("\n".join(check_lines(checks)))
     total = time.perf_counter() - t_start
     write_json_atomic(
         out / "sweep.json",
@@ -296,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train_seconds": {str(k): v for k, v in timings.items()},
             "eval_seconds": time.perf_counter() - t0,
             "total_seconds": total,
+            "transition": transition_rows(report),
+            "checks": {c.name: {"passed": c.passed, "detail": c.detail} for c in checks},
         },
     )
     print(f"[sweep] done in {total / 60:.1f} min; transition chart: {out / 'transition.png'}")

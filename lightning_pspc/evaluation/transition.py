@@ -1,0 +1,130 @@
+"""Does a sweep resolve the memorization-to-generalization transition? Per-size summary and checks.
+
+:func:`transition_rows` reduces an evaluation report (``metrics.json``: one record per
+checkpoint, twin records) to one row per training-set size ``N`` (runs of one size averaged, as
+in the transition chart): memorized fraction, MSE to the empirical denoiser in the middle sigma
+band on training probes, and, for twin runs, the twins' median centred cosine and the median
+cosine of a sample to its nearest training image.
+
+:func:`transition_checks` states, with their values, the properties a resolved transition shows
+(the sweep prints them and keeps them in ``sweep.json``):
+
+* ``memorized_at_smallest``: memorized fraction >= 0.9 at the smallest N;
+* ``generalizes_at_largest``: memorized fraction <= 0.05 at the largest N;
+* ``sizes_in_transition``: at least two sizes with a memorized fraction strictly in (0.1, 0.9);
+* ``twin_similarity_rises``: the twins' similarity rises from each size to the next;
+* ``training_similarity_falls``: the similarity to the nearest training image falls likewise;
+* ``empirical_mse_rises``: the mid-band MSE to the empirical denoiser rises likewise.
+
+"Rises" is strict at every step between consecutive sizes (a curve that is flat within the
+noise of its estimate fails: raise the probe or sample counts rather than the tolerance). A check
+that lacks its data (no twins, one size) is reported as not applicable (``passed = None``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The transition band of the memorized fraction and the ends' thresholds.
+BAND = (0.1, 0.9)
+SMALLEST_MIN = 0.9
+LARGEST_MAX = 0.05
+MIN_SIZES_IN_BAND = 2
+
+
+@dataclass(frozen=True)
+class Check:
+    """One property of the transition: ``passed`` is None when the report lacks its data."""
+
+    name: str
+    passed: bool | None
+    detail: str
+
+    def line(self) -> str:
+        mark = {True: "yes", False: "NO", None: "n/a"}[self.passed]
+        return f"{self.name:<26} {mark:<4} {self.detail}"
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def transition_rows(report: Mapping) -> list[dict[str, float]]:
+    """One row per training-set size, sorted by N: ``num_train``, ``runs``,
+    ``memorized_fraction``, ``empirical_mse_mid`` (training probes) and, where the report has
+    twins of that size, ``twin_cos_median``, ``train_cos_median``, ``reproducibility``."""
+    by_n: dict[int, list[Mapping]] = {}
+    for rec in report.get("checkpoints", []):
+        by_n.setdefault(int(rec["num_train"]), []).append(rec)
+    twins = {int(t["num_train"]): t for t in report.get("twins") or []}
+    rows = []
+    for n in sorted(by_n):
+        recs = by_n[n]
+        row = {
+            "num_train": n,
+            "runs": len(recs),
+            "memorized_fraction": _mean([r.get("memorized_fraction") for r in recs]),
+            "empirical_mse_mid": _mean(
+                [r.get("bands", {}).get("empirical", {}).get("train", {}).get("mid") for r in recs]
+            ),
+        }
+        if n in twins:
+            for key in ("twin_cos_median", "train_cos_median", "reproducibility"):
+                row[key] = float(twins[n][key])
+        rows.append(row)
+    return rows
+
+
+def _monotone(rows: Sequence[Mapping], key: str, rising: bool, name: str) -> Check:
+    pts = [(r["num_train"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
+    if len(pts) < 2:
+        return Check(name, None, f"needs {key} at two or more sizes")
+    steps = [b[1] - a[1] for a, b in zip(pts, pts[1:])]
+    ok = all(s > 0 for s in steps) if rising else all(s < 0 for s in steps)
+    values = ", ".join(f"N={n}: {v:.4g}" for n, v in pts)
+    return Check(name, ok, f"{key} {values}")
+
+
+def transition_checks(report: Mapping) -> list[Check]:
+    """The checks listed in the module docstring, in that order."""
+    rows = transition_rows(report)
+    if len(rows) < 2:
+        return [Check("sizes", None, "needs two or more training-set sizes")]
+    frac = [(r["num_train"], r["memorized_fraction"]) for r in rows]
+    (n0, f0), (n1, f1) = frac[0], frac[-1]
+    inside = [(n, f) for n, f in frac if BAND[0] < f < BAND[1]]
+    return [
+        Check(
+            "memorized_at_smallest",
+            f0 >= SMALLEST_MIN,
+            f"memorized fraction {f0:.3f} at N={n0} (wanted >= {SMALLEST_MIN})",
+        ),
+        Check(
+            "generalizes_at_largest",
+            f1 <= LARGEST_MAX,
+            f"memorized fraction {f1:.3f} at N={n1} (wanted <= {LARGEST_MAX})",
+        ),
+        Check(
+            "sizes_in_transition",
+            len(inside) >= MIN_SIZES_IN_BAND,
+            f"{len(inside)} sizes strictly inside {BAND}"
+            + (": " + ", ".join(f"N={n} ({f:.3f})" for n, f in inside) if inside else ""),
+        ),
+        _monotone(rows, "twin_cos_median", True, "twin_similarity_rises"),
+        _monotone(rows, "train_cos_median", False, "training_similarity_falls"),
+        _monotone(rows, "empirical_mse_mid", True, "empirical_mse_rises"),
+    ]
+
+
+def check_lines(checks: Sequence[Check]) -> list[str]:
+    """Printable lines: a header, then one per check."""
+    resolved = all(c.passed for c in checks if c.passed is not None)
+    head = "transition resolved" if resolved else "transition NOT resolved"
+    return [f"{head} ({sum(c.passed is True for c in checks)}/{len(checks)} checks pass):"] + [
+        "  " + c.line() for c in checks
+    ]
