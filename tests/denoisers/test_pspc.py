@@ -136,7 +136,8 @@ def test_every_fused_kernel_path_matches_the_definition(kernel_case, path, parts
 
 def test_auto_kernel_path_choice():
     one = dict(threads=2, nblk=4, nv=512, windows=26 * 26, keep_elements=2**23)
-    assert pspc_cpu.choose_path(8, ph=3, pw=3, **one) == ("one_pass_windows", 0)
+    assert pspc_cpu.choose_path(8, ph=2, pw=2, **one) == ("one_pass_windows", 0)
+    assert pspc_cpu.choose_path(8, ph=3, pw=3, **one) == ("one_pass", 0)
     assert pspc_cpu.choose_path(8, ph=5, pw=5, **one) == ("one_pass", 0)
     assert pspc_cpu.choose_path(7, ph=3, pw=3, **one) == ("two_pass", 2)  # too few images
     assert pspc_cpu.choose_path(1, ph=5, pw=5, **one) == ("two_pass", 4)  # parts <= blocks
