@@ -20,7 +20,9 @@ float64 (logits of ~1e5 at sigma = 0.002 need it), streaming over the training s
 * ``"fused"`` (CPU only): the pixel-space computation as one cache-resident numba kernel
   (:mod:`.pspc_cpu`), streaming the training set in blocks with an online log-sum-exp, float64
   distances and float32 weights. On CPU it is 4-10x faster than both torch strategies, which
-  are bound by memory traffic.
+  are bound by memory traffic. For ``P = 1`` it uses :mod:`.pspc_values` instead: per pixel,
+  the posterior mean over the DISTINCT training values there, weighted by their counts (8-bit
+  images have at most 256 per pixel and channel).
 
 ``method="auto"`` uses ``"fused"`` on CPU; on other devices it picks ``"gemm"`` or ``"pixel"`` by a
 cost model (benchmarks/denoisers.py).
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import pspc_cpu
+from . import pspc_cpu, pspc_values
 from .base import DEFAULT_CHUNK_ELEMENTS, ClosedFormDenoiser, check_images
 from .empirical import empirical_posterior_mean
 from .schedules import default_patch_schedule
@@ -135,6 +137,7 @@ def pspc_square_posterior_mean(
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     method: Method = "auto",
     blocks: np.ndarray | None = None,
+    values: pspc_values.ValueTable | None = None,
 ) -> Tensor:
     """PSPC-Square composite for one patch size: ``z [B,C,H,W]`` float64, ``sigma [B]`` float64
     (may differ per element), ``images [N,C,H,W]`` -> ``[B,C,H,W]`` float64.
@@ -142,7 +145,8 @@ def pspc_square_posterior_mean(
     ``patch_size >= H and >= W`` returns the empirical posterior mean; a patch larger than one
     side spans that side. ``chunk_elements`` bounds the largest temporary (float64 elements; the
     fused kernel keeps at most twice as many float32 weights per thread). ``blocks`` is
-    ``pspc_cpu.to_blocks(images)`` when the caller caches it.
+    ``pspc_cpu.to_blocks(images)`` and ``values`` ``pspc_values.value_table(images)`` when the
+    caller caches them (the fused method uses the value table when the patch is 1 x 1).
     """
     b, c, h, w = z.shape
     if patch_size < 1:
@@ -164,6 +168,10 @@ def pspc_square_posterior_mean(
                 f"method='fused' is a CPU kernel but z is on {z.device}; use method='auto', "
                 "'gemm' or 'pixel' on this device"
             )
+        if ph == 1 and pw == 1:  # per-pixel posterior means over the distinct values
+            if values is None:
+                values = pspc_values.value_table(images)
+            return pspc_values.pspc_values_posterior_mean(z, sigma, values)
         if blocks is None:
             blocks = pspc_cpu.to_blocks(images)
         total = pspc_cpu.pspc_fused_sum(
@@ -213,7 +221,7 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.method = method
-        self._blocks: tuple[tuple, np.ndarray] | None = None  # CPU kernel layout, built lazily
+        self._layouts: dict[str, tuple] = {}  # CPU kernel layouts of images, built lazily
         grid, sizes = self._resolve_schedule(images.shape[-2:], patch_size, sigmas, patch_sizes)
         self.register_buffer("images", images.contiguous(), persistent=False)
         self.register_buffer("grid_sigmas", grid, persistent=False)
@@ -259,23 +267,36 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
         sizes = torch.tensor(self.patch_sizes, device=sigma.device)
         return sizes[nearest]
 
-    def _cpu_blocks(self) -> np.ndarray | None:
-        """The training set in the fused kernel's layout, rebuilt if ``images`` changed."""
+    def _cpu_layout(self, kind: Literal["blocks", "values"]) -> object | None:
+        """The training set in a CPU kernel's layout (``"blocks"``: :func:`.pspc_cpu.to_blocks`,
+        ``"values"``: :func:`.pspc_values.value_table`), built on first use and rebuilt if
+        ``images`` changed; None where the fused kernel is not used."""
         if self.images.device.type != "cpu" or self.method not in ("auto", "fused"):
             return None
         key = (self.images.data_ptr(), self.images._version, tuple(self.images.shape))
-        if self._blocks is None or self._blocks[0] != key:
-            self._blocks = (key, pspc_cpu.to_blocks(self.images))
-        return self._blocks[1]
+        cached = self._layouts.get(kind)
+        if cached is None or cached[0] != key:
+            build = pspc_cpu.to_blocks if kind == "blocks" else pspc_values.value_table
+            cached = self._layouts[kind] = (key, build(self.images))
+        return cached[1]
 
     def _denoise(self, z: Tensor, sigma: Tensor) -> Tensor:
         sizes = self.patch_size_for(sigma)
         out = torch.empty_like(z)
-        blocks = self._cpu_blocks()
         for p in sizes.unique().tolist():
             idx = (sizes == p).nonzero().squeeze(1)
+            one = min(p, z.shape[2]) == 1 and min(p, z.shape[3]) == 1  # 1 x 1 windows
+            whole = p >= z.shape[2] and p >= z.shape[3]  # the empirical denoiser: no layout
+            layout = None if whole else self._cpu_layout("values" if one else "blocks")
             out[idx] = pspc_square_posterior_mean(
-                z[idx], sigma[idx], self.images, int(p), self.chunk_elements, self.method, blocks
+                z[idx],
+                sigma[idx],
+                self.images,
+                int(p),
+                self.chunk_elements,
+                self.method,
+                blocks=None if one else layout,
+                values=layout if one else None,
             )
         return out
 

@@ -9,6 +9,7 @@ from lightning_pspc.denoisers import (
     box_sum,
     box_sum_transposed,
     pspc_cpu,
+    pspc_values,
     scale_patch_sizes,
 )
 from lightning_pspc.denoisers.reference import pspc_square_loop
@@ -135,7 +136,8 @@ def test_every_fused_kernel_path_matches_the_definition(kernel_case, path, parts
 
 def test_auto_kernel_path_choice():
     one = dict(threads=2, nblk=4, nv=512, windows=26 * 26, keep_elements=2**23)
-    assert pspc_cpu.choose_path(8, ph=3, pw=3, **one) == ("one_pass_windows", 0)
+    assert pspc_cpu.choose_path(8, ph=2, pw=2, **one) == ("one_pass_windows", 0)
+    assert pspc_cpu.choose_path(8, ph=3, pw=3, **one) == ("one_pass", 0)
     assert pspc_cpu.choose_path(8, ph=5, pw=5, **one) == ("one_pass", 0)
     assert pspc_cpu.choose_path(7, ph=3, pw=3, **one) == ("two_pass", 2)  # too few images
     assert pspc_cpu.choose_path(1, ph=5, pw=5, **one) == ("two_pass", 4)  # parts <= blocks
@@ -143,6 +145,66 @@ def test_auto_kernel_path_choice():
     assert pspc_cpu.choose_path(64, ph=5, pw=5, **big) == ("two_pass", 1)
     with pytest.raises(ValueError, match="path must be one of"):
         pspc_cpu.pspc_fused_sum(torch.zeros(1, 1, 4, 4), torch.ones(1), None, 1, 2, 2, path="x")
+
+
+VALUE_SIGMAS = torch.tensor([0.002, 0.03, 0.3, 3.0, 30.0, 80.0], dtype=torch.float64)
+
+
+def _value_sets(fmnist, rgb_small):
+    """Training sets for the P = 1 value path: 8-bit grey crops (many repeated values per
+    pixel), continuous grey and RGB noise (every value distinct), RGB with repeated colours."""
+    g = torch.Generator().manual_seed(7)
+    return {
+        "fmnist": fmnist[:150, :, 6:22, 6:22].contiguous(),
+        "continuous": torch.rand(80, 1, 9, 7, generator=g) * 2 - 1,
+        "rgb": rgb_small[:30],
+        "rgb_repeats": (rgb_small[:30] * 2).round() / 2,
+    }
+
+
+@pytest.mark.parametrize("kind", ["fmnist", "continuous", "rgb", "rgb_repeats"])
+def test_value_path_matches_the_definition(fmnist, rgb_small, kind):
+    """P = 1 through the table of distinct values: one mixed-sigma batch and one batch per
+    sigma, from 0.002 to 80, against the float64 per-position loop."""
+    train = _value_sets(fmnist, rgb_small)[kind]
+    n, c, h, w = train.shape
+    table = pspc_values.value_table(train)
+    distinct = int(table.offsets[-1])
+    assert table.values.shape == (c, distinct) and table.counts.sum() == n * h * w
+    repeats = kind in ("fmnist", "rgb_repeats")
+    assert distinct < 0.8 * n * h * w if repeats else distinct == n * h * w
+    k = len(VALUE_SIGMAS)
+    z = noisy(train[:k], VALUE_SIGMAS, seed=11).double()  # near training images: sharp weights
+    ref = pspc_square_loop(z, VALUE_SIGMAS, train.double(), 1)
+    out = pspc_values.pspc_values_posterior_mean(z, VALUE_SIGMAS, table)
+    assert (out - ref).abs().max() < 1e-5
+    for i, s in enumerate(VALUE_SIGMAS.tolist()):
+        sig = torch.full((4,), s, dtype=torch.float64)
+        zi = noisy(train[-4:], sig, seed=20 + i).double()
+        ref = pspc_square_loop(zi, sig, train.double(), 1)
+        assert (pspc_values.pspc_values_posterior_mean(zi, sig, table) - ref).abs().max() < 1e-5
+
+
+def test_value_path_rejects_a_table_of_another_shape(fmnist):
+    table = pspc_values.value_table(fmnist[:10, :, :8, :8])
+    with pytest.raises(ValueError, match="value_table"):
+        pspc_values.pspc_values_posterior_mean(
+            torch.zeros(1, 1, 9, 8, dtype=torch.float64), torch.ones(1, dtype=torch.float64), table
+        )
+
+
+@pytest.mark.parametrize("method", ["auto", "fused"])
+def test_schedule_mixing_p1_and_p3_in_one_batch_uses_the_value_path(data, method):
+    """Small sigmas at P = 1 (value table), the rest at P = 3 (fused kernel), one batch."""
+    train, clean = data
+    d = PSPCSquareDenoiser(
+        train, sigmas=VALUE_SIGMAS, patch_sizes=(1, 1, 3, 3, 1, 3), method=method
+    )
+    sig = VALUE_SIGMAS[[0, 1, 2, 3, 4, 5, 0, 2, 4, 1]]
+    z = noisy(clean[: len(sig)], sig, seed=2)
+    out = d(z, sig)
+    assert set(d._layouts) == {"values", "blocks"}
+    assert (out.double() - loop_reference(d, z, sig, train)).abs().max() < 1e-5
 
 
 def test_fused_kernel_sees_in_place_changes_of_the_training_set(data):
