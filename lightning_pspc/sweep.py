@@ -1,33 +1,41 @@
 """Training-set-size sweep: train one preset at several N, then evaluate all runs in-process.
 
-``python sweep.py --config configs/sweep_fmnist.yaml --sizes 16 64 256 1024 4096``
+``python sweep.py`` is the README's main job: ``configs/sweep_fmnist.yaml`` (a small UNet on
+16x16 Fashion-MNIST, 800 steps) at N = 8, 16, 24, 32, 64, 128, twin runs at every size, two runs
+at a time on a CPU; it ends by printing whether the transition is resolved
+(:mod:`lightning_pspc.evaluation.transition`). Another preset or sizes:
+``python sweep.py --config configs/sweep_fmnist.yaml --sizes 16 64 256``.
 
-Each size trains in its own ``python -m lightning_pspc.cli fit`` subprocess (run
-``<name>-n<N>`` under ``--run-root``), with ``--data.num_train=N``; the preset's
-``data.epoch_length`` makes every size train the same number of steps. Then the evaluation
+Each run trains in its own ``python -m lightning_pspc.cli fit`` subprocess (run ``<name>-n<N>``
+under ``--run-root``), with ``--data.num_train=N``; the preset's ``data.epoch_length`` makes every
+size train the same number of steps. ``--jobs`` runs train side by side (default: 2 on a CPU with
+two or more cores, where a small network's step barely uses a second core; 1 on a GPU), each
+with ``cores / jobs`` threads and its output in ``RUN_ROOT/logs/<run>.log``. Then the evaluation
 pipeline (:func:`lightning_pspc.evaluation.evaluate.evaluate_checkpoints`, what ``eval.py``
 runs) evaluates every run's ``last.ckpt`` and, with two or more sizes, draws the transition chart
 (memorized fraction and distances to the reference denoisers against N) into ``--out``.
 Arguments after ``--`` go to every training call unchanged (e.g. ``-- --trainer.max_epochs=2``).
 Every path is resolved once against the caller's working directory.
 
-``--twins`` trains two runs per size, ``<name>-n<N>-a`` and ``-b``, on the disjoint halves of a
-``2N`` subset (``--data.subset a|b``); the evaluation pairs them up and reports their similarity
-(Kadkhodaie et al. 2024). Unless the preset already has one, every run gets a
-``MemorizationMonitor`` (``--history-every`` epochs, ``--history-samples`` samples) whose history,
-saved in the checkpoint, gives the evaluation's phase diagram (memorized fraction over N and
-training images seen).
+Twin runs (default; ``--no-twins`` trains one run per size on N images), ``<name>-n<N>-a`` and
+``-b``, train on the disjoint halves of a ``2N`` subset (``--data.subset a|b``); the evaluation
+pairs them up and reports their similarity (Kadkhodaie et al. 2024). Unless the preset already
+has one, every run gets a ``MemorizationMonitor`` (``--history-every`` epochs,
+``--history-samples`` samples) whose history, saved in the checkpoint, gives the evaluation's
+phase diagram (memorized fraction over N and training images seen).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from subprocess import STDOUT, Popen
+from typing import NamedTuple
 
 import yaml
 
@@ -41,13 +49,18 @@ from .runs import CONFIG_FILE, RunSetupError, build_from_config, load_config, re
 #: working directory).
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = "configs/sweep_fmnist.yaml"
-#: Evaluation sizes of the sweep (smaller than ``eval.py``'s defaults: five runs in minutes).
+#: Training-set sizes of the main job (``configs/sweep_fmnist.yaml``: at its 800 steps N = 8
+#: memorizes, N = 16-32 are in the transition, N = 64 and 128 generalize).
+DEFAULT_SIZES = (8, 16, 24, 32, 64, 128)
+#: Evaluation sizes of the sweep (smaller than ``eval.py``'s: twelve 16x16 runs in ~5 minutes;
+#: with twin runs every size gets 2 x 64 samples).
 SWEEP_EVAL_DEFAULTS = {
-    "num_train_probes": 8,
-    "num_heldout_probes": 8,
-    "num_reverse_probes": 4,
-    "num_linearity_pairs": 4,
-    "num_agreement_samples": 4,
+    "num_train_probes": 16,
+    "num_heldout_probes": 16,
+    "num_reverse_probes": 8,
+    "num_samples": 64,
+    "num_linearity_pairs": 8,
+    "num_agreement_samples": 8,
     "locality_probes": 2,
 }
 
@@ -131,6 +144,77 @@ def check_existing_runs(
     return states
 
 
+class TrainJob(NamedTuple):
+    """One training subprocess: its label (``N=16 (a)``), run name and command line."""
+
+    label: str
+    run: str
+    cmd: list[str]
+
+
+def default_jobs() -> int:
+    """Training runs at once when ``--jobs`` is 0: one on a GPU (the runs would share it), two
+    on a CPU with two or more cores (a small UNet's step uses 2 cores at ~1.2x the speed of 1,
+    so two runs on one core each train ~1.7x faster than one after the other)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def train_jobs(jobs: Sequence[TrainJob], parallel: int, log_dir: Path, timings: dict) -> int:
+    """Runs ``jobs`` at most ``parallel`` at a time; returns 0, or the first failure's exit code
+    (after the runs already started have finished; none starts after a failure).
+
+    One at a time, a run writes to this process's output. Several at a time, each gets
+    ``cpu_count // parallel`` threads (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``) and writes to
+    ``log_dir/<run>.log``; a failed run's last lines are printed. ``timings[run]`` gets its
+    seconds.
+    """
+    env = None
+    if parallel > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // parallel))
+        env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        log_dir.mkdir(parents=True, exist_ok=True)
+    queue, running, failed = list(jobs), [], 0
+    while queue or running:
+        while queue and len(running) < parallel and not failed:
+            job = queue.pop(0)
+            print(f"[sweep] {job.label}: {' '.join(job.cmd[1:])}", flush=True)
+            log = (log_dir / f"{job.run}.log").open("w") if parallel > 1 else None
+            proc = Popen(job.cmd, env=env, stdout=log, stderr=STDOUT if log else None)
+            running.append((job, proc, log, time.perf_counter()))
+        if failed and not running:
+            break
+        time.sleep(0.2)
+        for item in list(running):
+            job, proc, log, t0 = item
+            code = proc.poll()
+            if code is None:
+                continue
+            running.remove(item)
+            timings[job.run] = time.perf_counter() - t0
+            if log:
+                log.close()
+            if code != 0:
+                tail = ""
+                if log:
+                    lines = (log_dir / f"{job.run}.log").read_text(errors="replace").splitlines()
+                    tail = (
+                        "\n".join(lines[-20:])
+                        + f"\n(full output: {log_dir / (job.run + '.log')})\n"
+                    )
+                print(
+                    f"{tail}error: training {job.label} failed (exit {code}); see the output above",
+                    file=sys.stderr,
+                )
+                failed = failed or code
+            else:
+                print(f"[sweep] {job.label}: trained in {timings[job.run]:.0f} s", flush=True)
+    return failed
+
+
 def history_arguments(config: Path, every: int, samples: int) -> list[str]:
     """Training arguments that append a ``MemorizationMonitor`` (every ``every`` epochs,
     ``samples`` samples, no charts) to the preset's callbacks; none when ``every`` is 0 or the
@@ -186,7 +270,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     own = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(prog="sweep.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=DEFAULT_CONFIG, help="training preset (YAML)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
+    p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
     p.add_argument("--name", default="sweep", help="run name prefix")
     p.add_argument("--run-root", default="checkpoints/sweep", help="parent of the run folders")
     p.add_argument("--out", default=None, help="evaluation output folder (default RUN_ROOT/eval)")
@@ -198,8 +282,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     )
     p.add_argument(
         "--twins",
-        action="store_true",
-        help="train two runs per size on the disjoint halves a/b of a 2N subset",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train two runs per size on the disjoint halves a/b of a 2N subset (default; "
+        "--no-twins: one run per size on N images)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="training runs at once (0: auto, 2 on a CPU with >= 2 cores, else 1); with more "
+        "than one, each gets cores / jobs threads and writes its output to RUN_ROOT/logs/",
     )
     p.add_argument(
         "--history-every",
@@ -221,6 +314,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
             f"--config {args.config!r} does not exist (from {str(Path.cwd())!r}); pass a preset "
             f"such as {REPO_CONFIGS / Path(DEFAULT_CONFIG).name}"
         )
+    if args.jobs < 0:
+        p.error(f"--jobs {args.jobs}: give 0 (auto) or a number of runs >= 1")
+    args.jobs = args.jobs or default_jobs()
     if args.history_every < 0 or args.history_samples < 1:
         p.error(
             f"--history-every {args.history_every} must be >= 0 and --history-samples "
@@ -251,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunSetupError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    pending = []
     for size, subset in runs:
         label = f"N={size}" + (f" ({subset})" if subset else "")
         ckpt = root / run_name(args.name, size, subset) / "last.ckpt"
@@ -261,17 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if states[size, subset] == "partial":
             print(f"[sweep] {label}: resuming the half-trained run {ckpt}", flush=True)
             cmd.append(f"--ckpt_path={ckpt}")
-        print(f"[sweep] {label}: {' '.join(cmd[1:])}", flush=True)
-        t0 = time.perf_counter()
-        code = subprocess.call(cmd)
-        timings[run_name(args.name, size, subset)] = time.perf_counter() - t0
-        if code != 0:
-            print(
-                f"error: training {label} failed (exit {code}); see the output above",
-                file=sys.stderr,
-            )
-            return code
-        print(f"[sweep] {label}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+        pending.append(TrainJob(label, run_name(args.name, size, subset), cmd))
+    code = train_jobs(pending, args.jobs, root / "logs", timings)
+    if code != 0:
+        return code
     ckpts = [root / run_name(args.name, s, sub) / "last.ckpt" for s, sub in runs]
     t0 = time.perf_counter()
     try:
@@ -296,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "config": str(args.config),
             "train_args": extra,
             "twins": args.twins,
+            "jobs": args.jobs,
             "train_seconds": {str(k): v for k, v in timings.items()},
             "eval_seconds": time.perf_counter() - t0,
             "total_seconds": total,

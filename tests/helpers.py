@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning
@@ -164,3 +164,25 @@ def rank_losses_callbacks(dirpath: Path) -> str:
     """``--trainer.callbacks=...`` value holding only :class:`RankLosses` writing to ``dirpath``."""
     spec = {"class_path": "tests.helpers.RankLosses", "init_args": {"dirpath": str(dirpath)}}
     return "--trainer.callbacks=" + json.dumps([spec])
+
+
+def popen_stub(action: Callable[[list[str]], int], events: list | None = None) -> type:
+    """A stand-in for ``subprocess.Popen`` in sweep tests: ``action(cmd)`` runs at once (in this
+    process) and gives the exit code that ``poll()`` returns; ``events`` (if given) gets
+    ``("start", cmd, env)`` and ``("end", cmd)`` in order."""
+
+    class Popen:
+        def __init__(self, cmd, env=None, stdout=None, stderr=None):
+            self.cmd = cmd
+            if events is not None:
+                events.append(("start", cmd, env))
+            if stdout is not None:
+                stdout.write(f"output of {cmd[6]}\n")
+            self.returncode = action(cmd)
+
+        def poll(self):
+            if events is not None:
+                events.append(("end", self.cmd))
+            return self.returncode
+
+    return Popen

@@ -25,6 +25,7 @@ from lightning_pspc.evaluation import (
 )
 from lightning_pspc.evaluation.command import main as eval_main
 from lightning_pspc.metrics import memorized_mask
+from tests.helpers import popen_stub
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_ARGS = [
@@ -73,13 +74,15 @@ def swept(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.setattr(sys, "argv", ["train.py"])
-        mp.setattr(sweep.subprocess, "call", train_in_process)
+        mp.setattr(sweep, "Popen", popen_stub(train_in_process))
         code = sweep.main(
             [
                 f"--config={REPO / 'configs' / 'sweep_fmnist.yaml'}",
                 "--sizes",
                 "48",
                 "16",
+                "--no-twins",
+                "--jobs=1",
                 "--name",
                 "t",
                 f"--run-root={root / 'runs'}",
@@ -267,7 +270,7 @@ def _stub_sweep(monkeypatch) -> tuple[list[list[str]], dict]:
         evaluated.update(ckpts=ckpts, out=out)
         return {"checkpoints": []}
 
-    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(sweep, "Popen", popen_stub(lambda cmd: calls.append(cmd) or 0))
     monkeypatch.setattr(sweep, "evaluate_checkpoints", evaluate_stub)
     return calls, evaluated
 
@@ -277,7 +280,8 @@ def test_sweep_resolves_every_path_against_the_callers_directory(tmp_path, monke
     shutil.copytree(REPO / "configs", caller / "presets")
     monkeypatch.chdir(caller)
     calls, evaluated = _stub_sweep(monkeypatch)
-    args = ["--sizes", "16", "48", "--name", "t", "--run-root=runs", "--out=ev", "--no-progress"]
+    args = ["--sizes", "16", "48", "--no-twins", "--name", "t", "--run-root=runs", "--out=ev"]
+    args.append("--no-progress")
     assert sweep.main(["--config=presets/sweep_fmnist.yaml", *args]) == 1  # stub: no records
     runs_dir = caller / "runs"
     assert [c[1:4] for c in calls] == [["-m", "lightning_pspc.cli", "fit"]] * 2
@@ -293,6 +297,39 @@ def test_sweep_resolves_every_path_against_the_callers_directory(tmp_path, monke
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "configs/unet_fmnist_small.yaml" in err and str(caller) in err
     assert len(calls) == 2
+
+
+def test_sweep_trains_runs_side_by_side_each_with_its_threads_and_log(
+    tmp_path, monkeypatch, capsys
+):
+    events: list = []
+    _, _ = _stub_sweep(monkeypatch)
+    failing: set[str] = set()
+    monkeypatch.setattr(
+        sweep, "Popen", popen_stub(lambda cmd: 3 if cmd[6] in failing else 0, events)
+    )
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 4)
+    root = tmp_path / "runs"
+    args = ["--sizes", "16", "48", "--no-twins", "--jobs=2", "--name=t", f"--run-root={root}"]
+    assert sweep.main([*args, "--no-progress"]) == 1  # stub evaluation: no records
+    assert [e[0] for e in events[:3]] == ["start", "start", "end"]  # both started at once
+    assert {e[2]["OMP_NUM_THREADS"] for e in events if e[0] == "start"} == {"2"}
+    log = (root / "logs" / "t-n00048.log").read_text()
+    assert log == "output of --run_name=t-n00048\n"
+    # a failure: the run already started finishes, no other starts, its log tail is printed
+    events.clear()
+    capsys.readouterr()
+    failing.add("--run_name=t-n00016")
+    args[1:3] = ["16", "48", "64"]
+    assert sweep.main([*args, "--skip-existing", "--no-progress"]) == 3
+    assert [e[1][6] for e in events if e[0] == "start"] == [
+        "--run_name=t-n00016",
+        "--run_name=t-n00048",
+    ]
+    err = capsys.readouterr().err
+    assert "output of --run_name=t-n00016" in err and "training N=16 failed (exit 3)" in err
+    with pytest.raises(SystemExit):
+        sweep.main([*args, "--jobs=-1"])
 
 
 def _fake_run(folder: Path, epochs_done: int) -> None:
@@ -311,7 +348,8 @@ def test_sweep_over_existing_runs_names_skip_existing_and_resumes_half_trained_o
     _fake_run(root / "t-n00016", epochs_done=1)
     _fake_run(root / "t-n00048", epochs_done=0)  # interrupted in its first epoch
     calls, _ = _stub_sweep(monkeypatch)
-    args = ["--sizes", "16", "48", "64", "--name", "t", f"--run-root={root}", "--no-progress"]
+    args = ["--sizes", "16", "48", "64", "--no-twins", "--name", "t", f"--run-root={root}"]
+    args.append("--no-progress")
     assert sweep.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--skip-existing" in err and "t-n00048" in err

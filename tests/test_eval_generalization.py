@@ -16,6 +16,7 @@ from lightning_pspc.diffusion import heun_sample
 from lightning_pspc.evaluation import EvalSeeds, fixed_noise
 from lightning_pspc.evaluation.command import main as eval_main
 from lightning_pspc.metrics import TwinSimilarity, paired_pearson_correlation
+from tests.helpers import popen_stub
 from tests.test_eval import EVAL_ARGS, REPO, TINY_TRAIN
 
 GEN_ARGS = [
@@ -42,7 +43,7 @@ def _sweep(root: Path, *args: str) -> int:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.setattr(sys, "argv", ["train.py"])
-        mp.setattr(sweep.subprocess, "call", train_in_process)
+        mp.setattr(sweep, "Popen", popen_stub(train_in_process))
         return sweep.main(
             [
                 f"--config={REPO / 'configs' / 'sweep_fmnist.yaml'}",
