@@ -44,7 +44,7 @@ from .plots_generalization import (
 from .plots_locality import locality_transition_figure
 from .probes import probe_sigmas
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
-from .twins import TwinError, memorization_history, twin_pairs, twin_record
+from .twins import TwinError, histories_by_size, memorization_history, twin_pairs, twin_record
 
 
 class EvalError(ValueError):
@@ -387,10 +387,7 @@ def evaluate_checkpoints(
             save_figure(transition_figure(records, extra), tmp / "transition.png")
             report["transition"] = "transition.png"
         report["phase_diagram"] = None
-        histories: dict[int, list] = {}  # per N the longest history (twins: either half)
-        for r in records:
-            if len(r["memorization_history"]) > len(histories.get(r["num_train"], [])):
-                histories[r["num_train"]] = r["memorization_history"]
+        histories = histories_by_size(records)  # twin halves averaged
         if histories:
             save_figure(phase_diagram_figure(histories), tmp / "phase_diagram.png")
             report["phase_diagram"] = "phase_diagram.png"

@@ -106,3 +106,22 @@ def memorization_history(ckpt: Mapping[str, Any]) -> list[dict[str, Any]]:
         if len(rows) > len(best):
             best = rows
     return best
+
+
+def histories_by_size(records: Sequence[Mapping[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Per training-set size, the memorization histories of its runs (twin halves, ...) averaged
+    at each ``images_seen``: ``{N: [{"images_seen", "memorized_fraction", "runs"}, ...]}``, sorted
+    by images seen; ``runs`` counts the histories that have the point. Sizes without a history
+    are left out."""
+    points: dict[int, dict[int, list[float]]] = {}
+    for rec in records:
+        for row in rec.get("memorization_history") or []:
+            per_n = points.setdefault(int(rec["num_train"]), {})
+            per_n.setdefault(int(row["images_seen"]), []).append(float(row["memorized_fraction"]))
+    return {
+        n: [
+            {"images_seen": seen, "memorized_fraction": sum(v) / len(v), "runs": len(v)}
+            for seen, v in sorted(per_n.items())
+        ]
+        for n, per_n in sorted(points.items())
+    }

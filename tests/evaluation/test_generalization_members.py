@@ -14,7 +14,12 @@ from lightning_pspc.evaluation.plots_generalization import (
     draw_twins_panel,
     phase_diagram_figure,
 )
-from lightning_pspc.evaluation.twins import TwinError, memorization_history, twin_pairs
+from lightning_pspc.evaluation.twins import (
+    TwinError,
+    histories_by_size,
+    memorization_history,
+    twin_pairs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +144,19 @@ def test_transition_gains_the_twin_panel_and_the_phase_diagram_draws():
     grid = fig.axes[1].images[0].get_array()
     assert grid.shape == (2, 2) and grid[0, 1] == pytest.approx(0.9) and grid.mask[1, 0]
     assert torch.isfinite(torch.tensor(float(grid[1, 1])))
+
+
+def test_histories_of_twin_halves_are_averaged_per_size():
+    def rec(n, fracs, start=100):
+        rows = [
+            {"images_seen": start * (i + 1), "memorized_fraction": f} for i, f in enumerate(fracs)
+        ]
+        return {"num_train": n, "memorization_history": rows}
+
+    merged = histories_by_size(
+        [rec(8, [0.0, 0.5, 1.0]), rec(8, [0.5, 1.0]), rec(64, [0.0]), {"num_train": 16}]
+    )
+    assert list(merged) == [8, 64]  # N = 16 has no history
+    assert [r["memorized_fraction"] for r in merged[8]] == [0.25, 0.75, 1.0]
+    assert [r["runs"] for r in merged[8]] == [2, 2, 1]
+    assert [r["images_seen"] for r in merged[8]] == [100, 200, 300]
