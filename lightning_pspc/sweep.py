@@ -50,7 +50,7 @@ from .runs import CONFIG_FILE, RunSetupError, build_from_config, load_config, re
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = "configs/sweep_fmnist.yaml"
 #: Training-set sizes of the main job (``configs/sweep_fmnist.yaml``: at its 800 steps N = 8
-#: memorizes, N = 16-32 are in the transition, N = 64 and 128 generalize).
+#: memorizes, N = 16 and 24 are in the transition, N = 32 nearly and N = 64, 128 fully generalize).
 DEFAULT_SIZES = (8, 16, 24, 32, 64, 128)
 #: Evaluation sizes of the sweep (smaller than ``eval.py``'s: twelve 16x16 runs in ~5 minutes;
 #: with twin runs every size gets 2 x 64 samples).
@@ -254,9 +254,9 @@ def check_twin_sizes(config: Path, sizes: Sequence[int], extra: Sequence[str]) -
         dm.setup()
     except ValueError as err:
         raise ValueError(
-            f"--twins with --sizes up to {size}: each twin needs its own {size} images "
-            f"({2 * size} in all), but {err} Fix: drop sizes above the limit, or lower "
-            f"--data.num_heldout."
+            f"twin runs (the default) with --sizes up to {size}: each twin needs its own {size} "
+            f"images ({2 * size} in all), but {err} Fix: drop sizes above the limit, lower "
+            f"--data.num_heldout, or pass --no-twins."
         ) from None
 
 

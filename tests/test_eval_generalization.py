@@ -176,5 +176,9 @@ def test_twins_with_a_size_the_data_cannot_split(tmp_path, capsys):
         _sweep(tmp_path, "--sizes", "16", "40000", "--twins", "--", "--data.num_heldout=16")
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "--twins with --sizes up to 40000" in err and "80000" in err and "Fix:" in err
+    assert (
+        "twin runs (the default) with --sizes up to 40000" in err
+        and "80000" in err
+        and "Fix:" in err
+    )
     assert not (tmp_path / "runs").exists()
