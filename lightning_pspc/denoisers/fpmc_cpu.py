@@ -31,7 +31,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from .pspc_cpu import _F32, _add_sqdiff, _exp32
+from .pspc_cpu import _F32, _add_sqdiff, _dot, _exp32
 
 #: Training images per chunk: a ``[B, CHUNK]`` float64 distance buffer (16 x 512 x 8 = 64 KiB
 #: at B = 16) and one feature's chunk (4 KiB) stay in L2/L1 while every feature streams by.
@@ -66,14 +66,6 @@ def _weights(dst, d2, shift, scale):
         w = np.float64(_exp32(_F32(-scale * (d2[i] - shift))))
         dst[i] = w
         t += w
-    return t
-
-
-@njit(cache=True, fastmath=_FM)
-def _dot(a, b):
-    t = 0.0
-    for i in range(a.shape[0]):
-        t += a[i] * b[i]
     return t
 
 

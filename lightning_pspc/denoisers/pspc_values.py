@@ -35,7 +35,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from .pspc_cpu import _F32, _add_sqdiff, _exp32, _row_min, _sqdiff
+from .pspc_cpu import _F32, _add_sqdiff, _dot, _exp32, _row_min, _sqdiff
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
 
@@ -137,14 +137,6 @@ def _weights(d2, shift, kb, counts, out):
         out[v] = w
         den += w
     return den
-
-
-@njit(cache=True, fastmath=_FM)
-def _dot(a, b):
-    t = 0.0
-    for v in range(a.shape[0]):
-        t += a[v] * b[v]
-    return t
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
