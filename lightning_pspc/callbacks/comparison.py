@@ -9,7 +9,6 @@ import lightning
 
 from ..evaluation.engine import check_reference_names
 from ..evaluation.pipeline import Comparison, DenoiserComparer, EvaluationMember, Panel
-from ..evaluation.probes import probe_sigmas
 from .periodic import PeriodicEvaluation
 
 
@@ -74,7 +73,6 @@ class DenoiserComparison(PeriodicEvaluation):
         progress: bool = True,
         dirpath: str | None = None,
     ) -> None:
-        probe_sigmas(sigmas)  # a bad grid fails here, not at setup
         super().__init__(
             every_n_epochs,
             log_images,

@@ -10,7 +10,6 @@ import lightning
 from ..evaluation.engine import check_reference_names
 from ..evaluation.generalization import Generalization
 from ..evaluation.pipeline import EvaluationMember
-from ..evaluation.probes import probe_sigmas
 from .periodic import PeriodicEvaluation
 
 
@@ -50,7 +49,6 @@ class GeneralizationMonitor(PeriodicEvaluation):
         progress: bool = True,
         dirpath: str | None = None,
     ) -> None:
-        probe_sigmas(sigmas)  # a bad grid fails here, not at setup
         super().__init__(
             every_n_epochs,
             log_images,

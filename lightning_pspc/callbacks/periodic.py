@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..evaluation.pipeline import EvalData, Evaluation, EvaluationMember, figures_of
 from ..evaluation.plots import save_figure
+from ..evaluation.probes import probe_sigmas
 from ..evaluation.timing import OverheadClock
 
 
@@ -57,6 +58,7 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
             raise ValueError(f"{type(self).__name__}: every_n_epochs={every_n_epochs} must be >= 1")
         if batch_size < 1:
             raise ValueError(f"{type(self).__name__}: batch_size={batch_size} must be >= 1")
+        probe_sigmas(sigmas)  # a bad grid fails here, not at setup
         self.every_n_epochs, self.log_images = every_n_epochs, log_images
         self.progress, self.dirpath = progress, dirpath
         self.references, self.sigmas = tuple(references), sigmas

@@ -233,3 +233,12 @@ def test_callbacks_from_yaml_log_charts_to_wandb(train_args, tmp_path):
         "memorization/memorized_vs_images",
     }
     assert len(list((run / "plots").glob("*_epoch_0001.png"))) == 6
+
+
+@pytest.mark.parametrize("sigmas", [[], [1.0, -0.5], [float("nan")]])
+def test_a_bad_sigma_grid_fails_when_the_callback_is_built(sigmas):
+    from lightning_pspc.callbacks.generalization import GeneralizationMonitor
+
+    for cls in (DenoiserComparison, GeneralizationMonitor):
+        with pytest.raises(ValueError, match="non-empty list of positive finite noise levels"):
+            cls(sigmas=sigmas)
