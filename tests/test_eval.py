@@ -61,10 +61,9 @@ TINY_TRAIN = [
 ]
 
 
-@pytest.fixture(scope="module")
-def swept(tmp_path_factory) -> Path:
-    """``sweep.py`` over N = 16 and 48 with tiny runs; train.py runs in-process (same arguments)."""
-    root = tmp_path_factory.mktemp("sweep")
+def sweep_in_process(root: Path, name: str, *args: str) -> int:
+    """``sweep.py`` with the sweep preset, runs named ``name`` under ``root/runs``, evaluation in
+    ``root/eval``; each training command runs train.py in this process (same arguments)."""
 
     def train_in_process(cmd: list[str]) -> int:
         assert cmd[1:4] == ["-m", "lightning_pspc.cli", "fit"]
@@ -75,24 +74,23 @@ def swept(tmp_path_factory) -> Path:
         mp.setenv("WANDB_MODE", "offline")
         mp.setattr(sys, "argv", ["train.py"])
         mp.setattr(sweep, "Popen", popen_stub(train_in_process))
-        code = sweep.main(
+        return sweep.main(
             [
                 f"--config={REPO / 'configs' / 'sweep_fmnist.yaml'}",
-                "--sizes",
-                "48",
-                "16",
-                "--no-twins",
-                "--jobs=1",
-                "--name",
-                "t",
+                f"--name={name}",
                 f"--run-root={root / 'runs'}",
                 f"--out={root / 'eval'}",
-                *EVAL_ARGS,
-                "--",
-                *TINY_TRAIN,
+                *args,
             ]
         )
-    assert code == 0
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    """``sweep.py`` over N = 16 and 48 with tiny runs; train.py runs in-process (same arguments)."""
+    root = tmp_path_factory.mktemp("sweep")
+    sizes = ["--sizes", "48", "16", "--no-twins", "--jobs=1"]
+    assert sweep_in_process(root, "t", *sizes, *EVAL_ARGS, "--", *TINY_TRAIN) == 0
     return root
 
 

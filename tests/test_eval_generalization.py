@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from lightning_pspc import cli, runs, sweep
+from lightning_pspc import runs
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.diffusion import heun_sample
 from lightning_pspc.evaluation import EvalSeeds, fixed_noise
 from lightning_pspc.evaluation.command import main as eval_main
 from lightning_pspc.metrics import TwinSimilarity, paired_pearson_correlation
-from tests.helpers import popen_stub
-from tests.test_eval import EVAL_ARGS, REPO, TINY_TRAIN
+from tests.test_eval import EVAL_ARGS, TINY_TRAIN, sweep_in_process
 
 GEN_ARGS = [
     *EVAL_ARGS,
@@ -35,25 +33,7 @@ GEN_ARGS = [
 
 
 def _sweep(root: Path, *args: str) -> int:
-    def train_in_process(cmd: list[str]) -> int:
-        assert cmd[1:4] == ["-m", "lightning_pspc.cli", "fit"]
-        cli.main(cmd[3:])
-        return 0
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WANDB_MODE", "offline")
-        mp.setattr(sys, "argv", ["train.py"])
-        mp.setattr(sweep, "Popen", popen_stub(train_in_process))
-        return sweep.main(
-            [
-                f"--config={REPO / 'configs' / 'sweep_fmnist.yaml'}",
-                "--name",
-                "tw",
-                f"--run-root={root / 'runs'}",
-                f"--out={root / 'eval'}",
-                *args,
-            ]
-        )
+    return sweep_in_process(root, "tw", *args)
 
 
 @pytest.fixture(scope="module")
