@@ -24,6 +24,11 @@ ELS_BLOCK_ELEMENTS = 2**17
 #: Query windows per ELS step.
 ELS_QUERY_ROWS = 128
 
+#: Float64 elements (2 GiB) of prepared ELS patch sets one denoiser keeps between calls; past it
+#: the cache is emptied. The boundary-broken patch sets of one side ``k`` hold up to
+#: ``N H W C k^2`` elements (Fashion-MNIST, N = 1,024, k = 17: 1.9 GB before merging).
+ELS_CACHE_ELEMENTS = 2**28
+
 #: ``engine="auto"`` on the CPU uses the fused kernel for windows of at most this many features
 #: (C k^2); wider windows use the matrix-product engine, whose blocked float64 GEMM beats the
 #: kernel's per-feature difference sweeps there (Fashion-MNIST, N = 100, B = 16, 2 cores: fused
@@ -165,6 +170,20 @@ def _unfold_windows(x: Tensor, k: int, padding: Padding) -> Tensor:
     return F.unfold(x, k, padding=h).transpose(1, 2)
 
 
+def _windows_at(padded: Tensor, k: int, pix: Tensor) -> Tensor:
+    """The ``k x k`` windows of ``padded [B, C, H + 2h, W + 2h]`` (zero-padded by ``h = k // 2``)
+    centred on the flat pixel indices ``pix [P]`` of the ``H x W`` image -> ``[B, P, C*k*k]``
+    (features ordered as :func:`F.unfold`'s: channel, row, col)."""
+    b, c, _, w = padded.shape
+    w -= 2 * (k // 2)  # the image's width
+    offsets = torch.arange(k, device=padded.device)
+    pix = pix.to(padded.device)
+    rows = (pix // w).view(-1, 1, 1) + offsets.view(1, -1, 1)  # [P, k, 1] padded top rows
+    cols = (pix % w).view(-1, 1, 1) + offsets.view(1, 1, -1)  # [P, 1, k]
+    windows = padded[:, :, rows, cols]  # [B, C, P, k, k]
+    return windows.permute(0, 2, 1, 3, 4).reshape(b, pix.numel(), c * k * k)
+
+
 def _axis_classes(n: int, k: int) -> Tensor:
     """Boundary-broken class of each row (column) index: its own index on the border
     (``i < k//2`` or ``i >= n - k//2``), ``-1`` for every interior index."""
@@ -256,6 +275,8 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         #: :func:`els_posterior_centres` (torch); ``"torch"`` or ``"fused"`` force one.
         self.engine = "auto"
         self._patch_sets: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._padded: tuple[int, Tensor] | None = None  # (k, zero-padded images) while preparing
+        self._same_location: dict[tuple, LocalDenoiser] = {}
         c, h, w = self.image_shape
         if padding == "circular" and max(self.patch_sizes) > min(h, w):
             raise ValueError(
@@ -265,16 +286,22 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
 
     def _patch_set(self, k: int, pix: Tensor | None, centre: Tensor) -> tuple[Tensor, Tensor]:
         """Prepared source set (:func:`prepare_patch_set`) of side ``k``: every valid patch
-        (``pix=None``), or the zero-padded windows centred at pixels ``pix``; cached."""
+        (``pix=None``), or the zero-padded windows centred at pixels ``pix``; cached (up to
+        :data:`ELS_CACHE_ELEMENTS`)."""
         key = (k, None if pix is None else tuple(pix.tolist()), self.images.device)
         if key not in self._patch_sets:
             x, c = self.images.to(torch.float64), self.image_shape[0]
             if pix is None:
                 patches = F.unfold(x, k).transpose(1, 2).reshape(-1, c * k * k)  # [N L, C k^2]
-            else:
-                windows = _unfold_windows(x, k, "zeros")  # [N, HW, C k^2]
-                patches = windows[:, pix].reshape(-1, c * k * k)  # [N |pix|, C k^2]
-            self._patch_sets[key] = prepare_patch_set(patches, centre)
+            else:  # only the windows at pix: unfolding all H*W windows per class cost minutes
+                if self._padded is None or self._padded[0] != k:
+                    self._padded = (k, F.pad(x, (k // 2,) * 4))  # once per side, not per class
+                patches = _windows_at(self._padded[1], k, pix).reshape(-1, c * k * k)
+            prepared = prepare_patch_set(patches, centre)  # [N |pix|, C k^2] merged
+            held = sum(r.numel() + m.numel() for r, m in self._patch_sets.values())
+            if held + prepared[0].numel() + prepared[1].numel() > ELS_CACHE_ELEMENTS:
+                self._patch_sets.clear()
+            self._patch_sets[key] = prepared
         return self._patch_sets[key]
 
     def _denoise_size(self, z: Tensor, sigma: Tensor, k: int) -> Tensor:
@@ -302,6 +329,16 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             rhs, centres = self._patch_set(k, None, centre)
             out = centres_of(queries, rhs, centres, inv_s2, block)
             return out.transpose(1, 2).reshape(b, c, h, w)
+        if k > h and k > w:
+            # every row and column is a border one: each pixel matches only its own location,
+            # and zero padding adds 0 to every distance, so this is LS (the FPMC engine, no
+            # N H W C k^2 patch set; k = 55 at N = 1,024 took 24 GB that way)
+            key = (k, self.images.device)
+            if key not in self._same_location:
+                self._same_location[key] = LocalDenoiser(
+                    self.images, patch_size=k, chunk_elements=self.chunk_elements
+                )
+            return self._same_location[key]._denoise_size(z, sigma, k)
         rc, cc = _axis_classes(h, k), _axis_classes(w, k)
         cls = (rc.view(-1, 1) * (w + 1) + cc.view(1, -1)).reshape(-1)  # [HW] class id
         out = torch.empty(b, h * w, c, dtype=z.dtype, device=z.device)
@@ -309,4 +346,5 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             pix = (cls == label).nonzero().squeeze(1).to(z.device)
             rhs, centres = self._patch_set(k, pix, centre)
             out[:, pix] = centres_of(queries[:, pix], rhs, centres, inv_s2, block)
+        self._padded = None
         return out.transpose(1, 2).reshape(b, c, h, w)
