@@ -7,7 +7,12 @@ from typing import Any
 
 import lightning
 
-from ..evaluation.locality import DEFAULT_CANDIDATES, DEFAULT_FRACTIONS, FIT_KINDS, Locality
+from ..evaluation.locality import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_FIT_KINDS,
+    DEFAULT_FRACTIONS,
+    Locality,
+)
 from ..evaluation.pipeline import EvaluationMember
 from .periodic import PeriodicEvaluation
 
@@ -24,16 +29,18 @@ class LocalityMonitor(PeriodicEvaluation):
     * ``locality/patch_size_f50/sigma_<s>`` (and ``f75``, ``f95``): the sensitivity patch size,
       the mean over the grid's pixels of the side of the smallest centred square holding that
       fraction of the pixel's heatmap mass (Niedoba et al. 2024, sec. 5);
-    * ``locality/best_fit_pspc/sigma_<s>``, ``locality/best_fit_ls/sigma_<s>``: the candidate
-      patch side whose PSPC-Square / LS output is closest in MSE to the network's on the same
-      probes (Kamb & Ganguli 2024's calibration, here on held-out forward probes only); the
-      candidates' outputs are computed once, at the first evaluation;
+    * ``locality/best_fit_pspc/sigma_<s>``, ``locality/best_fit_ls/sigma_<s>`` (and ``els``):
+      the candidate patch side whose PSPC-Square / LS / ELS output is closest in MSE to the
+      network's on the same probes (Kamb & Ganguli 2024's calibration), pooled with the states
+      of ``num_reverse_probes`` of the network's own Heun trajectories when that is > 0 (then
+      also ``best_fit_<kind>_forward`` / ``_reverse``: each set alone); the candidates' outputs
+      on the forward probes are computed once, at the first evaluation;
 
     and ``locality/seconds``. With ``log_images`` rank 0 draws the patch size against sigma (this
     epoch against earlier ones), the epoch x sigma heat map of the f50 patch size, the best-fit
     patch sizes over epochs, and the heatmaps of ``num_pixels_shown`` output pixels.
 
-    The best-fit LS sizes calibrate the ``ls`` / ``els`` references of every
+    The best-fit LS (ELS) sizes calibrate the ``ls`` / ``els`` references of every
     :class:`~lightning_pspc.callbacks.DenoiserComparison` of the trainer (from its next
     evaluation; list the monitor before the comparison to use them in the same epoch). Every
     process computes the same heatmaps (no sharding under DDP).
@@ -51,7 +58,14 @@ class LocalityMonitor(PeriodicEvaluation):
             unbiased sample of all pixels' when the grid covers border and interior alike.
         fractions: mass fractions of the sensitivity patch size.
         candidates: odd patch sides tried by the best fit (the result is one of them).
-        fit_kinds: ``pspc`` and/or ``ls`` (empty: no best fit).
+        fit_kinds: a subset of ``pspc``, ``ls``, ``els`` (empty: no best fit); ELS costs
+            seconds per probe on the CPU at N = 1,024, so it is not in the default.
+        num_reverse_probes: seeds of reverse-process probes pooled into the best fit (default
+            0: forward probes only). The trajectories change every epoch, so the candidates'
+            outputs on them are recomputed at every evaluation (``R * len(sigmas)`` calls per
+            candidate, against the forward probes' once per fit), which would several-fold the
+            monitor's share of a small preset's wall time (6 % at 0; the callbacks' total must
+            stay under 25 %); ``eval.py`` pools 2 by default.
         num_pixels_shown: output pixels whose heatmaps are drawn.
         seed: evaluation seed (:class:`~lightning_pspc.evaluation.EvalSeeds`).
         batch_size: probes per denoiser call.
@@ -68,8 +82,9 @@ class LocalityMonitor(PeriodicEvaluation):
         stride: int = 4,
         fractions: Sequence[float] = DEFAULT_FRACTIONS,
         candidates: Sequence[int] = DEFAULT_CANDIDATES,
-        fit_kinds: Sequence[str] = FIT_KINDS,
+        fit_kinds: Sequence[str] = DEFAULT_FIT_KINDS,
         num_pixels_shown: int = 4,
+        num_reverse_probes: int = 0,
         seed: int = 0,
         batch_size: int = 64,
         log_images: bool = True,
@@ -81,7 +96,14 @@ class LocalityMonitor(PeriodicEvaluation):
         )
         try:
             self.member = Locality(
-                sigmas, num_probes, stride, fractions, candidates, fit_kinds, num_pixels_shown
+                sigmas,
+                num_probes,
+                stride,
+                fractions,
+                candidates,
+                fit_kinds,
+                num_pixels_shown,
+                num_reverse_probes,
             )
         except ValueError as err:
             raise ValueError(f"LocalityMonitor: {err}") from None

@@ -41,8 +41,22 @@ HELP = {
     "(0: skip)",
     "locality_stride": "output-pixel grid step of the sensitivity heatmaps (1: every pixel)",
     "locality_sigmas": "noise levels of the patch sizes (default 10 3 1 0.5 0.2 0.05)",
+    "locality_reverse_probes": "seeds of the network's own Heun trajectories whose states join "
+    "the held-out probes of the best fit (pooled; 0: forward probes only)",
+    "locality_fit_kinds": "closed forms the best fit calibrates: pspc, ls, els (els gives the els "
+    "reference its own calibration, else it uses ls's; slow on CPU)",
     "flex_probes": "held-out probes per sigma of the pspc_flex references' full heatmaps",
 }
+
+
+#: :class:`EvalSettings` fields given as lists (``nargs="+"``).
+LIST_FIELDS = (
+    "references",
+    "sigmas",
+    "agreement_references",
+    "locality_sigmas",
+    "locality_fit_kinds",
+)
 
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,7 +64,7 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     :func:`settings_from_args`), plus ``--wandb``, ``--wandb-project`` and ``--no-progress``."""
     for f in fields(EvalSettings):
         flag = "--" + f.name.replace("_", "-")
-        if f.name in ("references", "sigmas", "agreement_references", "locality_sigmas"):
+        if f.name in LIST_FIELDS:
             kind = float if f.name in ("sigmas", "locality_sigmas") else str
             p.add_argument(flag, nargs="+", type=kind, default=f.default, help=HELP[f.name])
         else:
@@ -63,7 +77,9 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """The :class:`EvalSettings` of options added by :func:`add_settings_arguments`."""
     values = {f.name: getattr(args, f.name) for f in fields(EvalSettings)}
-    tuples = {k: tuple(values[k]) for k in ("references", "agreement_references")}
+    tuples = {
+        k: tuple(values[k]) for k in ("references", "agreement_references", "locality_fit_kinds")
+    }
     return EvalSettings(**values | tuples)
 
 

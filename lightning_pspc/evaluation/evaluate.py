@@ -32,7 +32,7 @@ from ..wandb_check import wandb_login_problem
 from .engine import check_reference_names
 from .generalization import Agreement, Generalization
 from .local_references import NetworkFlexReference
-from .locality import Locality
+from .locality import DEFAULT_FIT_KINDS, Locality
 from .pipeline import Comparison, EvalData, Evaluation, Memorization, Panel, figures_of
 from .plots import save_figure, transition_figure
 from .plots_generalization import (
@@ -53,7 +53,15 @@ class EvalError(ValueError):
 
 @dataclass
 class EvalSettings:
-    """Evaluation sizes (larger than the callbacks' per-epoch ones) and options of ``eval.py``."""
+    """Evaluation sizes (larger than the callbacks' per-epoch ones) and options of ``eval.py``.
+
+    The best-fit patch sizes (``locality_*``) are fitted on ``locality_probes`` held-out forward
+    probes and the states of ``locality_reverse_probes`` of the network's own Heun trajectories
+    per sigma, pooled (Kamb & Ganguli calibrate on the reverse trajectory; REFERENCE.md 3b asks
+    for both); ``metrics.json`` records the probes used (``locality.best_fit_probes``) and the
+    fit on each set alone (``locality.best_fit_by_probes``). ``locality_fit_kinds`` may add
+    ``els`` so that the ``els`` reference gets its own calibration (minutes on the CPU).
+    """
 
     num_train_probes: int = 32
     num_heldout_probes: int = 32
@@ -72,6 +80,8 @@ class EvalSettings:
     locality_probes: int = 4
     locality_stride: int = 2
     locality_sigmas: list[float] | None = None
+    locality_reverse_probes: int = 2
+    locality_fit_kinds: tuple[str, ...] = DEFAULT_FIT_KINDS
     flex_probes: int = 2
 
     def check(self) -> None:
@@ -114,10 +124,17 @@ class EvalSettings:
         if self.locality_probes == 0:
             return None
         try:
-            return Locality(self.locality_sigmas, self.locality_probes, self.locality_stride)
+            return Locality(
+                self.locality_sigmas,
+                self.locality_probes,
+                self.locality_stride,
+                fit_kinds=self.locality_fit_kinds,
+                num_reverse_probes=self.locality_reverse_probes,
+            )
         except ValueError as err:
             raise ValueError(
-                f"--locality-sigmas/--locality-probes/--locality-stride: {err}"
+                "--locality-sigmas/--locality-probes/--locality-stride/--locality-fit-kinds/"
+                f"--locality-reverse-probes: {err}"
             ) from None
 
     def torch_device(self) -> torch.device:
@@ -322,6 +339,7 @@ def locality_json(evaluation: Evaluation, results: dict) -> dict:
             "sigmas": list(ref.schedule[0]),
             "patch_sizes": list(ref.schedule[1]),
             "calibrated": ref.calibrated,
+            "calibrated_by": ref.calibrated_by,
         }
         for name, ref in evaluation.references.items()
         if hasattr(ref, "schedule") and hasattr(ref, "calibrated")

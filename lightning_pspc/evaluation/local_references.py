@@ -125,17 +125,24 @@ class NetworkFlexReference(NetworkDependentReference):
 
 
 class CalibratedLocalReference(NetworkDependentReference):
-    """LS (or ELS, ``equivariant``) with the best-fit LS window sides of the network when a
-    :class:`~lightning_pspc.evaluation.locality.Locality` member has measured them (``evaluation
-    .calibration["ls"]``), else :func:`default_local_schedule`. ELS reuses the LS calibration
-    (Kamb & Ganguli calibrate ELS itself; one calibration keeps the cost down)."""
+    """LS (or ELS, ``equivariant``, zero padding) with the network's best-fit window sides when a
+    :class:`~lightning_pspc.evaluation.locality.Locality` member has measured them, else
+    :func:`default_local_schedule`. LS reads ``evaluation.calibration["ls"]``; ELS reads its own
+    ``["els"]`` (Kamb & Ganguli calibrate ELS itself; the member's ``fit_kinds`` must include
+    ``"els"``, off by default for its CPU cost) and falls back to the LS calibration.
+    :attr:`calibrated_by` names the calibration in use (``None``: the default schedule)."""
 
     def __init__(self, images: Tensor, equivariant: bool = False) -> None:
         super().__init__()
         self.images, self.equivariant = images, equivariant
         self.schedule = default_local_schedule(*images.shape[-2:])
-        self.calibrated = False
+        self.calibrated_by: str | None = None
         self.denoiser = self._build(self.schedule)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a best fit (any kind) sets the window sides."""
+        return self.calibrated_by is not None
 
     def _build(self, schedule: tuple[Sequence[float], Sequence[int]]) -> nn.Module:
         sigmas, sizes = schedule
@@ -146,15 +153,20 @@ class CalibratedLocalReference(NetworkDependentReference):
         return LocalDenoiser(self.images, sigmas=sigmas, patch_sizes=sizes)
 
     def refresh(self, network: Denoiser, evaluation: Any) -> bool:
-        found = getattr(evaluation, "calibration", {}).get("ls")
-        if found is None:
+        calibration = getattr(evaluation, "calibration", {})
+        kinds = ("els", "ls") if self.equivariant else ("ls",)
+        kind = next((k for k in kinds if k in calibration), None)
+        if kind is None:
             return False
+        found = calibration[kind]
         schedule = (tuple(float(s) for s in found[0]), tuple(int(k) for k in found[1]))
-        if schedule == self.schedule:
+        if schedule == self.schedule and kind == self.calibrated_by:
             return False
-        self.schedule, self.calibrated = schedule, True
-        self.denoiser = self._build(schedule)
-        return True
+        changed = schedule != self.schedule
+        self.schedule, self.calibrated_by = schedule, kind
+        if changed:
+            self.denoiser = self._build(schedule)
+        return changed
 
 
 #: Factories ``images -> module`` of the local references (added to ``REFERENCE_DENOISERS``).

@@ -6,14 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_pspc.denoisers import LocalDenoiser, PSPCSquareDenoiser
+from lightning_pspc.denoisers import EquivariantLocalDenoiser, LocalDenoiser, PSPCSquareDenoiser
 from lightning_pspc.diffusion import EDMPrecond
 from lightning_pspc.evaluation import (
     Comparison,
     EvalData,
     Evaluation,
     check_reference_names,
+    fixed_noise,
     forward_probes,
+    reverse_probes,
 )
 from lightning_pspc.evaluation.local_references import (
     FMNIST_LOCAL_SIZES,
@@ -62,18 +64,18 @@ def test_logged_patch_sizes_equal_a_direct_computation(data):
     assert set(result.to_json()["sensitivity_patch_size"]) == {"f50", "f75", "f95"}
 
 
-@pytest.mark.parametrize("kind,p", [("pspc", 3), ("ls", 5)])
+@pytest.mark.parametrize("kind,p", [("pspc", 3), ("ls", 5), ("els", 3)])
 def test_best_fit_of_a_closed_form_network_is_its_own_patch_size(data, kind, p):
     images = data.reference
-    denoiser = (
-        PSPCSquareDenoiser(images, patch_size=p)
-        if kind == "pspc"
-        else LocalDenoiser(images, patch_size=p)
-    )
+    denoiser = {
+        "pspc": lambda: PSPCSquareDenoiser(images, patch_size=p),
+        "ls": lambda: LocalDenoiser(images, patch_size=p),
+        "els": lambda: EquivariantLocalDenoiser(images, patch_size=p, padding="zeros"),
+    }[kind]()
     member = Locality(SIGMAS, num_probes=2, stride=4, candidates=(1, 3, 5, 7), fit_kinds=[kind])
     ev = Evaluation(data, [member])
     outputs = denoiser(member.probes.z, member.probes.sigma)
-    best, mse = member.best_fit(outputs)
+    best, mse = member.best_fit(outputs)["forward"]
     assert best[kind] == [p, p]
     assert min(mse[kind][0]) == pytest.approx(0.0, abs=1e-10)
     assert ev.calibration[kind] == (SIGMAS, [p, p])
@@ -95,6 +97,86 @@ def test_flex_reference_uses_the_current_networks_heatmaps(data):
     assert not torch.allclose(first["pspc_flex"], second["pspc_flex"])
 
 
+def test_reverse_probes_are_pooled_into_the_best_fit(data):
+    """The fit MSE is the mean over the held-out forward probes and the states of the network's
+    own Heun trajectories at each sigma (a direct computation), and the same in a second run."""
+    net = _net(0)
+
+    def run() -> tuple[Locality, Evaluation, object]:
+        member = Locality(
+            SIGMAS,
+            num_probes=1,
+            stride=4,
+            candidates=(1, 3),
+            fit_kinds=["ls"],
+            num_reverse_probes=2,
+        )
+        ev = Evaluation(data, [member], seed=3)
+        return member, ev, ev.evaluate(net)["locality"]
+
+    member, ev, result = run()
+    grid = member.trajectory_sigmas
+    assert grid[0] == 80.0 and all(bool((grid == s).any()) for s in SIGMAS)
+    noise = fixed_noise(2, (1, 8, 8), ev.seeds.reverse_noise)
+    states, net_out, _ = reverse_probes(net, noise, grid)
+    fwd = member.probes
+    with torch.no_grad():
+        fwd_out = net(fwd.z, fwd.sigma.float())
+    expected = []
+    for s in SIGMAS:
+        on_rev = (states.sigma == s).nonzero().squeeze(1)
+        on_fwd = (fwd.sigma == s).nonzero().squeeze(1)
+        z = torch.cat([fwd.z[on_fwd], states.z[on_rev]])  # 1 forward + 2 reverse probes
+        target = torch.cat([fwd_out[on_fwd], net_out[on_rev]])
+        sig = torch.full((3,), s, dtype=torch.float64)
+        expected.append(
+            [
+                float((LocalDenoiser(data.reference, patch_size=k)(z, sig) - target).pow(2).mean())
+                for k in (1, 3)
+            ]
+        )
+    torch.testing.assert_close(
+        torch.tensor(result.fit_mse["ls"], dtype=torch.float64),
+        torch.tensor(expected, dtype=torch.float64),
+    )
+    rec = result.to_json()
+    assert rec["best_fit_probes"] == {"used": "forward+reverse", "forward": 1, "reverse": 2}
+    forward_only = Locality(SIGMAS, num_probes=1, stride=4, candidates=(1, 3), fit_kinds=["ls"])
+    Evaluation(data, [forward_only], seed=3)
+    alone = forward_only.best_fit(fwd_out)["forward"][1]["ls"]
+    torch.testing.assert_close(
+        torch.tensor(rec["best_fit_by_probes"]["forward"]["mse"]["ls"]), torch.tensor(alone)
+    )
+    assert not torch.allclose(torch.tensor(alone), torch.tensor(expected))
+    assert ev.calibration["ls"] == (SIGMAS, result.best_fit["ls"])
+    assert "locality/best_fit_ls_reverse/sigma_2" in result.scalars()
+    assert run()[2].to_json() == rec  # deterministic
+
+
+def test_els_fit_kind_gives_the_els_reference_its_own_calibration(data):
+    ev = Evaluation(
+        data,
+        [
+            Locality(SIGMAS, num_probes=1, stride=4, candidates=(1, 5), fit_kinds=["ls", "els"]),
+            Comparison(0, 1, 0),
+        ],
+        ["ls", "els"],
+        SIGMAS,
+    )
+    best = ev.evaluate(_net(0))["locality"].best_fit
+    assert ev.calibration["els"] == (SIGMAS, best["els"])
+    els, ls = ev.references["els"], ev.references["ls"]
+    assert els.calibrated_by == "els" and els.schedule == (tuple(SIGMAS), tuple(best["els"]))
+    assert els.denoiser.patch_sizes == tuple(best["els"]) and els.denoiser.padding == "zeros"
+    assert ls.calibrated_by == "ls" and ls.schedule[1] == tuple(best["ls"])
+    # the ELS calibration of an ELS network is its own window (the LS one need not be)
+    member = ev.members["locality"]
+    els_net = EquivariantLocalDenoiser(data.reference, patch_size=5, padding="zeros")
+    member.best_fit(els_net(member.probes.z, member.probes.sigma))
+    ev.refresh_references(els_net)
+    assert els.schedule == (tuple(SIGMAS), (5, 5)) and els.calibrated_by == "els"
+
+
 def test_ls_els_use_the_calibrated_best_fit_else_the_default(data):
     ev = Evaluation(
         data,
@@ -110,8 +192,9 @@ def test_ls_els_use_the_calibrated_best_fit_else_the_default(data):
     assert default_local_schedule(28, 28)[1] == FMNIST_LOCAL_SIZES
     results = ev.evaluate(_net(0))
     best = tuple(results["locality"].best_fit["ls"])
-    for name in ("ls", "els"):
-        assert ev.references[name].calibrated and ev.references[name].schedule[1] == best
+    for name in ("ls", "els"):  # without an ELS fit, ELS takes the LS calibration
+        assert ev.references[name].calibrated_by == "ls"
+        assert ev.references[name].schedule[1] == best
     assert set(results["compare"].mse["heldout"]) == {"ls", "els", "wiener_locality"}
 
 
@@ -125,4 +208,6 @@ def test_bad_reference_names_and_settings_give_one_clear_error():
     with pytest.raises(ValueError, match=r"candidates=\[4\] must be positive odd"):
         Locality(candidates=[4])
     with pytest.raises(ValueError, match="fit_kinds"):
-        Locality(fit_kinds=["els"])
+        Locality(fit_kinds=["elss"])
+    with pytest.raises(ValueError, match="num_reverse_probes=-1 must be >= 0"):
+        Locality(num_reverse_probes=-1)
