@@ -176,7 +176,7 @@ class Evaluation:
         self.references: dict[str, nn.Module] = (
             build_references(names, data.reference, self.device) if names else {}
         )
-        #: best-fit patch sizes ``{"pspc" | "ls": (sigmas, sizes)}`` of the latest locality
+        #: best-fit patch sizes ``{"pspc" | "ls" | "els": (sigmas, sizes)}`` of the latest locality
         #: member, read by the calibrated LS / ELS references (may be shared between evaluations)
         self.calibration: dict[str, tuple[list[float], list[int]]] = {}
         #: heatmaps of the network being evaluated, shared by the references of one refresh
