@@ -63,9 +63,11 @@ class LocalityMonitor(PeriodicEvaluation):
         num_reverse_probes: seeds of reverse-process probes pooled into the best fit (default
             0: forward probes only). The trajectories change every epoch, so the candidates'
             outputs on them are recomputed at every evaluation (``R * len(sigmas)`` calls per
-            candidate, against the forward probes' once per fit), which would several-fold the
-            monitor's share of a small preset's wall time (6 % at 0; the callbacks' total must
-            stay under 25 %); ``eval.py`` pools 2 by default.
+            candidate, against ``num_probes * len(sigmas)`` once per fit): in the small preset
+            (2 probes, 6 sigmas, 16 candidates, 4 evaluations) one seed adds 96 closed-form
+            calls to every evaluation, where the forward fit makes 192 once (so 576 in all
+            instead of 192), plus a Heun trajectory, on a monitor at 6 % of the wall time with
+            the callbacks at 17.7 % of a 25 % budget; ``eval.py`` pools 2 by default.
         num_pixels_shown: output pixels whose heatmaps are drawn.
         seed: evaluation seed (:class:`~lightning_pspc.evaluation.EvalSeeds`).
         batch_size: probes per denoiser call.
