@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 
 from lightning_pspc.data import IDXSource
-from lightning_pspc.denoisers import EmpiricalDenoiser, PSPCSquareDenoiser
+from lightning_pspc.denoisers import EmpiricalDenoiser, PSPCSquareDenoiser, numba_target
 from lightning_pspc.denoisers.reference import pspc_square_loop
 from lightning_pspc.diffusion import edm_sigmas
 from lightning_pspc.evaluation.engine import denoise_batched
@@ -308,7 +308,10 @@ def main() -> None:
     global LOOP_THREADS
     LOOP_THREADS = args.loop_threads
     device = torch.device(args.device)
-    print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(
+        f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
+        f"numba 512-bit vectors={numba_target.WIDE_VECTORS}"
+    )
     data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]
     if not args.no_grid:
         summarize(grid(args, data, device), args)

@@ -31,6 +31,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from . import numba_target  # noqa: F401  (before any kernel compiles)
 from .pspc_cpu import _F32, _add_sqdiff, _dot, _exp32
 
 #: Training images per chunk: a ``[B, CHUNK]`` float64 distance buffer (16 x 512 x 8 = 64 KiB

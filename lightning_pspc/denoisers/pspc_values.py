@@ -35,6 +35,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from . import numba_target  # noqa: F401  (before any kernel compiles)
 from .pspc_cpu import _F32, _add_sqdiff, _dot, _exp32, _row_min, _sqdiff
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
