@@ -62,6 +62,9 @@ SWEEP_EVAL_DEFAULTS = {
     "num_linearity_pairs": 8,
     "num_agreement_samples": 8,
     "locality_probes": 2,
+    # the transition chart reads the sensitivity patch size; the best fit stays on forward probes
+    # (the eval.py default adds 2 reverse trajectories per run: not in the measured main job)
+    "locality_reverse_probes": 0,
 }
 
 
