@@ -3,9 +3,10 @@ vectors where the CPU has AVX-512.
 
 LLVM's tuning for Intel server CPUs (Skylake-X, Cascade Lake, Ice Lake) prefers 256-bit vectors
 even where 512-bit ones exist, so numba's loops use half the width the kernels could. Removing the
-``prefer-256-bit`` tuning from numba's target features makes them 20-25 % faster on this project's
-Cascade Lake CI machine (CPU time on one core, Fashion-MNIST, N = 2,000, B = 64: PSPC-Square P = 3 from 6.4 to
-5.1 ns per (noisy image, training image, pixel), P = 5 from 5.3 to 4.0, P = 7 from 4.9 to 4.1;
+``prefer-256-bit`` tuning from numba's target features makes them 20-25 % faster on this
+project's development machine, a Cascade Lake (CPU time on one core, Fashion-MNIST, N = 2,000,
+B = 64: PSPC-Square P = 3 from 6.4 to 5.1 ns per (noisy image, training image, pixel), P = 5 from
+5.3 to 4.0, P = 7 from 4.9 to 4.1;
 ``benchmarks/denoisers.py`` prints the current figures). Results are unchanged: the same
 operations, wider registers (the exactness tests run with whichever width the machine gets).
 
