@@ -143,17 +143,21 @@ def pspc_flex_published(z: Tensor, sigma: Tensor, images: Tensor, masks: Tensor)
     return comp / norm
 
 
-def els_cdist_loop(z: Tensor, sigma: Tensor, images: Tensor, k: int) -> Tensor:
+def els_cdist_loop(
+    z: Tensor, sigma: Tensor, images: Tensor, k: int, rows: int | None = None
+) -> Tensor:
     """Circular ELS as a per-pixel loop, each pixel a float32 ``cdist`` of its wrapped window
-    against the whole patch set (every valid patch of every training image)."""
+    against the whole patch set (every valid patch of every training image). ``rows``: only the
+    first ``rows`` image rows (the rest of the output is left as ``z``; every row costs the same,
+    so benchmarks time a few and scale)."""
     z, images, sigma = z.float(), images.float(), sigma.float()
     b, ch, h, w = z.shape
     patches = F.unfold(images, k).transpose(1, 2).reshape(-1, ch * k * k)  # [N L, C k^2]
     centre = torch.arange(ch) * k * k + (k // 2) * k + k // 2
     mids = patches[:, centre]
     zp = F.pad(z, (k // 2,) * 4, mode="circular")
-    out = torch.empty_like(z)
-    for r in range(h):
+    out = z.clone()
+    for r in range(h if rows is None else min(rows, h)):
         for c in range(w):
             zc = zp[:, :, r : r + k, c : c + k].reshape(b, -1)
             logits = torch.cdist(zc, patches).square() / (-2 * sigma.view(-1, 1) ** 2)
