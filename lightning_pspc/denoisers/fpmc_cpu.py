@@ -162,6 +162,16 @@ class _threads:
 
 
 @njit(cache=True, fastmath=_FM)
+def _add_sqdiff3(dst, a0, x0, a1, x1, a2, x2):
+    """``dst += (a0 - x0)^2 + (a1 - x1)^2 + (a2 - x2)^2`` (three features in one sweep)."""
+    for i in range(dst.shape[0]):
+        d0 = a0 - x0[i]
+        d1 = a1 - x1[i]
+        d2 = a2 - x2[i]
+        dst[i] += d0 * d0 + d1 * d1 + d2 * d2
+
+
+@njit(cache=True, fastmath=_FM)
 def _logits(dst, logc, scale):
     """``dst[i] = logc[i] - scale * dst[i]`` (distances to logits, in place); the maximum."""
     m = -np.inf
@@ -204,7 +214,13 @@ def _els_centres(qz, half_inv, pt, logc, ct, out):
         for s in range(0, m_all, CHUNK):
             n = min(m_all, s + CHUNK) - s
             lg[:, :n] = 0.0
-            for f in range(kf):
+            tri = kf - kf % 3  # three features per sweep of the distance row: 1/3 the traffic
+            for f in range(0, tri, 3):
+                x0, x1, x2 = pt[f, s : s + n], pt[f + 1, s : s + n], pt[f + 2, s : s + n]
+                for r in range(nr):
+                    q = qz[r0 + r]
+                    _add_sqdiff3(lg[r, :n], q[f], x0, q[f + 1], x1, q[f + 2], x2)
+            for f in range(tri, kf):
                 xr = pt[f, s : s + n]
                 for r in range(nr):
                     _add_sqdiff(lg[r, :n], qz[r0 + r, f], xr)
