@@ -307,6 +307,16 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
     def _denoise_size(self, z: Tensor, sigma: Tensor, k: int) -> Tensor:
         b, c, h, w = z.shape
         inv_s2 = 1.0 / sigma.square()
+        if self.padding == "zeros" and k > h and k > w:
+            # every row and column is a border one: each pixel matches only its own location,
+            # and zero padding adds 0 to every distance, so this is LS (the FPMC engine, no
+            # N H W C k^2 patch set; k = 55 at N = 1,024 took 24 GB that way)
+            key = (k, self.images.device)
+            if key not in self._same_location:
+                self._same_location[key] = LocalDenoiser(
+                    self.images, patch_size=k, chunk_elements=self.chunk_elements
+                )
+            return self._same_location[key]._denoise_size(z, sigma, k)
         queries = _unfold_windows(z, k, self.padding)  # [B, HW, C k^2]
         centre = (torch.arange(c) * k * k + (k // 2) * k + k // 2).to(z.device)  # in C k^2
         block = min(ELS_BLOCK_ELEMENTS, self.chunk_elements)
@@ -329,16 +339,6 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             rhs, centres = self._patch_set(k, None, centre)
             out = centres_of(queries, rhs, centres, inv_s2, block)
             return out.transpose(1, 2).reshape(b, c, h, w)
-        if k > h and k > w:
-            # every row and column is a border one: each pixel matches only its own location,
-            # and zero padding adds 0 to every distance, so this is LS (the FPMC engine, no
-            # N H W C k^2 patch set; k = 55 at N = 1,024 took 24 GB that way)
-            key = (k, self.images.device)
-            if key not in self._same_location:
-                self._same_location[key] = LocalDenoiser(
-                    self.images, patch_size=k, chunk_elements=self.chunk_elements
-                )
-            return self._same_location[key]._denoise_size(z, sigma, k)
         rc, cc = _axis_classes(h, k), _axis_classes(w, k)
         cls = (rc.view(-1, 1) * (w + 1) + cc.view(1, -1)).reshape(-1)  # [HW] class id
         out = torch.empty(b, h * w, c, dtype=z.dtype, device=z.device)
