@@ -59,10 +59,15 @@ def make_candidate(kind: str, images: Tensor, k: int) -> Denoiser:
     return EquivariantLocalDenoiser(images, patch_size=k, padding="zeros")
 
 
+def at_sigma(sigma: Tensor, s: float) -> Tensor:
+    """Which probes (noise levels ``sigma [P]``) lie at the grid sigma ``s`` (relative 1e-9)."""
+    return (sigma - s).abs() < 1e-9 * s
+
+
 def per_sigma_mse(err: Tensor, sigma: Tensor, sigmas: Sequence[float]) -> Tensor:
     """Mean of ``err [K, P]`` over the probes at each of ``sigmas`` (``sigma [P]``) -> ``[S, K]``
     (NaN where no probe lies at a sigma)."""
-    return torch.stack([err[:, (sigma - s).abs() < 1e-9 * s].mean(1) for s in sigmas])
+    return torch.stack([err[:, at_sigma(sigma, s)].mean(1) for s in sigmas])
 
 
 def fraction_key(fraction: float) -> str:
@@ -226,9 +231,10 @@ class Locality(EvaluationMember):
     def work(self) -> int:
         per_probe = sum(len(self.kind_candidates[k]) for k in self.fit_kinds)
         forward_fit = 0 if self._fit_outputs is not None else len(self.probes) * per_probe
-        num_reverse = self.num_reverse_probes * len(self.sigmas)
-        trajectory_calls = self.num_reverse_probes * (2 * len(self.trajectory_sigmas) - 1)
-        reverse = trajectory_calls + num_reverse * per_probe if num_reverse else 0
+        reverse = 0
+        if self.num_reverse_probes and self.fit_kinds:  # as evaluate(): no fit, no trajectories
+            trajectory_calls = self.num_reverse_probes * (2 * len(self.trajectory_sigmas) - 1)
+            reverse = trajectory_calls + self.num_reverse_probes * len(self.sigmas) * per_probe
         return 2 * len(self.probes) + forward_fit + reverse
 
     def candidate_outputs(self, probes: ProbeSet, bar: tqdm | None = None) -> dict[str, Tensor]:
@@ -266,7 +272,7 @@ class Locality(EvaluationMember):
             bar.update(self.num_reverse_probes * (2 * len(self.trajectory_sigmas) - 1))
         on_grid = torch.zeros(len(probes), dtype=torch.bool, device=probes.sigma.device)
         for s in self.sigmas:
-            on_grid |= (probes.sigma - s).abs() < 1e-9 * s
+            on_grid |= at_sigma(probes.sigma, s)
         keep = on_grid.nonzero().squeeze(1)
         picked = ProbeSet(probes.z[keep], probes.sigma[keep], probes.source[keep])
         return picked, outputs[keep]
