@@ -136,7 +136,7 @@ def pspc_square_posterior_mean(
     patch_size: int,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     method: Method = "auto",
-    blocks: np.ndarray | None = None,
+    layout: pspc_cpu.TrainingLayout | None = None,
     values: pspc_values.ValueTable | None = None,
 ) -> Tensor:
     """PSPC-Square composite for one patch size: ``z [B,C,H,W]`` float64, ``sigma [B]`` float64
@@ -144,8 +144,8 @@ def pspc_square_posterior_mean(
 
     ``patch_size >= H and >= W`` returns the empirical posterior mean; a patch larger than one
     side spans that side. ``chunk_elements`` bounds the largest temporary (float64 elements; the
-    fused kernel keeps at most twice as many float32 weights per thread). ``blocks`` is
-    ``pspc_cpu.to_blocks(images)`` and ``values`` ``pspc_values.value_table(images)`` when the
+    fused kernel keeps at most twice as many float32 weights per thread). ``layout`` is
+    ``pspc_cpu.TrainingLayout(images)`` and ``values`` ``pspc_values.value_table(images)`` when the
     caller caches them (the fused method uses the value table when the patch is 1 x 1).
     """
     b, c, h, w = z.shape
@@ -172,11 +172,9 @@ def pspc_square_posterior_mean(
             if values is None:
                 values = pspc_values.value_table(images)
             return pspc_values.pspc_values_posterior_mean(z, sigma, values)
-        if blocks is None:
-            blocks = pspc_cpu.to_blocks(images)
-        total = pspc_cpu.pspc_fused_sum(
-            z, sigma, blocks, images.shape[0], ph, pw, keep_elements=2 * chunk_elements
-        )
+        if layout is None:
+            layout = pspc_cpu.TrainingLayout(images)
+        total = pspc_cpu.pspc_fused_sum(z, sigma, layout, ph, pw, keep_elements=2 * chunk_elements)
         return total / box_sum_transposed(z.new_ones(h - ph + 1, w - pw + 1), ph, pw)
     if method == "gemm":
         return _pspc_gemm(z, sigma, images, ph, pw, chunk_elements)
@@ -268,7 +266,8 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
         return sizes[nearest]
 
     def _cpu_layout(self, kind: Literal["blocks", "values"]) -> object | None:
-        """The training set in a CPU kernel's layout (``"blocks"``: :func:`.pspc_cpu.to_blocks`,
+        """The training set in a CPU kernel's layout (``"blocks"``: a
+        :class:`.pspc_cpu.TrainingLayout`,
         ``"values"``: :func:`.pspc_values.value_table`), built on first use and rebuilt if
         ``images`` changed; None where the fused kernel is not used."""
         if self.images.device.type != "cpu" or self.method not in ("auto", "fused"):
@@ -276,7 +275,7 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
         key = (self.images.data_ptr(), self.images._version, tuple(self.images.shape))
         cached = self._layouts.get(kind)
         if cached is None or cached[0] != key:
-            build = pspc_cpu.to_blocks if kind == "blocks" else pspc_values.value_table
+            build = pspc_cpu.TrainingLayout if kind == "blocks" else pspc_values.value_table
             cached = self._layouts[kind] = (key, build(self.images))
         return cached[1]
 
@@ -295,7 +294,7 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
                 int(p),
                 self.chunk_elements,
                 self.method,
-                blocks=None if one else layout,
+                layout=None if one else layout,
                 values=layout if one else None,
             )
         return out

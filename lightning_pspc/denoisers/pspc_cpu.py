@@ -17,16 +17,19 @@ that stays in cache:
 3. the normalised weights spread onto the pixels each window covers (transposed running box
    sums) and contracted with the block, accumulated in float64.
 
-Three paths (``pspc_fused_sum(path=...)``; ``"auto"`` picks by :func:`choose_path`), each with
+Four paths (``pspc_fused_sum(path=...)``; ``"auto"`` picks by :func:`choose_path`), each with
 its own functions:
 
+* ``"rows"`` (:mod:`.pspc_rows`, auto for patches of at most ``ROWS_MAX_PATCH`` = 25 pixels):
+  one work item per (noisy image, window row), the training set in chunks of 32 images held in
+  vector registers; distances and exponentials once, weights kept per window row;
 * ``"one_pass"`` (:func:`_one_pass`): each noisy image takes one pass over the training set on
   one thread; the block weights are kept (float32, ``N x windows`` per image, bounded by
   ``keep_elements``) and rescaled by the final minimum and sum before the spread;
-* ``"one_pass_windows"`` (:func:`_one_pass_windows`, auto for patches of at most
-  ``SMALL_PATCH`` = 4 pixels): one pass, but each window keeps its posterior-mean numerator
-  (``P^2`` dot products per window, rescaled when its minimum drops): nothing kept or spread;
-  from ``P = 3`` the dot products cost more than the spread;
+* ``"one_pass_windows"`` (:func:`_one_pass_windows`, only when forced; before the rows path it
+  was auto for patches of at most 4 pixels): one pass, but each window keeps its posterior-mean
+  numerator (``P^2`` dot products per window, rescaled when its minimum drops): nothing kept or
+  spread; from ``P = 3`` the dot products cost more than the spread;
 * ``"two_pass"`` (:func:`_lse_part`, then :func:`_spread_part`): for batches too small to keep
   every thread busy or weights too many to keep, the training set is split into ``parts``; pass
   1 gives each part's log-sum-exp, merged per image, pass 2 recomputes the distances and spreads
@@ -47,6 +50,7 @@ sums and the contraction are float64. Results match the float64 definition to ~1
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -59,19 +63,14 @@ from numba.extending import intrinsic
 from torch import Tensor
 
 from . import numba_target  # noqa: F401  (before any kernel compiles)
+from . import pspc_rows
 
 #: Training images per block (the vector length of every inner loop). 512 measured fastest here
 #: (vs 128 and 256): each helper call then does more vector work per loop set-up.
 BLOCK = 512
 
-#: Patches of at most this many pixels keep per-window numerators in the one-pass path. Measured
-#: on one core (Fashion-MNIST, N = 2,000, B = 64, sigma = 3), per (noisy, training) pixel pair:
-#: P = 1 3.9 ns vs 5.2 ns keeping weights, P = 2 6.3 vs 6.0, P = 3 7.4 vs 5.4 (9 dot products
-#: per window cost more than the spread).
-SMALL_PATCH = 4
-
-Path = Literal["auto", "one_pass", "one_pass_windows", "two_pass"]
-PATHS = ("auto", "one_pass", "one_pass_windows", "two_pass")
+Path = Literal["auto", "rows", "one_pass", "one_pass_windows", "two_pass"]
+PATHS = ("auto", "rows", "one_pass", "one_pass_windows", "two_pass")
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks padding
 _F32 = np.float32
@@ -441,7 +440,7 @@ def _one_pass(zb, kb, xblocks, n_valid, ph, pw, acc):
 
 @njit(cache=True, fastmath=_FM)
 def _one_pass_windows(zb, kb, xblocks, n_valid, ph, pw, acc):
-    """:func:`_one_pass` for small patches (auto for ``ph * pw <= SMALL_PATCH``): each window
+    """:func:`_one_pass` for small patches: each window
     keeps its posterior-mean numerator ``num [C, ph, pw]`` (float64, rescaled when its minimum
     drops), so no weights are kept and nothing is spread: ``ph * pw`` dot products per window
     instead."""
@@ -581,21 +580,39 @@ def to_blocks(images: Tensor, block: int | None = None) -> np.ndarray:
     return x.view(nblk, block, c, h, w).permute(0, 2, 3, 4, 1).contiguous().numpy()
 
 
+class TrainingLayout:
+    """The training set ``[N, C, H, W]`` in the kernels' layouts, each built on first use:
+    :attr:`blocks` (:func:`to_blocks`, the one- and two-pass paths) and :attr:`lanes`
+    (:func:`.pspc_rows.to_lanes`, the rows path). ``block`` as in :func:`to_blocks`."""
+
+    def __init__(self, images: Tensor, block: int | None = None) -> None:
+        self.images = images.detach().to("cpu", torch.float32)
+        self.num_images, self.block = images.shape[0], block
+
+    @functools.cached_property
+    def blocks(self) -> np.ndarray:
+        return to_blocks(self.images, self.block)
+
+    @functools.cached_property
+    def lanes(self) -> np.ndarray:
+        return pspc_rows.to_lanes(self.images)
+
+
 def choose_path(
     batch: int, threads: int, nblk: int, nv: int, ph: int, pw: int, windows: int, keep_elements: int
 ) -> tuple[Path, int]:
-    """The path ``"auto"`` takes, and its number of parts (0 for the one-pass paths).
+    """The path ``"auto"`` takes, and its number of parts (0 for the one-pass and rows paths).
 
-    One pass per image needs a batch of at least ``4 x threads`` images (every thread busy) and,
-    keeping weights, at most ``keep_elements`` of them per image (``N x windows``); small patches
-    (``ph * pw <= SMALL_PATCH``) keep per-window numerators instead. Otherwise two passes, the
-    training set split into parts so that there are at least ``4 x threads`` work items.
+    Patches of at most ``ROWS_MAX_PATCH`` pixels take the rows path (any batch: its work items
+    are window rows). Larger ones take one pass per image, which needs a batch of at least
+    ``4 x threads`` images (every thread busy) and at most ``keep_elements`` kept weights per
+    image (``N x windows``). Otherwise two passes, the training set split into parts so that
+    there are at least ``4 x threads`` work items.
     """
-    if batch >= 4 * threads:
-        if ph * pw <= SMALL_PATCH:
-            return "one_pass_windows", 0
-        if nblk * nv * windows <= keep_elements:
-            return "one_pass", 0
+    if ph * pw <= pspc_rows.ROWS_MAX_PATCH:
+        return "rows", 0
+    if batch >= 4 * threads and nblk * nv * windows <= keep_elements:
+        return "one_pass", 0
     return "two_pass", _auto_parts(batch, threads, nblk)
 
 
@@ -607,8 +624,7 @@ def _auto_parts(batch: int, threads: int, nblk: int) -> int:
 def pspc_fused_sum(
     z: Tensor,
     sigma: Tensor,
-    xblocks: np.ndarray,
-    n_valid: int,
+    layout: TrainingLayout,
     ph: int,
     pw: int,
     keep_elements: int = 2**23,
@@ -617,16 +633,19 @@ def pspc_fused_sum(
 ) -> Tensor:
     """Sum over covering windows of the window posterior means (divide by the cover count).
 
-    ``z [B,C,H,W]`` and ``sigma [B]`` float64 CPU tensors, ``xblocks`` from :func:`to_blocks`.
+    ``z [B,C,H,W]`` and ``sigma [B]`` float64 CPU tensors, ``layout`` the training set.
     Uses ``torch.get_num_threads()`` threads. ``path="auto"`` picks by :func:`choose_path`;
-    ``"one_pass"``, ``"one_pass_windows"`` or ``"two_pass"`` (with ``parts`` parts of the
-    training set, default as auto) force one (the one-pass paths then ignore ``keep_elements``).
+    ``"rows"``, ``"one_pass"``, ``"one_pass_windows"`` or ``"two_pass"`` (with ``parts`` parts
+    of the training set, default as auto) force one (the one-pass paths then ignore
+    ``keep_elements``).
     """
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     b = z.shape[0]
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    nblk, nv = xblocks.shape[0], xblocks.shape[4]
+    n_valid = layout.num_images
+    block = BLOCK if layout.block is None else layout.block
+    nblk, nv = -(-n_valid // block), block
     windows = (z.shape[2] - ph + 1) * (z.shape[3] - pw + 1)
     auto_path, auto_parts = choose_path(b, threads, nblk, nv, ph, pw, windows, keep_elements)
     if path == "auto":
@@ -638,10 +657,13 @@ def pspc_fused_sum(
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        if path == "two_pass":
-            out = _two_pass_batch(zn, inv2s2, xblocks, n_valid, ph, pw, parts)
+        if path == "rows":
+            out = pspc_rows.pspc_rows_sum(zn, inv2s2, layout.lanes, ph, pw)
+        elif path == "two_pass":
+            out = _two_pass_batch(zn, inv2s2, layout.blocks, n_valid, ph, pw, parts)
         else:
-            out = _one_pass_batch(zn, inv2s2, xblocks, n_valid, ph, pw, path == "one_pass_windows")
+            windows_path = path == "one_pass_windows"
+            out = _one_pass_batch(zn, inv2s2, layout.blocks, n_valid, ph, pw, windows_path)
     finally:
         numba.set_num_threads(previous)
     return torch.from_numpy(out)

@@ -122,29 +122,55 @@ def kernel_case(fmnist):
 
 @pytest.mark.parametrize(
     "path, parts",
-    [("one_pass", None), ("one_pass_windows", None), ("two_pass", 1), ("two_pass", 3)],
+    [
+        ("rows", None),
+        ("one_pass", None),
+        ("one_pass_windows", None),
+        ("two_pass", 1),
+        ("two_pass", 3),
+    ],
 )
 def test_every_fused_kernel_path_matches_the_definition(kernel_case, path, parts):
     """Each path forced explicitly (whatever the thread count), at sigma down to 0.002."""
     train, z, sig, refs = kernel_case
-    blocks = pspc_cpu.to_blocks(train, block=64)
+    layout = pspc_cpu.TrainingLayout(train, block=64)
     for p, ref in refs.items():
-        total = pspc_cpu.pspc_fused_sum(z, sig, blocks, 150, p, p, path=path, parts=parts)
+        total = pspc_cpu.pspc_fused_sum(z, sig, layout, p, p, path=path, parts=parts)
         count = box_sum_transposed(torch.ones(17 - p, 17 - p, dtype=torch.float64), p, p)
         assert (total / count - ref).abs().max() < 1e-5, (path, parts, p)
 
 
+@pytest.mark.parametrize("ph, pw", [(3, 3), (2, 5)])
+def test_rows_path_on_rgb_non_square_windows_and_one_image(rgb_small, ph, pw):
+    """The rows path on 3 channels, N = 30 (one chunk, mostly padding lanes), a patch that is
+    not square, and a batch of one image (its work items are window rows)."""
+    train = rgb_small[:30].contiguous()
+    n, c, h, w = train.shape
+    sig = VALUE_SIGMAS
+    z = noisy(train[: len(sig)], sig, seed=3).double()
+    ref = pspc_square_loop(z, sig, train.double(), ph) if ph == pw else None
+    layout = pspc_cpu.TrainingLayout(train)
+    count = box_sum_transposed(torch.ones(h - ph + 1, w - pw + 1, dtype=torch.float64), ph, pw)
+    rows = pspc_cpu.pspc_fused_sum(z, sig, layout, ph, pw, path="rows") / count
+    one_pass = pspc_cpu.pspc_fused_sum(z, sig, layout, ph, pw, path="one_pass") / count
+    assert (rows - one_pass).abs().max() < 1e-6
+    if ref is not None:
+        assert (rows - ref).abs().max() < 1e-5
+    single = pspc_cpu.pspc_fused_sum(z[-1:], sig[-1:], layout, ph, pw, path="rows") / count
+    assert (single - rows[-1:]).abs().max() < 1e-12
+
+
 def test_auto_kernel_path_choice():
     one = dict(threads=2, nblk=4, nv=512, windows=26 * 26, keep_elements=2**23)
-    assert pspc_cpu.choose_path(8, ph=2, pw=2, **one) == ("one_pass_windows", 0)
-    assert pspc_cpu.choose_path(8, ph=3, pw=3, **one) == ("one_pass", 0)
-    assert pspc_cpu.choose_path(8, ph=5, pw=5, **one) == ("one_pass", 0)
-    assert pspc_cpu.choose_path(7, ph=3, pw=3, **one) == ("two_pass", 2)  # too few images
-    assert pspc_cpu.choose_path(1, ph=5, pw=5, **one) == ("two_pass", 4)  # parts <= blocks
+    assert pspc_cpu.choose_path(8, ph=2, pw=2, **one) == ("rows", 0)
+    assert pspc_cpu.choose_path(1, ph=5, pw=5, **one) == ("rows", 0)  # any batch
+    assert pspc_cpu.choose_path(8, ph=7, pw=7, **one) == ("one_pass", 0)
+    assert pspc_cpu.choose_path(7, ph=7, pw=7, **one) == ("two_pass", 2)  # too few images
+    assert pspc_cpu.choose_path(1, ph=7, pw=7, **one) == ("two_pass", 4)  # parts <= blocks
     big = dict(one, keep_elements=2**10)  # kept weights would not fit
-    assert pspc_cpu.choose_path(64, ph=5, pw=5, **big) == ("two_pass", 1)
+    assert pspc_cpu.choose_path(64, ph=7, pw=7, **big) == ("two_pass", 1)
     with pytest.raises(ValueError, match="path must be one of"):
-        pspc_cpu.pspc_fused_sum(torch.zeros(1, 1, 4, 4), torch.ones(1), None, 1, 2, 2, path="x")
+        pspc_cpu.pspc_fused_sum(torch.zeros(1, 1, 4, 4), torch.ones(1), None, 2, 2, path="x")
 
 
 VALUE_SIGMAS = torch.tensor([0.002, 0.03, 0.3, 3.0, 30.0, 80.0], dtype=torch.float64)

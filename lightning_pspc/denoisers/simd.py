@@ -1,0 +1,294 @@
+"""16-lane vector values for the numba kernels (:mod:`.pspc_rows`).
+
+numba vectorises loops over arrays, so every intermediate of a multi-step computation goes through
+memory, and LLVM fully unrolls a 16-trip loop and then cannot vectorise it (it cannot prove the
+arrays do not alias). A value of type :data:`vf64` or :data:`vf32` is instead an LLVM
+``<16 x double>`` / ``<16 x float>`` kept in registers (two or one AVX-512 registers; LLVM
+splits them on narrower CPUs): the kernel loads 16 lanes once, computes on them, and stores the
+result once.
+
+Functions (all usable only inside ``@njit`` code):
+
+* :func:`load` / :func:`store`: 16 consecutive elements of a 1-D float32 or float64 array at an
+  element offset (no bounds check);
+* :func:`splat64` / :func:`splat32`: a scalar in every lane; :data:`ZERO64`-style zeros via
+  ``splat64(0.0)``;
+* ``+ - *`` between two vectors of one type (fast-math ``contract``: ``a * b + c`` is an FMA),
+  :func:`vmin`;
+* :func:`widen` (float32 -> float64) and :func:`narrow` (float64 -> float32);
+* :func:`hsum`, :func:`hmin`: the sum / minimum of the lanes (float64);
+* :func:`any_gt`, :func:`any_ge`: whether any lane of ``a`` exceeds ``b`` (a scalar);
+* :func:`exp_weights`: ``exp(t)`` of float64 ``t`` as float32 (0 below ``cut``), the weights
+  of the kernels (range reduction in float64, polynomial in float32).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, overload, register_model
+
+LANES = 32
+_FLAGS = ("contract", "nsz")
+_I32 = ir.IntType(32)
+
+
+class Vec(types.Type):
+    """16 lanes of ``dtype`` (float32 or float64) in registers."""
+
+    def __init__(self, dtype: types.Float) -> None:
+        self.dtype = dtype
+        super().__init__(name=f"Vec{LANES}({dtype})")
+
+
+vf32 = Vec(types.float32)
+vf64 = Vec(types.float64)
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elem = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(elem, LANES))
+
+
+def _float_array(ary) -> bool:
+    return (
+        isinstance(ary, types.Array)
+        and ary.ndim == 1
+        and ary.layout == "C"
+        and ary.dtype in (types.float32, types.float64)
+    )
+
+
+def _lane_ptr(context, builder, arytype, ary, index, indextype):
+    a = context.make_array(arytype)(context, builder, ary)
+    i = context.cast(builder, index, indextype, types.intp)
+    ptr = builder.gep(a.data, [i])
+    return builder.bitcast(ptr, ir.VectorType(ptr.type.pointee, LANES).as_pointer())
+
+
+@intrinsic
+def load(typingctx, ary, index):
+    """``ary[index : index + 16]`` as a vector (1-D C-contiguous float array)."""
+    if not (_float_array(ary) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _lane_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        return builder.load(ptr, align=ary.dtype.bitwidth // 8)
+
+    return Vec(ary.dtype)(ary, index), codegen
+
+
+@intrinsic
+def store(typingctx, ary, index, vec):
+    """``ary[index : index + 16] = vec`` (same float type)."""
+    if not (_float_array(ary) and isinstance(vec, Vec) and vec.dtype == ary.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _lane_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        builder.store(args[2], ptr, align=ary.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(ary, index, vec), codegen
+
+
+def _splat(builder, value, vt):
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(
+        v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+    )
+
+
+def _splat_intrinsic(dtype):
+    @intrinsic
+    def splat(typingctx, x):
+        if not isinstance(x, (types.Float, types.Integer)):
+            return None
+        vt = Vec(dtype)
+
+        def codegen(context, builder, sig, args):
+            value = context.cast(builder, args[0], sig.args[0], dtype)
+            return _splat(builder, value, context.get_value_type(vt))
+
+        return vt(x), codegen
+
+    return splat
+
+
+splat64 = _splat_intrinsic(types.float64)
+splat32 = _splat_intrinsic(types.float32)
+
+
+def _binary(opname):
+    @intrinsic
+    def op(typingctx, a, b):
+        if not (isinstance(a, Vec) and a == b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, opname)(args[0], args[1], flags=_FLAGS)
+
+        return a(a, b), codegen
+
+    return op
+
+
+_add, _sub, _mul = _binary("fadd"), _binary("fsub"), _binary("fmul")
+
+for _op, _impl in ((operator.add, _add), (operator.sub, _sub), (operator.mul, _mul)):
+
+    def _register(op=_op, impl=_impl):
+        @overload(op)
+        def _ol(a, b):
+            if isinstance(a, Vec) and a == b:
+                return lambda a, b: impl(a, b)
+
+    _register()
+
+
+def _call(builder, name, ret, args, fastmath=()):
+    fnty = ir.FunctionType(ret, [a.type for a in args])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+    return builder.call(fn, args, fastmath=fastmath)
+
+
+def _suffix(vt: ir.VectorType) -> str:
+    return f"v{LANES}f{64 if isinstance(vt.element, ir.DoubleType) else 32}"
+
+
+@intrinsic
+def vmin(typingctx, a, b):
+    """Lane-wise minimum."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        lt = builder.fcmp_ordered("<", args[0], args[1])
+        return builder.select(lt, args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def widen(typingctx, a):
+    """float32 lanes -> float64 lanes."""
+    if a != vf32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(args[0], context.get_value_type(vf64))
+
+    return vf64(a), codegen
+
+
+@intrinsic
+def narrow(typingctx, a):
+    """float64 lanes -> float32 lanes (rounded)."""
+    if a != vf64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fptrunc(args[0], context.get_value_type(vf32))
+
+    return vf32(a), codegen
+
+
+@intrinsic
+def hsum(typingctx, a):
+    """Sum of the lanes (float64 vector; any order)."""
+    if a != vf64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(ir.DoubleType(), 0.0)
+        name = f"llvm.vector.reduce.fadd.{_suffix(args[0].type)}"
+        return _call(builder, name, ir.DoubleType(), [zero, args[0]], fastmath=("reassoc",))
+
+    return types.float64(a), codegen
+
+
+@intrinsic
+def hmin(typingctx, a):
+    """Minimum of the lanes (float64 vector, no NaN)."""
+    if a != vf64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        name = f"llvm.vector.reduce.fmin.{_suffix(args[0].type)}"
+        return _call(builder, name, ir.DoubleType(), [args[0]], fastmath=("nnan",))
+
+    return types.float64(a), codegen
+
+
+def _any_intrinsic(op):
+    @intrinsic
+    def any_cmp(typingctx, a, b):
+        if not (isinstance(a, Vec) and isinstance(b, (types.Float, types.Integer))):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = args[0].type
+            bound = _splat(builder, context.cast(builder, args[1], sig.args[1], a.dtype), vt)
+            mask = builder.fcmp_ordered(op, args[0], bound)
+            bits = builder.bitcast(mask, ir.IntType(LANES))
+            return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(LANES), 0))
+
+        return types.boolean(a, b), codegen
+
+    return any_cmp
+
+
+any_gt = _any_intrinsic(">")
+any_ge = _any_intrinsic(">=")
+
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+_TAYLOR = [1.0 / math.factorial(i) for i in range(8)]
+
+
+@intrinsic
+def exp_weights(typingctx, t, cut):
+    """``exp(t)`` for float64 lanes ``t <= 88`` as float32, 0 where ``t < cut`` (``cut >= -87``,
+    so a result is never subnormal). ``t = n ln2 + r`` is reduced in float64 and ``exp(r)``
+    (``|r| <= ln2 / 2``) is a degree-7 Taylor polynomial in float32: relative error < 4e-7
+    however large ``|t|`` is."""
+    if not (t == vf64 and isinstance(cut, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        f32, f64 = ir.FloatType(), ir.DoubleType()
+        v64 = args[0].type
+        v32 = ir.VectorType(f32, LANES)
+        vi32 = ir.VectorType(_I32, LANES)
+
+        def c64(x):
+            return ir.Constant(v64, [ir.Constant(f64, x)] * LANES)
+
+        def c32(x):
+            return ir.Constant(v32, [ir.Constant(f32, x)] * LANES)
+
+        cutv = _splat(builder, args[1], v64)
+        keep = builder.fcmp_ordered(">=", args[0], cutv)
+        tc = builder.select(keep, args[0], cutv)
+        y = builder.fadd(builder.fmul(tc, c64(_LOG2E), flags=_FLAGS), c64(0.5), flags=_FLAGS)
+        n = _call(builder, f"llvm.floor.{_suffix(v64)}", v64, [y])
+        r64 = builder.fsub(tc, builder.fmul(n, c64(_LN2), flags=_FLAGS), flags=_FLAGS)
+        r = builder.fptrunc(r64, v32)
+        p = c32(_TAYLOR[7])
+        for coef in reversed(_TAYLOR[:7]):
+            p = builder.fadd(builder.fmul(p, r, flags=_FLAGS), c32(coef), flags=_FLAGS)
+        ni = builder.fptosi(n, vi32)
+        bits = builder.shl(
+            builder.add(ni, ir.Constant(vi32, [127] * LANES)), ir.Constant(vi32, [23] * LANES)
+        )
+        e = builder.fmul(p, builder.bitcast(bits, v32), flags=_FLAGS)
+        return builder.select(keep, e, c32(0.0))
+
+    return vf32(t, cut), codegen
