@@ -62,8 +62,10 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 from torch import Tensor
 
-from . import numba_target  # noqa: F401  (before any kernel compiles)
-from . import pspc_rows
+from . import (
+    numba_target,  # noqa: F401  (before any kernel compiles)
+    pspc_rows,
+)
 
 #: Training images per block (the vector length of every inner loop). 512 measured fastest here
 #: (vs 128 and 256): each helper call then does more vector work per loop set-up.
