@@ -1,5 +1,5 @@
-"""Compile the CPU kernels (:mod:`.pspc_cpu`, :mod:`.pspc_values`, :mod:`.fpmc_cpu`) for 512-bit
-vectors where the CPU has AVX-512.
+"""Compile the CPU kernels (:mod:`.pspc_cpu`, :mod:`.pspc_rows`, :mod:`.pspc_values`,
+:mod:`.fpmc_cpu`) for 512-bit vectors where the CPU has AVX-512.
 
 LLVM's tuning for Intel server CPUs (Skylake-X, Cascade Lake, Ice Lake) prefers 256-bit vectors
 even where 512-bit ones exist, so numba's loops use half the width the kernels could. Removing the

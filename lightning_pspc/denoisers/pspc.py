@@ -17,9 +17,10 @@ float64 (logits of ~1e5 at sigma = 0.002 need it), streaming over the training s
   box-summed back onto pixels. Cost ~ ``C H W`` per pair whatever ``P`` is; two passes (a
   log-sum-exp pass, then the weighted sum) when the training set does not fit in one chunk.
 
-* ``"fused"`` (CPU only): the pixel-space computation as one cache-resident numba kernel
-  (:mod:`.pspc_cpu`), streaming the training set in blocks with an online log-sum-exp, float64
-  distances and float32 weights. On CPU it is 4-10x faster than both torch strategies, which
+* ``"fused"`` (CPU only): the pixel-space computation as numba kernels (:mod:`.pspc_cpu`; for
+  patches of at most 25 pixels :mod:`.pspc_rows`, one work item per window row, in vector
+  registers), streaming the training set with an online log-sum-exp, float64 distances and
+  float32 weights. On CPU it is 4-10x faster than both torch strategies, which
   are bound by memory traffic. For ``P = 1`` it uses :mod:`.pspc_values` instead: per pixel,
   the posterior mean over the DISTINCT training values there, weighted by their counts (8-bit
   images have at most 256 per pixel and channel).
@@ -143,7 +144,7 @@ def pspc_square_posterior_mean(
 
     ``patch_size >= H and >= W`` returns the empirical posterior mean; a patch larger than one
     side spans that side. ``chunk_elements`` bounds the largest temporary (float64 elements; the
-    fused kernel keeps at most twice as many float32 weights per thread). ``layout`` is
+    fused kernels keep at most twice as many float32 weights per thread). ``layout`` is
     ``pspc_cpu.TrainingLayout(images)`` and ``values`` ``pspc_values.value_table(images)`` when the
     caller caches them (the fused method uses the value table when the patch is 1 x 1).
     """

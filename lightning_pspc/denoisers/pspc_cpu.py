@@ -601,17 +601,26 @@ class TrainingLayout:
 
 
 def choose_path(
-    batch: int, threads: int, nblk: int, nv: int, ph: int, pw: int, windows: int, keep_elements: int
+    batch: int,
+    threads: int,
+    nblk: int,
+    nv: int,
+    ph: int,
+    pw: int,
+    windows: int,
+    keep_elements: int,
+    row_windows: int = 0,
 ) -> tuple[Path, int]:
     """The path ``"auto"`` takes, and its number of parts (0 for the one-pass and rows paths).
 
     Patches of at most ``ROWS_MAX_PATCH`` pixels take the rows path (any batch: its work items
-    are window rows). Larger ones take one pass per image, which needs a batch of at least
-    ``4 x threads`` images (every thread busy) and at most ``keep_elements`` kept weights per
-    image (``N x windows``). Otherwise two passes, the training set split into parts so that
-    there are at least ``4 x threads`` work items.
+    are window rows) when its kept weights, ``N x row_windows`` per thread (``W - pw + 1``
+    windows in a row), are at most ``keep_elements``. Otherwise one pass per image, which needs
+    a batch of at least ``4 x threads`` images (every thread busy) and at most
+    ``keep_elements`` kept weights per image (``N x windows``); else two passes, the training
+    set split into parts so that there are at least ``4 x threads`` work items.
     """
-    if ph * pw <= pspc_rows.ROWS_MAX_PATCH:
+    if ph * pw <= pspc_rows.ROWS_MAX_PATCH and nblk * nv * row_windows <= keep_elements:
         return "rows", 0
     if batch >= 4 * threads and nblk * nv * windows <= keep_elements:
         return "one_pass", 0
@@ -638,7 +647,7 @@ def pspc_fused_sum(
     ``z [B,C,H,W]`` and ``sigma [B]`` float64 CPU tensors, ``layout`` the training set.
     Uses ``torch.get_num_threads()`` threads. ``path="auto"`` picks by :func:`choose_path`;
     ``"rows"``, ``"one_pass"``, ``"one_pass_windows"`` or ``"two_pass"`` (with ``parts`` parts
-    of the training set, default as auto) force one (the one-pass paths then ignore
+    of the training set, default as auto) force one (the rows and one-pass paths then ignore
     ``keep_elements``).
     """
     if path not in PATHS:
@@ -648,8 +657,11 @@ def pspc_fused_sum(
     n_valid = layout.num_images
     block = BLOCK if layout.block is None else layout.block
     nblk, nv = -(-n_valid // block), block
-    windows = (z.shape[2] - ph + 1) * (z.shape[3] - pw + 1)
-    auto_path, auto_parts = choose_path(b, threads, nblk, nv, ph, pw, windows, keep_elements)
+    row_windows = z.shape[3] - pw + 1
+    windows = (z.shape[2] - ph + 1) * row_windows
+    auto_path, auto_parts = choose_path(
+        b, threads, nblk, nv, ph, pw, windows, keep_elements, row_windows
+    )
     if path == "auto":
         path, parts = auto_path, auto_parts
     elif path == "two_pass":

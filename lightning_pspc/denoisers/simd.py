@@ -1,18 +1,22 @@
-"""16-lane vector values for the numba kernels (:mod:`.pspc_rows`).
+"""Vector values of :data:`LANES` lanes for the numba kernels (:mod:`.pspc_rows`).
 
-numba vectorises loops over arrays, so every intermediate of a multi-step computation goes through
-memory, and LLVM fully unrolls a 16-trip loop and then cannot vectorise it (it cannot prove the
-arrays do not alias). A value of type :data:`vf64` or :data:`vf32` is instead an LLVM
-``<16 x double>`` / ``<16 x float>`` kept in registers (two or one AVX-512 registers; LLVM
-splits them on narrower CPUs): the kernel loads 16 lanes once, computes on them, and stores the
-result once.
+numba vectorises loops over arrays, so every intermediate of a multi-step computation goes
+through memory; and a loop over a few lanes is fully unrolled by LLVM, which then cannot
+vectorise it (it cannot prove that the arrays do not alias): measured, such loops ran at about
+one element per cycle, 10x slower than vector code. A value of type :data:`vf64` or
+:data:`vf32` is instead an LLVM ``<LANES x double>`` / ``<LANES x float>`` kept in registers
+(LLVM splits it into as many AVX-512, AVX2 or SSE registers as it needs): a kernel loads the
+lanes once, computes on them, and stores the result once.
+
+``LANES = 32`` (four / two AVX-512 registers): with 16 lanes the kernels were bound by the
+latency of their dependency chains (pass 1 of :mod:`.pspc_rows` 4.1 ns per window pair on one
+core), with 32 two independent halves overlap (1.8 ns), with 64 the registers spill (2.3 ns).
 
 Functions (all usable only inside ``@njit`` code):
 
-* :func:`load` / :func:`store`: 16 consecutive elements of a 1-D float32 or float64 array at an
-  element offset (no bounds check);
-* :func:`splat64` / :func:`splat32`: a scalar in every lane; :data:`ZERO64`-style zeros via
-  ``splat64(0.0)``;
+* :func:`load` / :func:`store`: ``LANES`` consecutive elements of a 1-D float32 or float64
+  array at an element offset (no bounds check);
+* :func:`splat64` / :func:`splat32`: a scalar in every lane;
 * ``+ - *`` between two vectors of one type (fast-math ``contract``: ``a * b + c`` is an FMA),
   :func:`vmin`;
 * :func:`widen` (float32 -> float64) and :func:`narrow` (float64 -> float32);
@@ -38,7 +42,7 @@ _I32 = ir.IntType(32)
 
 
 class Vec(types.Type):
-    """16 lanes of ``dtype`` (float32 or float64) in registers."""
+    """:data:`LANES` lanes of ``dtype`` (float32 or float64) in registers."""
 
     def __init__(self, dtype: types.Float) -> None:
         self.dtype = dtype
@@ -74,7 +78,7 @@ def _lane_ptr(context, builder, arytype, ary, index, indextype):
 
 @intrinsic
 def load(typingctx, ary, index):
-    """``ary[index : index + 16]`` as a vector (1-D C-contiguous float array)."""
+    """``ary[index : index + LANES]`` as a vector (1-D C-contiguous float array)."""
     if not (_float_array(ary) and isinstance(index, types.Integer)):
         return None
 
@@ -87,7 +91,7 @@ def load(typingctx, ary, index):
 
 @intrinsic
 def store(typingctx, ary, index, vec):
-    """``ary[index : index + 16] = vec`` (same float type)."""
+    """``ary[index : index + LANES] = vec`` (same float type)."""
     if not (_float_array(ary) and isinstance(vec, Vec) and vec.dtype == ary.dtype):
         return None
 
