@@ -672,7 +672,7 @@ def pspc_fused_sum(
     numba.set_num_threads(threads)
     try:
         if path == "rows":
-            out = pspc_rows.pspc_rows_sum(zn, inv2s2, layout.lanes, ph, pw)
+            out = pspc_rows.pspc_rows_sum(zn, inv2s2, layout.lanes, ph, pw, threads)
         elif path == "two_pass":
             out = _two_pass_batch(zn, inv2s2, layout.blocks, n_valid, ph, pw, parts)
         else:

@@ -67,6 +67,10 @@ ROWS_MAX_PATCH = 25
 T_DROP = 32.0
 #: Weights below ``e^CUT`` relative to the reference are 0 (never subnormal numbers).
 CUT = -64.0
+#: Window rows per work item: the column sums of one row are updated from the row above (two
+#: pixel terms per column instead of ``P``), while ``B x rows / ROWS_PER_ITEM`` items keep
+#: every thread busy.
+ROWS_PER_ITEM = 4
 #: Chunks summed per lane in float32 before a float64 flush.
 FLUSH = 8
 #: Value of the lanes padding the last chunk: distances ~1e30, so their weights are 0.
@@ -85,199 +89,211 @@ def to_lanes(images: Tensor) -> np.ndarray:
 
 
 @njit(cache=True, fastmath=_FM, inline="always")
-def _column(zf, xf, base, C, H, W, li, ph, j):
-    """Sum over the ``ph`` rows from ``li`` (and channels) of image column ``j`` of the squared
-    differences ``(z - x)^2``, per lane (float64)."""
-    s = splat64(0.0)
-    for c in range(C):
-        for di in range(ph):
-            p = (c * H + li + di) * W + j
-            e = splat64(zf[p]) - widen(load(xf, base + p * LANES))
-            s = s + e * e
-    return s
+def _sq(zf, xf, base, p):
+    """Per-lane squared difference ``(z[p] - x[p])^2`` (float64) at flat pixel index ``p``."""
+    e = splat64(zf[p]) - widen(load(xf, base + p * LANES))
+    return e * e
 
 
 @njit(cache=True, fastmath=_FM)
-def _row_lse(zf, k, xf, nch, C, H, W, li, ph, pw, ring, ref, den, den32, kept, ref_at):
-    """Pass 1 of window row ``li`` for one noisy image ``zf`` (flat ``[C*H*W]`` float64, ``k =
-    1 / 2 sigma^2``) over the ``nch`` chunks of ``xf``: ``ref [Lw]`` and ``den [Lw * LANES]``
-    (float64) become each window's reference distance and the per-lane sums of ``exp(k (ref -
-    d))``; ``kept [nch * Lw * LANES]`` gets the float32 weights against ``ref_at [nch * Lw]``,
-    the reference at the time (+inf where all were below ``e^CUT``, nothing kept).
-    ``ring [pw * LANES]``: the last ``pw`` column sums."""
+def _columns(zf, xf, base, C, H, W, li, ph, first, cols):
+    """Column sums of squared differences over the ``ph`` image rows from ``li`` (and the
+    channels), per lane, into ``cols [W * LANES]`` (float64): summed directly for the ``first``
+    window row of an item, else updated from the row above (add row ``li + ph - 1``, remove
+    row ``li - 1``)."""
     L = LANES
-    chunk = C * H * W * L
-    Lw = W - pw + 1
-    for ch in range(nch):
-        base = ch * chunk
-        d = splat64(0.0)
-        slot = 0
-        for j in range(W):
-            s = _column(zf, xf, base, C, H, W, li, ph, j)
-            if j >= pw:
-                d = d + (s - load(ring, slot))
-            else:
-                d = d + s
-            store(ring, slot, s)
-            slot = slot + L if slot + L < pw * L else 0
-            if j < pw - 1:
-                continue
-            lj = j - pw + 1
-            o = lj * L
-            r = ref[lj]
-            t = splat64(k * r) - splat64(k) * d
-            if any_gt(t, T_DROP):  # new reference: rescale what was summed against the old
-                m = hmin(d)
-                f = math.exp(-k * (r - m)) if r < np.inf else 0.0
-                store(den, o, (load(den, o) + widen(load(den32, o))) * splat64(f))
-                store(den32, o, splat32(0.0))
-                ref[lj] = r = m
-                t = splat64(k * m) - splat64(k) * d
-            kidx = ch * Lw + lj
-            if any_ge(t, CUT):
-                w = exp_weights(t, CUT)
-                store(kept, kidx * L, w)
-                store(den32, o, load(den32, o) + w)
-                ref_at[kidx] = r
-            else:
-                ref_at[kidx] = np.inf
-        if (ch + 1) % FLUSH == 0 or ch == nch - 1:
-            for o in range(0, Lw * L, L):
-                store(den, o, load(den, o) + widen(load(den32, o)))
-                store(den32, o, splat32(0.0))
+    for j in range(W):
+        if first:
+            s = splat64(0.0)
+            for c in range(C):
+                for di in range(ph):
+                    s = s + _sq(zf, xf, base, (c * H + li + di) * W + j)
+        else:
+            s = load(cols, j * L)
+            for c in range(C):
+                s = s + (
+                    _sq(zf, xf, base, (c * H + li + ph - 1) * W + j)
+                    - _sq(zf, xf, base, (c * H + li - 1) * W + j)
+                )
+        store(cols, j * L, s)
+
+
+@njit(cache=True, fastmath=_FM)
+def _row_lse(k, cols, W, pw, ref, den, den32, kept, kbase, ref_at, abase):
+    """Pass 1 for one window row of one chunk, from its column sums ``cols``: the window
+    distances ``d`` (running sums over ``pw`` columns, ``k = 1 / 2 sigma^2``); each window's
+    reference ``ref [Lw]``, per-lane sums ``den [Lw * LANES]`` (float64) / ``den32`` (float32,
+    flushed by the caller) of ``exp(k (ref - d))``, and the float32 weights into ``kept`` from
+    ``kbase`` with the reference at the time into ``ref_at`` from ``abase`` (+inf where all
+    were below ``e^CUT``: nothing kept)."""
+    L = LANES
+    d = splat64(0.0)
+    for j in range(W):
+        d = d + load(cols, j * L)
+        if j >= pw:
+            d = d - load(cols, (j - pw) * L)
+        if j < pw - 1:
+            continue
+        lj = j - pw + 1
+        o = lj * L
+        r = ref[lj]
+        t = splat64(k * r) - splat64(k) * d
+        if any_gt(t, T_DROP):  # new reference: rescale what was summed against the old
+            m = hmin(d)
+            f = math.exp(-k * (r - m)) if r < np.inf else 0.0
+            store(den, o, (load(den, o) + widen(load(den32, o))) * splat64(f))
+            store(den32, o, splat32(0.0))
+            ref[lj] = r = m
+            t = splat64(k * m) - splat64(k) * d
+        if any_ge(t, CUT):
+            w = exp_weights(t, CUT)
+            store(kept, kbase + o, w)
+            store(den32, o, load(den32, o) + w)
+            ref_at[abase + lj] = r
+        else:
+            ref_at[abase + lj] = np.inf
+
+
+@njit(cache=True, fastmath=_FM)
+def _flush(acc64, acc32):
+    """``acc64 += acc32`` (float64 += float32), ``acc32 = 0``."""
+    for o in range(0, acc32.shape[0], LANES):
+        store(acc64, o, load(acc64, o) + widen(load(acc32, o)))
+        store(acc32, o, splat32(0.0))
 
 
 @njit(cache=True, fastmath=_FM, inline="always")
-def _spread_column(xf, base, C, H, W, li, ph, pw, Lw, wrow, jc, acc):
-    """``acc[c, di, jc] += g * x[c, li + di, jc]`` with ``g`` the sum of the weights ``wrow`` of
-    the windows covering image column ``jc``."""
+def _spread_column(xf, base, C, H, W, li, ph, rows, r, jc, g, acc):
+    """``acc[c, r + di, jc] += g * x[c, li + di, jc]`` for the ``ph`` image rows of window row
+    ``li`` (``acc [C, rows, W, LANES]``)."""
     L = LANES
-    lo = max(0, jc - pw + 1)
-    g = load(wrow, lo * L)
-    for m in range(lo + 1, min(jc, Lw - 1) + 1):
-        g = g + load(wrow, m * L)
     for c in range(C):
         for di in range(ph):
-            p = (c * H + li + di) * W + jc
-            o = ((c * ph + di) * W + jc) * L
-            store(acc, o, load(acc, o) + g * load(xf, base + p * L))
+            o = ((c * rows + r + di) * W + jc) * L
+            store(acc, o, load(acc, o) + g * load(xf, base + ((c * H + li + di) * W + jc) * L))
 
 
 @njit(cache=True, fastmath=_FM)
-def _row_spread(k, xf, nch, C, H, W, li, ph, pw, kept, ref_at, ref, den, wrow, acc, acc64):
-    """Pass 2 of window row ``li``: the kept weights normalised (``ref``, ``den`` from pass 1)
-    and spread onto ``acc64 [C, ph, W, LANES]`` (the ``ph`` image rows from ``li``; ``acc``:
-    the float32 partial sums, ``wrow [Lw * LANES]``: one chunk's normalised weights)."""
+def _row_spread(xf, base, C, H, W, li, ph, pw, rows, r, wrow, live, acc):
+    """Pass 2 for one window row ``li`` (row ``r`` of its item) of one chunk: ``wrow [Lw *
+    LANES]`` holds its normalised weights (``live``: whether any is non-zero per window);
+    each image column gets the sum ``g`` of the weights of the windows covering it (running,
+    restarted at 0 after windows that are all zero) times its pixels, into ``acc``."""
     L = LANES
-    chunk = C * H * W * L
     Lw = W - pw + 1
-    inv = np.empty(Lw)
-    for lj in range(Lw):
-        inv[lj] = 1.0 / hsum(load(den, lj * L))
-    seen = np.full(Lw, np.nan)  # the reference of the cached factor
-    factor = np.zeros(Lw)
-    for ch in range(nch):
-        base = ch * chunk
-        last = -W  # the last live window of this chunk
-        for lj in range(Lw):
-            kidx = ch * Lw + lj
-            ra = ref_at[kidx]
-            if ra < np.inf:
-                if ra != seen[lj]:
-                    seen[lj] = ra
-                    factor[lj] = math.exp(-k * (ra - ref[lj])) * inv[lj]
-                store(wrow, lj * L, load(kept, kidx * L) * splat32(factor[lj]))
-                last = lj
-            else:
-                store(wrow, lj * L, splat32(0.0))
-            if last >= lj - pw + 1:
-                _spread_column(xf, base, C, H, W, li, ph, pw, Lw, wrow, lj, acc)
-        for jc in range(Lw, W):
-            if last >= jc - pw + 1:
-                _spread_column(xf, base, C, H, W, li, ph, pw, Lw, wrow, jc, acc)
-        if (ch + 1) % FLUSH == 0 or ch == nch - 1:
-            for o in range(0, acc.shape[0], L):
-                store(acc64, o, load(acc64, o) + widen(load(acc, o)))
-                store(acc, o, splat32(0.0))
+    g = splat32(0.0)
+    last = -W  # the last live window
+    for jc in range(W):
+        if jc < Lw and live[jc]:
+            last = jc
+        if last < jc - pw + 1:  # no live window covers the column
+            g = splat32(0.0)
+            continue
+        if jc < Lw:
+            g = g + load(wrow, jc * L)
+        if jc >= pw:
+            g = g - load(wrow, (jc - pw) * L)
+        _spread_column(xf, base, C, H, W, li, ph, rows, r, jc, g, acc)
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def _rows_batch(z, inv2s2, xf, nch, ph, pw):
+def _rows_batch(z, inv2s2, xf, nch, ph, pw, band):
     """``z [B,C,H,W]`` float64, ``inv2s2 [B] = 1 / (2 sigma^2)``, ``xf`` from :func:`to_lanes`
     (``nch`` chunks) -> ``[B,C,H,W]``: the sum over covering windows of the window posterior
-    means. One work item per (noisy image, window row)."""
+    means. One work item per (noisy image, ``band`` consecutive window rows)."""
     L = LANES
     B, C, H, W = z.shape
     Lh, Lw = H - ph + 1, W - pw + 1
+    nbands = (Lh + band - 1) // band
+    rows = band + ph - 1  # image rows an item writes
     zflat = z.reshape(B, C * H * W)
-    part = np.zeros((B, Lh, C, ph, W))
-    for item in prange(B * Lh):
-        b, li = item // Lh, item % Lh
+    part = np.zeros((B, nbands, C, rows, W))
+    for item in prange(B * nbands):
+        b, l0 = item // nbands, (item % nbands) * band
+        nr = min(band, Lh - l0)
         k = inv2s2[b]
-        ref = np.full(Lw, np.inf)
-        den = np.zeros(Lw * L)
-        kept = np.empty(nch * Lw * L, dtype=np.float32)
-        ref_at = np.empty(nch * Lw)
-        _row_lse(
-            zflat[b],
-            k,
-            xf,
-            nch,
-            C,
-            H,
-            W,
-            li,
-            ph,
-            pw,
-            np.empty(pw * L),
-            ref,
-            den,
-            np.zeros(Lw * L, dtype=np.float32),
-            kept,
-            ref_at,
-        )
-        acc64 = np.zeros(C * ph * W * L)
-        _row_spread(
-            k,
-            xf,
-            nch,
-            C,
-            H,
-            W,
-            li,
-            ph,
-            pw,
-            kept,
-            ref_at,
-            ref,
-            den,
-            np.empty(Lw * L, dtype=np.float32),
-            np.zeros(C * ph * W * L, dtype=np.float32),
-            acc64,
-        )
+        zf = zflat[b]
+        cols = np.empty(W * L)
+        ref = np.full((nr, Lw), np.inf)
+        den = np.zeros((nr, Lw * L))
+        den32 = np.zeros((nr, Lw * L), dtype=np.float32)
+        kept = np.empty(nch * nr * Lw * L, dtype=np.float32)
+        ref_at = np.empty(nch * nr * Lw)
+        for ch in range(nch):  # pass 1
+            base = ch * C * H * W * L
+            for r in range(nr):
+                _columns(zf, xf, base, C, H, W, l0 + r, ph, r == 0, cols)
+                a = (ch * nr + r) * Lw
+                _row_lse(k, cols, W, pw, ref[r], den[r], den32[r], kept, a * L, ref_at, a)
+            if (ch + 1) % FLUSH == 0 or ch == nch - 1:
+                for r in range(nr):
+                    _flush(den[r], den32[r])
+        inv = np.empty((nr, Lw))
+        for r in range(nr):
+            for lj in range(Lw):
+                inv[r, lj] = 1.0 / hsum(load(den[r], lj * L))
+        seen = np.full((nr, Lw), np.nan)  # the reference of the cached factor
+        factor = np.zeros((nr, Lw))
+        wrow = np.empty(Lw * L, dtype=np.float32)
+        live = np.zeros(Lw, dtype=np.bool_)
+        acc32 = np.zeros(C * rows * W * L, dtype=np.float32)
+        acc64 = np.zeros(C * rows * W * L)
+        for ch in range(nch):  # pass 2
+            base = ch * C * H * W * L
+            for r in range(nr):
+                a = (ch * nr + r) * Lw
+                anyw = False
+                for lj in range(Lw):
+                    ra = ref_at[a + lj]
+                    live[lj] = ra < np.inf
+                    if live[lj]:
+                        if ra != seen[r, lj]:
+                            seen[r, lj] = ra
+                            factor[r, lj] = math.exp(-k * (ra - ref[r, lj])) * inv[r, lj]
+                        w = load(kept, (a + lj) * L) * splat32(factor[r, lj])
+                        store(wrow, lj * L, w)
+                        anyw = True
+                    else:
+                        store(wrow, lj * L, splat32(0.0))
+                if anyw:
+                    _row_spread(xf, base, C, H, W, l0 + r, ph, pw, rows, r, wrow, live, acc32)
+            if (ch + 1) % FLUSH == 0 or ch == nch - 1:
+                _flush(acc64, acc32)
         for c in range(C):
-            for di in range(ph):
+            for i in range(nr + ph - 1):
                 for j in range(W):
-                    part[b, li, c, di, j] = hsum(load(acc64, ((c * ph + di) * W + j) * L))
+                    part[b, l0 // band, c, i, j] = hsum(load(acc64, ((c * rows + i) * W + j) * L))
     out = np.zeros((B, C, H, W))
     for b in range(B):
-        for li in range(Lh):
+        for bi in range(nbands):
+            l0 = bi * band
             for c in range(C):
-                for di in range(ph):
+                for i in range(min(band, Lh - l0) + ph - 1):
                     for j in range(W):
-                        out[b, c, li + di, j] += part[b, li, c, di, j]
+                        out[b, c, l0 + i, j] += part[b, bi, c, i, j]
     return out
 
 
 def pspc_rows_sum(
-    z: np.ndarray, inv2s2: np.ndarray, lanes: np.ndarray, ph: int, pw: int
+    z: np.ndarray,
+    inv2s2: np.ndarray,
+    lanes: np.ndarray,
+    ph: int,
+    pw: int,
+    threads: int = 1,
+    rows_per_item: int | None = None,
 ) -> np.ndarray:
     """:func:`_rows_batch` for ``z [B,C,H,W]`` float64 numpy and ``lanes`` from
-    :func:`to_lanes` of images of the same ``C, H, W``."""
+    :func:`to_lanes` of images of the same ``C, H, W``; ``rows_per_item`` window rows per work
+    item (default: at most :data:`ROWS_PER_ITEM`, with at least ``4 x threads`` items)."""
     b, c, h, w = z.shape
     nch = lanes.shape[0] // (c * h * w * LANES)
     if nch * c * h * w * LANES != lanes.shape[0]:
         raise ValueError(
             f"lanes of {lanes.shape[0]} values do not hold images of shape {(c, h, w)}"
         )
-    return _rows_batch(np.ascontiguousarray(z), np.ascontiguousarray(inv2s2), lanes, nch, ph, pw)
+    band = rows_per_item
+    if band is None:  # at most ROWS_PER_ITEM, and >= 4 x threads items
+        band = max(1, min(ROWS_PER_ITEM, b * (h - ph + 1) // (4 * threads)))
+    z, inv2s2 = np.ascontiguousarray(z), np.ascontiguousarray(inv2s2)
+    return _rows_batch(z, inv2s2, lanes, nch, ph, pw, band)

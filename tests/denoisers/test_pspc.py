@@ -9,6 +9,7 @@ from lightning_pspc.denoisers import (
     box_sum,
     box_sum_transposed,
     pspc_cpu,
+    pspc_rows,
     pspc_values,
     scale_patch_sizes,
 )
@@ -143,7 +144,8 @@ def test_every_fused_kernel_path_matches_the_definition(kernel_case, path, parts
 @pytest.mark.parametrize("ph, pw", [(3, 3), (2, 5)])
 def test_rows_path_on_rgb_non_square_windows_and_one_image(rgb_small, ph, pw):
     """The rows path on 3 channels, N = 30 (one chunk, mostly padding lanes), a patch that is
-    not square, and a batch of one image (its work items are window rows)."""
+    not square, a batch of one image (its work items are window rows) and any number of window
+    rows per item."""
     train = rgb_small[:30].contiguous()
     n, c, h, w = train.shape
     sig = VALUE_SIGMAS
@@ -157,7 +159,11 @@ def test_rows_path_on_rgb_non_square_windows_and_one_image(rgb_small, ph, pw):
     if ref is not None:
         assert (rows - ref).abs().max() < 1e-5
     single = pspc_cpu.pspc_fused_sum(z[-1:], sig[-1:], layout, ph, pw, path="rows") / count
-    assert (single - rows[-1:]).abs().max() < 1e-12
+    assert (single - one_pass[-1:]).abs().max() < 1e-6
+    inv2s2 = (0.5 / sig.square()).numpy()
+    for band in (1, 3, 20):  # window rows per work item (3: the last item is partial)
+        out = pspc_rows.pspc_rows_sum(z.numpy(), inv2s2, layout.lanes, ph, pw, rows_per_item=band)
+        assert (torch.from_numpy(out) / count - one_pass).abs().max() < 1e-6, band
 
 
 def test_auto_kernel_path_choice():
