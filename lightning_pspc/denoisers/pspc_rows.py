@@ -48,6 +48,7 @@ from .simd import (
     any_ge,
     any_gt,
     exp_weights,
+    flush_below,
     hmin,
     hsum,
     load,
@@ -61,7 +62,7 @@ _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks an unse
 #: Patches of at most this many pixels take the ``"rows"`` path under ``"auto"`` (measured,
 #: one core, N = 2,000, sigma = 3, ns per pixel pair, rows vs one-pass: P = 3 2.5 vs 4.2,
 #: P = 5 4.5 vs 4.6, P = 7 3.9 vs 3.7, P = 15 4.2 vs 2.4).
-ROWS_MAX_PATCH = 25
+ROWS_MAX_PATCH = 81
 #: A window's reference distance drops when a weight would exceed ``e^T_DROP`` (float32 holds
 #: ``N e^T_DROP`` easily); the larger, the rarer the (scalar) rescaling.
 T_DROP = 32.0
@@ -71,6 +72,10 @@ CUT = -64.0
 #: pixel terms per column instead of ``P``), while ``B x rows / ROWS_PER_ITEM`` items keep
 #: every thread busy.
 ROWS_PER_ITEM = 4
+#: Normalised weights below this are 0 in pass 2: kept weights down to ``e^CUT`` against a
+#: reference up to ``e^T_DROP`` below the largest would otherwise become subnormal numbers
+#: (~100x slower products; they made sigma = 0.3 the slowest noise level).
+TINY = math.exp(CUT)
 #: Chunks summed per lane in float32 before a float64 flush.
 FLUSH = 8
 #: Value of the lanes padding the last chunk: distances ~1e30, so their weights are 0.
@@ -251,7 +256,7 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, band):
                             seen[r, lj] = ra
                             factor[r, lj] = math.exp(-k * (ra - ref[r, lj])) * inv[r, lj]
                         w = load(kept, (a + lj) * L) * splat32(factor[r, lj])
-                        store(wrow, lj * L, w)
+                        store(wrow, lj * L, flush_below(w, TINY))
                         anyw = True
                     else:
                         store(wrow, lj * L, splat32(0.0))

@@ -20,6 +20,7 @@ Functions (all usable only inside ``@njit`` code):
 * ``+ - *`` between two vectors of one type (fast-math ``contract``: ``a * b + c`` is an FMA),
   :func:`vmin`;
 * :func:`widen` (float32 -> float64) and :func:`narrow` (float64 -> float32);
+* :func:`flush_below`: lanes below a bound set to 0;
 * :func:`hsum`, :func:`hmin`: the sum / minimum of the lanes (float64);
 * :func:`any_gt`, :func:`any_ge`: whether any lane of ``a`` exceeds ``b`` (a scalar);
 * :func:`exp_weights`: ``exp(t)`` of float64 ``t`` as float32 (0 below ``cut``), the weights
@@ -178,6 +179,22 @@ def vmin(typingctx, a, b):
         return builder.select(lt, args[0], args[1])
 
     return a(a, b), codegen
+
+
+@intrinsic
+def flush_below(typingctx, a, bound):
+    """``a`` with the lanes below the scalar ``bound`` set to 0 (e.g. to keep products of tiny
+    weights from becoming subnormal numbers, ~100x slower on x86)."""
+    if not (isinstance(a, Vec) and isinstance(bound, (types.Float, types.Integer))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = args[0].type
+        b = _splat(builder, context.cast(builder, args[1], sig.args[1], a.dtype), vt)
+        keep = builder.fcmp_ordered(">=", args[0], b)
+        return builder.select(keep, args[0], ir.Constant(vt, None))
+
+    return a(a, bound), codegen
 
 
 @intrinsic

@@ -167,14 +167,14 @@ def test_rows_path_on_rgb_non_square_windows_and_one_image(rgb_small, ph, pw):
 
 
 def test_auto_kernel_path_choice():
-    one = dict(threads=2, nblk=4, nv=512, windows=26 * 26, keep_elements=2**23, row_windows=26)
+    one = dict(threads=2, nblk=4, nv=512, windows=18 * 18, keep_elements=2**23, row_windows=18)
     assert pspc_cpu.choose_path(8, ph=2, pw=2, **one) == ("rows", 0)
-    assert pspc_cpu.choose_path(1, ph=5, pw=5, **one) == ("rows", 0)  # any batch
-    assert pspc_cpu.choose_path(8, ph=7, pw=7, **one) == ("one_pass", 0)
-    assert pspc_cpu.choose_path(7, ph=7, pw=7, **one) == ("two_pass", 2)  # too few images
-    assert pspc_cpu.choose_path(1, ph=7, pw=7, **one) == ("two_pass", 4)  # parts <= blocks
+    assert pspc_cpu.choose_path(1, ph=9, pw=9, **one) == ("rows", 0)  # any batch
+    assert pspc_cpu.choose_path(8, ph=11, pw=11, **one) == ("one_pass", 0)
+    assert pspc_cpu.choose_path(7, ph=11, pw=11, **one) == ("two_pass", 2)  # too few images
+    assert pspc_cpu.choose_path(1, ph=11, pw=11, **one) == ("two_pass", 4)  # parts <= blocks
     big = dict(one, keep_elements=2**10)  # kept weights would not fit
-    assert pspc_cpu.choose_path(64, ph=7, pw=7, **big) == ("two_pass", 1)
+    assert pspc_cpu.choose_path(64, ph=11, pw=11, **big) == ("two_pass", 1)
     assert pspc_cpu.choose_path(64, ph=3, pw=3, **big) == ("two_pass", 1)
     with pytest.raises(ValueError, match="path must be one of"):
         pspc_cpu.pspc_fused_sum(torch.zeros(1, 1, 4, 4), torch.ones(1), None, 2, 2, path="x")
