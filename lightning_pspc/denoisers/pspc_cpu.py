@@ -20,9 +20,9 @@ that stays in cache:
 Four paths (``pspc_fused_sum(path=...)``; ``"auto"`` picks by :func:`choose_path`), each with
 its own functions:
 
-* ``"rows"`` (:mod:`.pspc_rows`, auto for patches of at most ``ROWS_MAX_PATCH`` = 25 pixels):
-  one work item per (noisy image, window row), the training set in chunks of 32 images held in
-  vector registers; distances and exponentials once, weights kept per window row;
+* ``"rows"`` (:mod:`.pspc_rows`, auto for patches of at most ``ROWS_MAX_PATCH`` = 81 pixels):
+  one work item per (noisy image, band of window rows), the training set in chunks of 32
+  images held in vector registers; distances and exponentials once, weights kept per band;
 * ``"one_pass"`` (:func:`_one_pass`): each noisy image takes one pass over the training set on
   one thread; the block weights are kept (float32, ``N x windows`` per image, bounded by
   ``keep_elements``) and rescaled by the final minimum and sum before the spread;

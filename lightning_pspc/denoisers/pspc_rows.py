@@ -1,36 +1,41 @@
 """Window-row CPU kernel of PSPC-Square (numba): the ``"rows"`` path of
-:func:`.pspc_cpu.pspc_fused_sum`, auto for small patches (:data:`ROWS_MAX_PATCH`).
+:func:`.pspc_cpu.pspc_fused_sum`, auto for patches of at most :data:`ROWS_MAX_PATCH` pixels.
 
-A work item is one noisy image and one row ``li`` of window positions; items run in parallel
-(``B x (H - P + 1)`` of them, so a batch of one keeps every thread busy). The training set is
-laid out in chunks of :data:`~.simd.LANES` images, image-last (:func:`to_lanes`), and every step
-works on one chunk in vector registers (:mod:`.simd`), not on arrays in memory:
+A work item is one noisy image and a band of up to :data:`ROWS_PER_ITEM` consecutive rows of
+window positions; items run in parallel (``B x (H - P + 1) / band`` of them; the band shrinks
+until there are ``4 x threads`` items, so a batch of one keeps every thread busy). The training
+set is laid out in chunks of :data:`~.simd.LANES` images, image-last (:func:`to_lanes`), and
+every step works on one chunk in vector registers (:mod:`.simd`), not on arrays in memory:
 
-1. **Pass 1** (:func:`_row_lse`), per chunk, column by column: the column sums of squared
-   differences over the ``P`` image rows of the window row, in float64 from exact per-pixel
-   differences, and from them the window distance ``d`` (running sum over the last ``P``
-   columns). Each window keeps a reference distance ``ref`` (the smallest seen, updated only
-   when a distance falls more than ``T_DROP / k`` below it, ``k = 1 / 2 sigma^2``) and
-   accumulates ``exp(k (ref - d))`` per lane (float32, flushed to float64 every
-   :data:`FLUSH` chunks). These weights, ``<= e^T_DROP``, are kept (float32, ``N x (W - P + 1)``
-   per item) with the reference they were taken against; windows whose weights are all below
-   ``e^CUT`` keep nothing.
-2. **Pass 2** (:func:`_row_spread`), per chunk: the kept weights times
-   ``exp(-k (ref_then - ref_final)) / sum`` are the normalised weights; per image column the
-   sum of the weights of the windows covering it (at most ``P``, summed directly) times the
-   training pixels of the ``P`` rows is accumulated (float32 per lane, flushed to float64).
+1. **Pass 1**, per chunk and window row of the band: the column sums of squared differences
+   over the ``P`` image rows of the window row (:func:`_columns`, float64 from exact per-pixel
+   differences; summed directly for the band's first row, then updated from the row above:
+   two pixel terms per column whatever ``P``), and from them (:func:`_row_lse`) the window
+   distances ``d`` (running sums over ``P`` columns). Each window keeps a reference distance
+   ``ref`` (the smallest seen, updated only when a distance falls more than ``T_DROP / k``
+   below it, ``k = 1 / 2 sigma^2``) and accumulates ``exp(k (ref - d))`` per lane (float32,
+   flushed to float64 every :data:`FLUSH` chunks). These weights, ``<= e^T_DROP``, are kept
+   (float32, ``band x N x (W - P + 1)`` per item) with the reference they were taken against;
+   windows whose weights are all below ``e^CUT`` keep nothing.
+2. **Pass 2**, per chunk: the kept weights times ``exp(-k (ref_then - ref_final)) / sum`` are
+   the normalised weights (those below :data:`TINY` set to 0: never subnormal); per window
+   row and image column (:func:`_row_spread`), the sum of the weights of the windows covering
+   the column (a running sum restarted at 0 after windows that are all zero) times the training
+   pixels of the ``P`` image rows is accumulated (float32 per lane, flushed to float64).
    Columns no live window covers are skipped, so at small sigma pass 2 costs almost nothing.
 
-Exactness: distances are float64 sums of exact float64 differences; the only float32 steps act
-on weights (the exponential, relative error < 4e-7, :func:`.simd.exp_weights`) and on partial
-sums of at most ``FLUSH`` chunks per lane. Results match the float64 definition to ~1e-7
-(tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
+Exactness: distances are float64 sums of exact float64 differences (the running column and
+window sums in float64 too); the only float32 steps act on weights (the exponential, relative
+error < 4e-7, :func:`.simd.exp_weights`, and the running covering sums of at most ``W`` weights
+``<= 1``) and on partial sums of at most ``FLUSH`` chunks per lane. Results match the float64
+definition to ~1e-7 (tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
 
-Cost: pass 1 is ``P`` pixel terms and one exponential per (window, training image), pass 2
-``P`` multiply-adds; per (noisy image, training image, pixel) 2.5 ns for ``P = 3`` on one core
-of the development machine against 4.1-4.4 ns for :func:`.pspc_cpu._one_pass`. The column sums
-grow with ``P`` (the one-pass path's running sums do not), so from ``P = 7`` the one-pass path
-is faster (:func:`.pspc_cpu.choose_path`).
+Cost per (window, training image): about 2 + 2 / band pixel terms and one exponential in pass
+1, ``P`` multiply-adds in pass 2. On one core of the development machine (N = 2,000, sigma = 3,
+CPU time per (noisy image, training image, pixel)): 2.3-2.5 ns at ``P = 3``, 2.4 at 5, 2.6 at
+7, against 4.1-4.4, 4.6 and 3.7 for :func:`.pspc_cpu._one_pass`. Pass 2 still grows with ``P``,
+so from ``P = 11`` the one-pass path is faster (2 cores, B = 64: P = 9 181 against 188 ms,
+P = 11 about equal, P = 15 171 against 129 ms).
 """
 
 from __future__ import annotations
@@ -59,9 +64,8 @@ from .simd import (
 )
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks an unset reference
-#: Patches of at most this many pixels take the ``"rows"`` path under ``"auto"`` (measured,
-#: one core, N = 2,000, sigma = 3, ns per pixel pair, rows vs one-pass: P = 3 2.5 vs 4.2,
-#: P = 5 4.5 vs 4.6, P = 7 3.9 vs 3.7, P = 15 4.2 vs 2.4).
+#: Patches of at most this many pixels take the ``"rows"`` path under ``"auto"`` (up to 9 x 9;
+#: measured in the module docstring).
 ROWS_MAX_PATCH = 81
 #: A window's reference distance drops when a weight would exceed ``e^T_DROP`` (float32 holds
 #: ``N e^T_DROP`` easily); the larger, the rarer the (scalar) rescaling.
