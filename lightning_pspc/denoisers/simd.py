@@ -12,6 +12,10 @@ lanes once, computes on them, and stores the result once.
 latency of their dependency chains (pass 1 of :mod:`.pspc_rows` 4.1 ns per window pair on one
 core), with 32 two independent halves overlap (1.8 ns), with 64 the registers spill (2.3 ns).
 
+numba's on-disk cache of a kernel is keyed on the kernel's own source file only: after editing
+this module, delete the cached kernels of the modules that use it (``__pycache__/pspc_rows*.nb*``)
+or touch those modules.
+
 Functions (all usable only inside ``@njit`` code):
 
 * :func:`load` / :func:`store`: ``LANES`` consecutive elements of a 1-D float32 or float64
@@ -197,28 +201,24 @@ def flush_below(typingctx, a, bound):
     return a(a, bound), codegen
 
 
-@intrinsic
-def widen(typingctx, a):
-    """float32 lanes -> float64 lanes."""
-    if a != vf32:
-        return None
+def _conversion(src: Vec, dst: Vec, opname: str):
+    @intrinsic
+    def convert(typingctx, a):
+        if a != src:
+            return None
 
-    def codegen(context, builder, sig, args):
-        return builder.fpext(args[0], context.get_value_type(vf64))
+        def codegen(context, builder, sig, args):
+            return getattr(builder, opname)(args[0], context.get_value_type(dst))
 
-    return vf64(a), codegen
+        return dst(a), codegen
+
+    return convert
 
 
-@intrinsic
-def narrow(typingctx, a):
-    """float64 lanes -> float32 lanes (rounded)."""
-    if a != vf64:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fptrunc(args[0], context.get_value_type(vf32))
-
-    return vf32(a), codegen
+#: float32 lanes -> float64 lanes.
+widen = _conversion(vf32, vf64, "fpext")
+#: float64 lanes -> float32 lanes (rounded to nearest).
+narrow = _conversion(vf64, vf32, "fptrunc")
 
 
 @intrinsic
