@@ -265,8 +265,8 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
         sizes = torch.tensor(self.patch_sizes, device=sigma.device)
         return sizes[nearest]
 
-    def _cpu_layout(self, kind: Literal["blocks", "values"]) -> object | None:
-        """The training set in a CPU kernel's layout (``"blocks"``: a
+    def _cpu_layout(self, kind: Literal["kernel", "values"]) -> object | None:
+        """The training set in a CPU kernel's layout (``"kernel"``: a
         :class:`.pspc_cpu.TrainingLayout`,
         ``"values"``: :func:`.pspc_values.value_table`), built on first use and rebuilt if
         ``images`` changed; None where the fused kernel is not used."""
@@ -275,7 +275,7 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
         key = (self.images.data_ptr(), self.images._version, tuple(self.images.shape))
         cached = self._layouts.get(kind)
         if cached is None or cached[0] != key:
-            build = pspc_cpu.TrainingLayout if kind == "blocks" else pspc_values.value_table
+            build = pspc_cpu.TrainingLayout if kind == "kernel" else pspc_values.value_table
             cached = self._layouts[kind] = (key, build(self.images))
         return cached[1]
 
@@ -286,7 +286,7 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
             idx = (sizes == p).nonzero().squeeze(1)
             one = min(p, z.shape[2]) == 1 and min(p, z.shape[3]) == 1  # 1 x 1 windows
             whole = p >= z.shape[2] and p >= z.shape[3]  # the empirical denoiser: no layout
-            layout = None if whole else self._cpu_layout("values" if one else "blocks")
+            layout = None if whole else self._cpu_layout("values" if one else "kernel")
             out[idx] = pspc_square_posterior_mean(
                 z[idx],
                 sigma[idx],

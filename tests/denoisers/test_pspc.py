@@ -236,7 +236,7 @@ def test_schedule_mixing_p1_and_p3_in_one_batch_uses_the_value_path(data, method
     sig = VALUE_SIGMAS[[0, 1, 2, 3, 4, 5, 0, 2, 4, 1]]
     z = noisy(clean[: len(sig)], sig, seed=2)
     out = d(z, sig)
-    assert set(d._layouts) == {"values", "blocks"}
+    assert set(d._layouts) == {"values", "kernel"}
     assert (out.double() - loop_reference(d, z, sig, train)).abs().max() < 1e-5
 
 
