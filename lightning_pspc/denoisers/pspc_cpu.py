@@ -573,13 +573,7 @@ def _two_pass_batch(z, inv2s2, xblocks, n_valid, ph, pw, parts):
 def to_blocks(images: Tensor, block: int | None = None) -> np.ndarray:
     """``[N, C, H, W]`` -> ``[ceil(N / block), C, H, W, block]`` float32 numpy (zero padded);
     ``block`` defaults to :data:`BLOCK`."""
-    block = BLOCK if block is None else block
-    n, c, h, w = images.shape
-    nblk = -(-n // block)
-    x = images.detach().to("cpu", torch.float32)
-    if nblk * block != n:
-        x = torch.cat([x, x.new_zeros(nblk * block - n, c, h, w)])
-    return x.view(nblk, block, c, h, w).permute(0, 2, 3, 4, 1).contiguous().numpy()
+    return pspc_rows.image_last(images, BLOCK if block is None else block, 0.0)
 
 
 class TrainingLayout:

@@ -86,15 +86,22 @@ FLUSH = 8
 PAD = 1e15
 
 
+def image_last(images: Tensor, group: int, pad: float) -> np.ndarray:
+    """``[N, C, H, W]`` -> float32 numpy ``[ceil(N / group), C, H, W, group]``: the training set
+    in groups of ``group`` images, image index last (the kernels' vector lanes); the last group
+    padded with images of value ``pad``."""
+    n, c, h, w = images.shape
+    ng = -(-n // group)
+    x = images.detach().to("cpu", torch.float32)
+    if ng * group != n:
+        x = torch.cat([x, x.new_full((ng * group - n, c, h, w), pad)])
+    return x.view(ng, group, c, h, w).permute(0, 2, 3, 4, 1).contiguous().numpy()
+
+
 def to_lanes(images: Tensor) -> np.ndarray:
     """``[N, C, H, W]`` -> flat float32 ``[ceil(N / LANES), C, H, W, LANES]`` (padded with
     :data:`PAD`)."""
-    n, c, h, w = images.shape
-    nch = -(-n // LANES)
-    x = images.detach().to("cpu", torch.float32)
-    if nch * LANES != n:
-        x = torch.cat([x, x.new_full((nch * LANES - n, c, h, w), PAD)])
-    return x.view(nch, LANES, c, h, w).permute(0, 2, 3, 4, 1).contiguous().view(-1).numpy()
+    return image_last(images, LANES, PAD).reshape(-1)
 
 
 @njit(cache=True, fastmath=_FM, inline="always")
