@@ -579,11 +579,12 @@ def to_blocks(images: Tensor, block: int | None = None) -> np.ndarray:
 class TrainingLayout:
     """The training set ``[N, C, H, W]`` in the kernels' layouts, each built on first use:
     :attr:`blocks` (:func:`to_blocks`, the one- and two-pass paths) and :attr:`lanes`
-    (:func:`.pspc_rows.to_lanes`, the rows path). ``block`` as in :func:`to_blocks`."""
+    (:func:`.pspc_rows.to_lanes`, the rows path). ``block``: images per block (default
+    :data:`BLOCK`)."""
 
     def __init__(self, images: Tensor, block: int | None = None) -> None:
         self.images = images.detach().to("cpu", torch.float32)
-        self.num_images, self.block = images.shape[0], block
+        self.num_images, self.block = images.shape[0], BLOCK if block is None else block
 
     @functools.cached_property
     def blocks(self) -> np.ndarray:
@@ -603,13 +604,14 @@ def choose_path(
     pw: int,
     windows: int,
     keep_elements: int,
-    row_windows: int = 0,
+    row_windows: int,
 ) -> tuple[Path, int]:
     """The path ``"auto"`` takes, and its number of parts (0 for the one-pass and rows paths).
 
     Patches of at most ``ROWS_MAX_PATCH`` pixels take the rows path (any batch: its work items
-    are window rows) when its kept weights, ``N x row_windows`` per thread (``W - pw + 1``
-    windows in a row), are at most ``keep_elements``. Otherwise one pass per image, which needs
+    are window rows) when the kept weights of one window row, ``N x row_windows`` (``W - pw +
+    1`` windows in a row), are at most ``keep_elements`` (it keeps a band of rows per thread,
+    as many as fit, :func:`.pspc_rows.auto_rows_per_item`). Otherwise one pass per image, which needs
     a batch of at least ``4 x threads`` images (every thread busy) and at most
     ``keep_elements`` kept weights per image (``N x windows``); else two passes, the training
     set split into parts so that there are at least ``4 x threads`` work items.
@@ -641,16 +643,15 @@ def pspc_fused_sum(
     ``z [B,C,H,W]`` and ``sigma [B]`` float64 CPU tensors, ``layout`` the training set.
     Uses ``torch.get_num_threads()`` threads. ``path="auto"`` picks by :func:`choose_path`;
     ``"rows"``, ``"one_pass"``, ``"one_pass_windows"`` or ``"two_pass"`` (with ``parts`` parts
-    of the training set, default as auto) force one (the rows and one-pass paths then ignore
-    ``keep_elements``).
+    of the training set, default as auto) force one (the one-pass paths then ignore
+    ``keep_elements``; the rows path keeps one window row per item when even that exceeds it).
     """
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     b = z.shape[0]
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    n_valid = layout.num_images
-    block = BLOCK if layout.block is None else layout.block
-    nblk, nv = -(-n_valid // block), block
+    n_valid, nv = layout.num_images, layout.block
+    nblk = -(-n_valid // nv)
     row_windows = z.shape[3] - pw + 1
     windows = (z.shape[2] - ph + 1) * row_windows
     auto_path, auto_parts = choose_path(
@@ -666,7 +667,7 @@ def pspc_fused_sum(
     numba.set_num_threads(threads)
     try:
         if path == "rows":
-            out = pspc_rows.pspc_rows_sum(zn, inv2s2, layout.lanes, ph, pw, threads)
+            out = pspc_rows.pspc_rows_sum(zn, inv2s2, layout.lanes, ph, pw, threads, keep_elements)
         elif path == "two_pass":
             out = _two_pass_batch(zn, inv2s2, layout.blocks, n_valid, ph, pw, parts)
         else:

@@ -3,7 +3,8 @@
 
 A work item is one noisy image and a band of up to :data:`ROWS_PER_ITEM` consecutive rows of
 window positions; items run in parallel (``B x (H - P + 1) / band`` of them; the band shrinks
-until there are ``4 x threads`` items, so a batch of one keeps every thread busy). The training
+until there are ``4 x threads`` items, so a batch of one keeps every thread busy, and until its
+kept weights fit in ``keep_elements``: :func:`auto_rows_per_item`). The training
 set is laid out in chunks of :data:`~.simd.LANES` images, image-last (:func:`to_lanes`), and
 every step works on one chunk in vector registers (:mod:`.simd`), not on arrays in memory:
 
@@ -290,6 +291,16 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, band):
     return out
 
 
+def auto_rows_per_item(
+    batch: int, row_positions: int, threads: int, row_weights: int, keep_elements: int
+) -> int:
+    """Window rows per work item: at most :data:`ROWS_PER_ITEM`, at least ``4 x threads`` items
+    (``batch x row_positions / rows``), and at most ``keep_elements`` kept weights per item
+    (``row_weights`` per window row: padded N x windows in a row); never fewer than 1."""
+    band = min(ROWS_PER_ITEM, batch * row_positions // (4 * threads), keep_elements // row_weights)
+    return max(1, band)
+
+
 def pspc_rows_sum(
     z: np.ndarray,
     inv2s2: np.ndarray,
@@ -297,11 +308,12 @@ def pspc_rows_sum(
     ph: int,
     pw: int,
     threads: int = 1,
+    keep_elements: int = 2**23,
     rows_per_item: int | None = None,
 ) -> np.ndarray:
     """:func:`_rows_batch` for ``z [B,C,H,W]`` float64 numpy and ``lanes`` from
     :func:`to_lanes` of images of the same ``C, H, W``; ``rows_per_item`` window rows per work
-    item (default: at most :data:`ROWS_PER_ITEM`, with at least ``4 x threads`` items)."""
+    item (default: :func:`auto_rows_per_item` for ``threads`` threads and ``keep_elements``)."""
     b, c, h, w = z.shape
     nch = lanes.shape[0] // (c * h * w * LANES)
     if nch * c * h * w * LANES != lanes.shape[0]:
@@ -309,7 +321,7 @@ def pspc_rows_sum(
             f"lanes of {lanes.shape[0]} values do not hold images of shape {(c, h, w)}"
         )
     band = rows_per_item
-    if band is None:  # at most ROWS_PER_ITEM, and >= 4 x threads items
-        band = max(1, min(ROWS_PER_ITEM, b * (h - ph + 1) // (4 * threads)))
+    if band is None:
+        band = auto_rows_per_item(b, h - ph + 1, threads, nch * LANES * (w - pw + 1), keep_elements)
     z, inv2s2 = np.ascontiguousarray(z), np.ascontiguousarray(inv2s2)
     return _rows_batch(z, inv2s2, lanes, nch, ph, pw, band)

@@ -166,6 +166,14 @@ def test_rows_path_on_rgb_non_square_windows_and_one_image(rgb_small, ph, pw):
         assert (torch.from_numpy(out) / count - one_pass).abs().max() < 1e-6, band
 
 
+def test_rows_per_item_keeps_threads_busy_and_kept_weights_bounded():
+    auto = pspc_rows.auto_rows_per_item
+    assert auto(64, 26, 2, 2000 * 26, 2**23) == pspc_rows.ROWS_PER_ITEM
+    assert auto(1, 26, 2, 2000 * 26, 2**23) == 3  # 8 items of 3 rows (and one of 2)
+    assert auto(64, 26, 2, 100_000 * 26, 2**23) == 3  # 3 x 2.6 M kept weights fit, 4 do not
+    assert auto(64, 26, 2, 10**6 * 26, 2**23) == 1  # never fewer than one row
+
+
 def test_auto_kernel_path_choice():
     one = dict(threads=2, nblk=4, nv=512, windows=18 * 18, keep_elements=2**23, row_windows=18)
     assert pspc_cpu.choose_path(8, ph=2, pw=2, **one) == ("rows", 0)
