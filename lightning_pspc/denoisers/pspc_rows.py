@@ -14,29 +14,39 @@ every step works on one chunk in vector registers (:mod:`.simd`), not on arrays 
    two pixel terms per column whatever ``P``), and from them (:func:`_row_lse`) the window
    distances ``d`` (running sums over ``P`` columns). Each window keeps a reference distance
    ``ref`` (the smallest seen, updated only when a distance falls more than ``T_DROP / k``
-   below it, ``k = 1 / 2 sigma^2``) and accumulates ``exp(k (ref - d))`` per lane (float32,
-   flushed to float64 every :data:`FLUSH` chunks). These weights, ``<= e^T_DROP``, are kept
-   (float32, ``band x N x (W - P + 1)`` per item) with the reference they were taken against;
-   windows whose weights are all below ``e^CUT`` keep nothing.
+   below it, ``k = 1 / 2 sigma^2``) and accumulates ``exp(k (ref - d))`` per lane (exponent
+   rounded to float32, exponential in float32; sums flushed to float64 every :data:`FLUSH`
+   chunks). These weights, ``<= e^T_DROP``, are kept (float32, ``band x N x (W - P + 1)`` per
+   item) with the reference they were taken against; windows whose weights are all below
+   ``e^CUT`` keep nothing.
 2. **Pass 2**, per chunk: the kept weights times ``exp(-k (ref_then - ref_final)) / sum`` are
-   the normalised weights (those below :data:`TINY` set to 0: never subnormal); per window
-   row and image column (:func:`_row_spread`), the sum of the weights of the windows covering
-   the column (a running sum restarted at 0 after windows that are all zero) times the training
-   pixels of the ``P`` image rows is accumulated (float32 per lane, flushed to float64).
-   Columns no live window covers are skipped, so at small sigma pass 2 costs almost nothing.
+   the normalised weights (those below :data:`TINY` set to 0: never subnormal). Per window
+   row (:func:`_row_cover`), each image column gets the sum of the weights of the windows
+   covering it (a running sum restarted at 0 after windows that are all zero); per pair of
+   chunks (:func:`_spread_pair`), each image pixel of the item gets those sums added over the
+   window rows covering it, times its training pixels, accumulated once per pixel (float32 per
+   lane, flushed to float64). Columns no live window covers are skipped, so at small sigma
+   pass 2 costs almost nothing.
 
 Exactness: distances are float64 sums of exact float64 differences (the running column and
-window sums in float64 too); the only float32 steps act on weights (the exponential, relative
-error < 4e-7, :func:`.simd.exp_weights`, and the running covering sums of at most ``W`` weights
-``<= 1``) and on partial sums of at most ``FLUSH`` chunks per lane. Results match the float64
-definition to ~1e-7 (tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
+window sums in float64 too). The float32 steps act on weights and partial sums only: the
+exponent ``k (ref - d) <= T_DROP`` rounded to float32 (error ``|k (ref - d)| x 6e-8``, at most
+5e-7 for the weights that can dominate; smaller ones are ``<= e^-T_DROP`` of them), the
+exponential (relative error < 4e-7, :func:`.simd.exp_weights`), the running covering sums of
+at most ``W`` weights ``<= 1``, and partial sums of at most ``FLUSH`` chunks per lane. Results are
+within 2e-6 of the float64 definition on the same (float32) training values (Fashion-MNIST,
+N = 2,000, sigma 0.002-80, P = 3, 7, 15; a float64 exponent gave the same figures), and tests
+check 1e-5 (tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
 
 Cost per (window, training image): about 2 + 2 / band pixel terms and one exponential in pass
-1, ``P`` multiply-adds in pass 2. On one core of the development machine (N = 2,000, sigma = 3,
-CPU time per (noisy image, training image, pixel)): 2.3-2.5 ns at ``P = 3``, 2.4 at 5, 2.6 at
-7, against 4.1-4.4, 4.6 and 3.7 for :func:`.pspc_cpu._one_pass`. Pass 2 still grows with ``P``,
-so from ``P = 11`` the one-pass path is faster (2 cores, B = 64: P = 9 181 against 188 ms,
-P = 11 about equal, P = 15 171 against 129 ms).
+1; in pass 2 two running-sum terms per window row and, per image row, one multiply-add plus
+one add per covering window row of the band. On one core of the development machine
+(N = 2,000, sigma = 3, B = 32, CPU time per (noisy image, training image, pixel), best of 11
+interleaved calls): 2.0-2.1 ns at ``P = 3, 5, 7, 9`` (2.3-2.4 ns with a pass 2 that spread
+every window row onto its ``P`` image rows and a float64 exponent). Against
+:func:`.pspc_cpu._one_pass` (B = 64, one core): P = 9 0.23 against 0.28 s at sigma = 3,
+P = 11 0.26 against 0.26 s, P = 15 0.23 against 0.21 s (at sigma = 0.03 the rows path takes
+half the time at every P; the 28 x 28 schedule uses its large patches at large sigma).
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ from .simd import (
     hmin,
     hsum,
     load,
+    narrow,
     splat32,
     splat64,
     store,
@@ -68,9 +79,10 @@ _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks an unse
 #: Patches of at most this many pixels take the ``"rows"`` path under ``"auto"`` (up to 9 x 9;
 #: measured in the module docstring).
 ROWS_MAX_PATCH = 81
-#: A window's reference distance drops when a weight would exceed ``e^T_DROP`` (float32 holds
-#: ``N e^T_DROP`` easily); the larger, the rarer the (scalar) rescaling.
-T_DROP = 32.0
+#: A window's reference distance drops when a weight would exceed ``e^T_DROP``: the larger, the
+#: rarer the (scalar) rescaling, but the exponent is rounded to float32, an error of
+#: ``T_DROP x 6e-8`` relative on the largest weights (5e-7 at 8).
+T_DROP = 8.0
 #: Weights below ``e^CUT`` relative to the reference are 0 (never subnormal numbers).
 CUT = -64.0
 #: Window rows per work item: the column sums of one row are updated from the row above (two
@@ -81,7 +93,7 @@ ROWS_PER_ITEM = 4
 #: reference up to ``e^T_DROP`` below the largest would otherwise become subnormal numbers
 #: (~100x slower products; they made sigma = 0.3 the slowest noise level).
 TINY = math.exp(CUT)
-#: Chunks summed per lane in float32 before a float64 flush.
+#: Chunks summed per lane in float32 before a float64 flush (even: pass 2 works on pairs).
 FLUSH = 8
 #: Value of the lanes padding the last chunk: distances ~1e30, so their weights are 0.
 PAD = 1e15
@@ -154,14 +166,14 @@ def _row_lse(k, cols, W, pw, ref, den, den32, kept, kbase, ref_at, abase):
         lj = j - pw + 1
         o = lj * L
         r = ref[lj]
-        t = splat64(k * r) - splat64(k) * d
+        t = narrow(splat64(k * r) - splat64(k) * d)
         if any_gt(t, T_DROP):  # new reference: rescale what was summed against the old
             m = hmin(d)
             f = math.exp(-k * (r - m)) if r < np.inf else 0.0
             store(den, o, (load(den, o) + widen(load(den32, o))) * splat64(f))
             store(den32, o, splat32(0.0))
             ref[lj] = r = m
-            t = splat64(k * m) - splat64(k) * d
+            t = narrow(splat64(k * m) - splat64(k) * d)
         if any_ge(t, CUT):
             w = exp_weights(t, CUT)
             store(kept, kbase + o, w)
@@ -179,38 +191,57 @@ def _flush(acc64, acc32):
         store(acc32, o, splat32(0.0))
 
 
-@njit(cache=True, fastmath=_FM, inline="always")
-def _spread_column(xf, base, C, H, W, li, ph, rows, r, jc, g, acc):
-    """``acc[c, r + di, jc] += g * x[c, li + di, jc]`` for the ``ph`` image rows of window row
-    ``li`` (``acc [C, rows, W, LANES]``)."""
-    L = LANES
-    for c in range(C):
-        for di in range(ph):
-            o = ((c * rows + r + di) * W + jc) * L
-            store(acc, o, load(acc, o) + g * load(xf, base + ((c * H + li + di) * W + jc) * L))
-
-
 @njit(cache=True, fastmath=_FM)
-def _row_spread(xf, base, C, H, W, li, ph, pw, rows, r, wrow, live, acc):
-    """Pass 2 for one window row ``li`` (row ``r`` of its item) of one chunk: ``wrow [Lw *
-    LANES]`` holds its normalised weights (``live``: whether any is non-zero per window);
-    each image column gets the sum ``g`` of the weights of the windows covering it (running,
-    restarted at 0 after windows that are all zero) times its pixels, into ``acc``."""
+def _row_cover(W, pw, wrow, live, g, gb, colive):
+    """Per image column, the sum of the normalised weights ``wrow [Lw * LANES]`` of the windows
+    of one window row that cover it, into ``g`` from ``gb`` (``W * LANES`` values): a running sum over the ``pw``
+    covering windows, restarted at 0 after windows that are all zero (``live``: whether any
+    weight of the window is non-zero), so uncovered columns get exactly 0; ``colive[j]`` is set
+    where a live window covers column ``j``."""
     L = LANES
     Lw = W - pw + 1
-    g = splat32(0.0)
+    s = splat32(0.0)
     last = -W  # the last live window
     for jc in range(W):
         if jc < Lw and live[jc]:
             last = jc
         if last < jc - pw + 1:  # no live window covers the column
-            g = splat32(0.0)
+            s = splat32(0.0)
+            store(g, gb + jc * L, s)
             continue
+        colive[jc] = True
         if jc < Lw:
-            g = g + load(wrow, jc * L)
+            s = s + load(wrow, jc * L)
         if jc >= pw:
-            g = g - load(wrow, (jc - pw) * L)
-        _spread_column(xf, base, C, H, W, li, ph, rows, r, jc, g, acc)
+            s = s - load(wrow, (jc - pw) * L)
+        store(g, gb + jc * L, s)
+
+
+@njit(cache=True, fastmath=_FM)
+def _spread_pair(xf, base0, base1, C, H, W, l0, nr, ph, rows, g0, g1, colive, acc):
+    """``acc[c, i, j] += G0[i, j] * x0[c, l0 + i, j] + G1[i, j] * x1[c, l0 + i, j]`` for the
+    ``nr + ph - 1`` image rows of an item and the columns in ``colive`` (then cleared), where
+    ``G[i, j]`` sums ``g [nr, W * LANES]`` (from :func:`_row_cover`) over the window rows
+    covering image row ``i``, for two chunks at ``base0`` / ``base1`` (their ``g0`` / ``g1``):
+    each pixel's float32 partial sums are loaded and stored once per two chunks."""
+    L = LANES
+    for i in range(nr + ph - 1):
+        r0, r1 = max(0, i - ph + 1), min(nr, i + 1)
+        for jc in range(W):
+            if not colive[jc]:
+                continue
+            s0 = load(g0, (r0 * W + jc) * L)
+            s1 = load(g1, (r0 * W + jc) * L)
+            for r in range(r0 + 1, r1):
+                s0 = s0 + load(g0, (r * W + jc) * L)
+                s1 = s1 + load(g1, (r * W + jc) * L)
+            for c in range(C):
+                o = ((c * rows + i) * W + jc) * L
+                px = ((c * H + l0 + i) * W + jc) * L
+                a = load(acc, o) + s0 * load(xf, base0 + px)
+                store(acc, o, a + s1 * load(xf, base1 + px))
+    for jc in range(W):
+        colive[jc] = False
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
@@ -253,10 +284,14 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, band):
         factor = np.zeros((nr, Lw))
         wrow = np.empty(Lw * L, dtype=np.float32)
         live = np.zeros(Lw, dtype=np.bool_)
+        g = np.zeros((2, nr * W * L), dtype=np.float32)  # covering sums of a pair of chunks
+        dirty = np.zeros((2, nr), dtype=np.bool_)  # rows of g that are not all zero
+        colive = np.zeros(W, dtype=np.bool_)
         acc32 = np.zeros(C * rows * W * L, dtype=np.float32)
         acc64 = np.zeros(C * rows * W * L)
+        pair_live = False
         for ch in range(nch):  # pass 2
-            base = ch * C * H * W * L
+            half = ch % 2
             for r in range(nr):
                 a = (ch * nr + r) * Lw
                 anyw = False
@@ -273,7 +308,22 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, band):
                     else:
                         store(wrow, lj * L, splat32(0.0))
                 if anyw:
-                    _row_spread(xf, base, C, H, W, l0 + r, ph, pw, rows, r, wrow, live, acc32)
+                    _row_cover(W, pw, wrow, live, g[half], r * W * L, colive)
+                    dirty[half, r] = pair_live = True
+                elif dirty[half, r]:
+                    g[half, r * W * L : (r + 1) * W * L] = 0.0
+                    dirty[half, r] = False
+            if half == 1 or ch == nch - 1:
+                if half == 0:  # an odd last chunk: its pair is all zero
+                    for r in range(nr):
+                        if dirty[1, r]:
+                            g[1, r * W * L : (r + 1) * W * L] = 0.0
+                            dirty[1, r] = False
+                if pair_live:
+                    b0 = (ch - half) * C * H * W * L
+                    b1 = b0 + C * H * W * L if half == 1 else b0
+                    _spread_pair(xf, b0, b1, C, H, W, l0, nr, ph, rows, g[0], g[1], colive, acc32)
+                    pair_live = False
             if (ch + 1) % FLUSH == 0 or ch == nch - 1:
                 _flush(acc64, acc32)
         for c in range(C):

@@ -166,6 +166,24 @@ def test_rows_path_on_rgb_non_square_windows_and_one_image(rgb_small, ph, pw):
         assert (torch.from_numpy(out) / count - one_pass).abs().max() < 1e-6, band
 
 
+@pytest.mark.parametrize("n", [256, 280])
+def test_rows_path_pairs_of_chunks_and_flushes(fmnist, n):
+    """Pass 2 of the rows path spreads pairs of chunks of 32 training images and flushes its
+    float32 sums every 8 chunks: 8 chunks (4 pairs, one flush) and 9 (an odd last chunk,
+    padded, after a flush), at small and large sigma, against the one-pass path."""
+    crop = fmnist[:, :, 8:20, 8:20]
+    train = crop[:n].contiguous()
+    sig = SIGMAS[[17, 12, 6, 0]].double()
+    z = noisy(torch.cat([train[:2], crop[-2:]]), sig, seed=7).double()
+    layout = pspc_cpu.TrainingLayout(train)
+    assert layout.lanes.size // (12 * 12 * pspc_rows.LANES) == -(-n // pspc_rows.LANES)
+    for p in (2, 3, 5):
+        rows = pspc_cpu.pspc_fused_sum(z, sig, layout, p, p, path="rows")
+        one_pass = pspc_cpu.pspc_fused_sum(z, sig, layout, p, p, path="one_pass")
+        count = box_sum_transposed(torch.ones(13 - p, 13 - p, dtype=torch.float64), p, p)
+        assert (rows / count - one_pass / count).abs().max() < 1e-6, p
+
+
 def test_rows_per_item_keeps_threads_busy_and_kept_weights_bounded():
     auto = pspc_rows.auto_rows_per_item
     assert auto(64, 26, 2, 2000 * 26, 2**23) == pspc_rows.ROWS_PER_ITEM
