@@ -43,12 +43,14 @@ check 1e-5 (tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
 Cost per (window, training image): about 2 + 2 / band pixel terms and one exponential in pass
 1; in pass 2 two running-sum terms per window row and, per image row, one multiply-add plus
 one add per covering window row of the band. On one core of the development machine
-(N = 2,000, sigma = 3, B = 32, CPU time per (noisy image, training image, pixel), best of 11
-interleaved calls): 2.0-2.1 ns at ``P = 3, 5, 7, 9`` (2.3-2.4 ns with a pass 2 that spread
-every window row onto its ``P`` image rows and a float64 exponent). Against
-:func:`.pspc_cpu._one_pass` (B = 64, one core): P = 9 0.23 against 0.28 s at sigma = 3,
-P = 11 0.26 against 0.26 s, P = 15 0.23 against 0.21 s (at sigma = 0.03 the rows path takes
-half the time at every P; the 28 x 28 schedule uses its large patches at large sigma).
+(N = 2,000, B = 32, CPU time per (noisy image, training image, pixel), best of 11 calls
+interleaved with the previous kernel): 2.0-2.1 ns at sigma = 3 for ``P = 3, 5, 7, 9`` (before:
+2.4-2.7 ns, with a pass 2 that spread every window row onto its ``P`` image rows, a float64
+exponent, image-major items and bands of 4), 1.7-2.0 ns at sigma = 0.03. Against
+:func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25 against 0.29 s, P = 11
+0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the rows path takes half the
+time at every P; the 28 x 28 schedule uses its large patches at large sigma), hence
+:data:`ROWS_MAX_PATCH`.
 """
 
 from __future__ import annotations
@@ -88,9 +90,11 @@ T_DROP = 8.0
 #: Weights below ``e^CUT`` relative to the reference are 0 (never subnormal numbers).
 CUT = -64.0
 #: Window rows per work item: the column sums of one row are updated from the row above (two
-#: pixel terms per column instead of ``P``), while ``B x rows / ROWS_PER_ITEM`` items keep
-#: every thread busy.
-ROWS_PER_ITEM = 4
+#: pixel terms per column instead of ``P``), and an item reads ``band + P - 1`` training rows
+#: for ``band`` window rows, while ``B x rows / ROWS_PER_ITEM`` items keep every thread busy.
+#: Measured (one core, B = 64, sigma = 3): 8 rows 7-14 % faster than 4 at P = 5-9 and alike at
+#: P = 3 (N = 2,000 and 10,000); 12 alike; 16 slower (20-60 %).
+ROWS_PER_ITEM = 8
 #: Normalised weights below this are 0 in pass 2: kept weights down to ``e^CUT`` against a
 #: reference up to ``e^T_DROP`` below the largest would otherwise become subnormal numbers
 #: (~100x slower products; they made sigma = 0.3 the slowest noise level).
