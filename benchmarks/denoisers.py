@@ -6,8 +6,9 @@ over 100 training images at a time, float32) for every N x B x P x sigma, and it
 multiple of the EmpiricalDenoiser's on the same batch (the two timed in turn, best of
 ``--repeats`` rounds). Targets: >= 20x the loop and <= 10x the
 empirical denoiser in every cell; the cells that miss are listed, then a markdown table.
-On CPU PSPC runs the fused kernels (``pspc_rows`` for patches of at most 25 pixels,
-``pspc_cpu`` one_pass above, two_pass for small batches), and for P = 1 the per-pixel table of
+On CPU PSPC runs the fused kernels (``pspc_rows`` for patches of at most 9 x 9 pixels,
+``pspc_cpu`` one_pass above, two_pass for batches too small to keep every thread busy), and for
+P = 1 the per-pixel table of
 distinct training values (``pspc_values``); the kernel layouts and the value table are built by
 the untimed warm-up call (value table: 0.09 s at N = 2,000, 0.5 s at N = 10,000, one core).
 
@@ -27,6 +28,13 @@ the published code takes one sigma per call).
     .venv/bin/python benchmarks/denoisers.py --sizes 2000 --batches 16 --patch-sizes 3 \
         --sigmas 0.002 0.5 --no-workload
     .venv/bin/python benchmarks/denoisers.py --device cuda
+
+One core per process (two DDP ranks on a 2-core machine): two instances at once, each on its
+own core with one thread, doing the same work (without the loop, whose memory traffic slowed the
+other instance's PSPC calls by up to 1.5x, a load that ranks doing the same work do not meet):
+
+    for c in 0 1; do OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 taskset -c $c \
+        .venv/bin/python benchmarks/denoisers.py --no-loop --no-workload > core$c.txt & done; wait
 """
 
 from __future__ import annotations
