@@ -184,6 +184,19 @@ def test_rows_path_pairs_of_chunks_and_flushes(fmnist, n):
         assert (rows / count - one_pass / count).abs().max() < 1e-6, p
 
 
+@pytest.mark.parametrize("rows, band", [(26, 8), (22, 8), (24, 8), (26, 3), (5, 8), (26, 1)])
+def test_band_order_splits_rows_evenly_with_sizes_alternating(rows, band):
+    order = pspc_rows.band_order(rows, band)
+    spans = [pspc_rows._band(rows, len(order), int(k)) for k in order]
+    covered = sorted(r for l0, nr in spans for r in range(l0, l0 + nr))
+    assert covered == list(range(rows))  # every window row in exactly one band
+    sizes = [nr for _, nr in spans]
+    assert max(sizes) <= band and max(sizes) - min(sizes) <= 1
+    assert len(order) == -(-rows // band)
+    halves = [sum(sizes[: len(sizes) // 2]), sum(sizes[len(sizes) - len(sizes) // 2 :])]
+    assert abs(halves[0] - halves[1]) <= 1  # two threads' contiguous shares match
+
+
 def test_rows_per_item_keeps_threads_busy_and_kept_weights_bounded():
     auto = pspc_rows.auto_rows_per_item
     assert auto(64, 26, 2, 2000 * 26, 2**23) == pspc_rows.ROWS_PER_ITEM
