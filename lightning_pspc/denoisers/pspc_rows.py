@@ -6,10 +6,10 @@ window positions; items run in parallel (``B x (H - P + 1) / band`` of them, ban
 that consecutive items of a thread read the same training rows, which stay in cache: 8-13 %
 faster than image-major at N = 2,000-10,000, B = 64, one core; the bands split the rows evenly
 and alternate larger and smaller ones, :func:`band_order`, so that threads get equal work:
-1.1-1.2x on two threads at P = 3-7 against bands in row order with a short last one; the band shrinks
-until there are ``4 x threads`` items, so a batch of one keeps every thread busy, and until its
-kept weights fit in ``keep_elements``: :func:`auto_rows_per_item`). The training
-set is laid out in chunks of :data:`~.simd.LANES` images, image-last (:func:`to_lanes`), and
+1.1-1.2x on two threads at P = 3-7 against bands in row order with a short last one). The band
+shrinks until there are ``4 x threads`` items, so a batch of one keeps every thread busy, and
+until its kept weights fit in ``keep_elements`` (:func:`auto_rows_per_item`). The training set
+is laid out in chunks of :data:`~.simd.LANES` images, image-last (:func:`to_lanes`), and
 every step works on one chunk in vector registers (:mod:`.simd`), not on arrays in memory:
 
 1. **Pass 1**, per chunk and window row of the band: the column sums of squared differences
@@ -48,7 +48,7 @@ one add per covering window row of the band. On one core of the development mach
 (N = 2,000, B = 32, CPU time per (noisy image, training image, pixel), best of 11 calls
 interleaved with the previous kernel): 2.0-2.1 ns at sigma = 3 for ``P = 3, 5, 7, 9`` (before:
 2.4-2.7 ns, with a pass 2 that spread every window row onto its ``P`` image rows, a float64
-exponent, image-major items and bands of 4), 1.7-2.0 ns at sigma = 0.03. Against
+exponent, image-major items and bands of 4), 1.3-2.0 ns at sigma = 0.03 (before: 1.4-2.2). Against
 :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25 against 0.29 s, P = 11
 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the rows path takes half the
 time at every P; the 28 x 28 schedule uses its large patches at large sigma), hence
@@ -202,10 +202,10 @@ def _flush(acc64, acc32):
 @njit(cache=True, fastmath=_FM)
 def _row_cover(W, pw, wrow, live, g, gb, colive):
     """Per image column, the sum of the normalised weights ``wrow [Lw * LANES]`` of the windows
-    of one window row that cover it, into ``g`` from ``gb`` (``W * LANES`` values): a running sum over the ``pw``
-    covering windows, restarted at 0 after windows that are all zero (``live``: whether any
-    weight of the window is non-zero), so uncovered columns get exactly 0; ``colive[j]`` is set
-    where a live window covers column ``j``."""
+    of one window row that cover it, into ``g`` from ``gb`` (``W * LANES`` values): a running
+    sum over the ``pw`` covering windows, restarted at 0 after windows that are all zero
+    (``live``: whether any weight of the window is non-zero), so uncovered columns get exactly
+    0; ``colive[j]`` is set where a live window covers column ``j``."""
     L = LANES
     Lw = W - pw + 1
     s = splat32(0.0)
