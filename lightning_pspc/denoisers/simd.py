@@ -271,10 +271,10 @@ any_ge = _any_intrinsic(">=")
 
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
-#: ln 2 in two float32 parts (Cody-Waite): ``_LN2_HI`` has 16 significant bits, so ``n _LN2_HI``
-#: is exact in float32 for ``|n| < 256``.
+#: ln 2 in two float32 parts (Cody-Waite): ``_LN2_HI`` has 15 significant bits, so ``n _LN2_HI``
+#: is exact in float32 for ``|n| < 512``; ``_LN2_LO = ln 2 - _LN2_HI``.
 _LN2_HI = 0.693145751953125
-_LN2_LO = 1.4286068203094172e-06
+_LN2_LO = 1.4286068202862268e-06
 _TAYLOR = [1.0 / math.factorial(i) for i in range(8)]
 
 
