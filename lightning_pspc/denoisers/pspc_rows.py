@@ -34,13 +34,14 @@ every step works on one chunk in vector registers (:mod:`.simd`), not on arrays 
 
 Exactness: distances are float64 sums of exact float64 differences (the running column and
 window sums in float64 too). The float32 steps act on weights and partial sums only: the
-exponent ``k (ref - d) <= T_DROP`` rounded to float32 (error ``|k (ref - d)| x 6e-8``, at most
-5e-7 for the weights that can dominate; smaller ones are ``<= e^-T_DROP`` of them), the
-exponential (relative error < 4e-7, :func:`.simd.exp_weights`), the running covering sums of
-at most ``W`` weights ``<= 1``, and partial sums of at most ``FLUSH`` chunks per lane. Results are
-within 2e-6 of the float64 definition on the same (float32) training values (Fashion-MNIST,
-N = 2,000, sigma 0.002-80, P = 3, 7, 15; a float64 exponent gave the same figures), and tests
-check 1e-5 (tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
+exponent ``t = k (ref - d) <= T_DROP`` rounded to float32 (relative error ``|t| x 6e-8`` on
+the weight: at most 5e-7 for weights within ``e^T_DROP`` of the reference one, which weighs 1;
+more only on smaller weights, in proportion to their size), the exponential (relative error
+< 4e-7, :func:`.simd.exp_weights`), the running covering sums of at most ``W`` weights
+``<= 1``, and partial sums of at most ``FLUSH`` chunks per lane. Results are within 2e-6 of
+the float64 definition on the same (float32) training values (Fashion-MNIST, N = 2,000, sigma
+0.002-80, P = 3, 7, 15; a float64 exponent gave the same figures), and tests check 1e-5
+(tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
 
 Cost per (window, training image): about 2 + 2 / band pixel terms and one exponential in pass
 1; in pass 2 two running-sum terms per window row and, per image row, one multiply-add plus
@@ -48,10 +49,10 @@ one add per covering window row of the band. On one core of the development mach
 (N = 2,000, B = 32, CPU time per (noisy image, training image, pixel), best of 11 calls
 interleaved with the previous kernel): 2.0-2.1 ns at sigma = 3 for ``P = 3, 5, 7, 9`` (before:
 2.4-2.7 ns, with a pass 2 that spread every window row onto its ``P`` image rows, a float64
-exponent, image-major items and bands of 4), 1.3-2.0 ns at sigma = 0.03 (before: 1.4-2.2). Against
-:func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25 against 0.29 s, P = 11
-0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the rows path takes half the
-time at every P; the 28 x 28 schedule uses its large patches at large sigma), hence
+exponent, image-major items and bands of 4), 1.3-2.0 ns at sigma = 0.03 (before: 1.4-2.2).
+Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25 against 0.29 s,
+P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the rows path takes
+half the time at every P; the 28 x 28 schedule uses its large patches at large sigma), hence
 :data:`ROWS_MAX_PATCH`.
 """
 
