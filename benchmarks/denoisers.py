@@ -8,9 +8,9 @@ multiple of the EmpiricalDenoiser's on the same batch (the two timed in turn, be
 empirical denoiser in every cell; the cells that miss are listed, then a markdown table.
 On CPU PSPC runs the fused kernels (``pspc_rows`` for patches of at most 9 x 9 pixels,
 ``pspc_cpu`` one_pass above, two_pass for batches too small to keep every thread busy), and for
-P = 1 the per-pixel table of
-distinct training values (``pspc_values``); the kernel layouts and the value table are built by
-the untimed warm-up call (value table: 0.09 s at N = 2,000, 0.5 s at N = 10,000, one core).
+P = 1 the per-pixel table of distinct training values (``pspc_values``); the kernel layouts and
+the value table are built by the untimed warm-up call (value table: 0.09 s at N = 2,000, 0.5 s
+at N = 10,000, one core).
 
 The loop is timed once per (N, B, P) at the largest sigma and that time used for every sigma
 (``--loop-every-sigma`` times every cell; its work does not depend on sigma, and at the largest

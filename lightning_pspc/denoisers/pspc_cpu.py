@@ -611,8 +611,8 @@ def choose_path(
     Patches of at most ``ROWS_MAX_PATCH`` pixels take the rows path (any batch: its work items
     are window rows) when the kept weights of one window row, ``N x row_windows`` (``W - pw +
     1`` windows in a row), are at most ``keep_elements`` (it keeps a band of rows per thread,
-    as many as fit, :func:`.pspc_rows.auto_rows_per_item`). Otherwise one pass per image, which needs
-    a batch of at least ``4 x threads`` images (every thread busy) and at most
+    as many as fit, :func:`.pspc_rows.auto_rows_per_item`). Otherwise one pass per image, which
+    needs a batch of at least ``4 x threads`` images (every thread busy) and at most
     ``keep_elements`` kept weights per image (``N x windows``); else two passes, the training
     set split into parts so that there are at least ``4 x threads`` work items.
     """
