@@ -4,8 +4,10 @@
 # small presets. Run from the repository root on a machine with a GPU and the project's
 # dependencies (or with wheels of the missing ones in .whl/, installed into a private folder) and
 # Fashion-MNIST in /usr/share/datasets/fashion-mnist (scripts/setup.sh installs it):
-#     bash benchmarks/gpu_check.sh [OUT_DIR]
-# Writes OUT_DIR/gpu_check.log (default: runs/gpu_check) and ends with a short summary.
+#     [CKPT=run/last.ckpt] [SKIP="denoisers training"] bash benchmarks/gpu_check.sh [OUT_DIR]
+# CKPT: a trained UNet run whose heatmaps cut the PSPC-Flex masks (else an untrained UNet's);
+# SKIP: steps to leave out. Writes OUT_DIR/gpu_check.log (default: runs/gpu_check) and ends with
+# a short summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-runs/gpu_check}}
@@ -19,8 +21,10 @@ if compgen -G ".whl/*.whl" >/dev/null; then  # missing packages carried as wheel
     --target /tmp/gpu_check_site .whl/*.whl && export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}
 fi
 declare -A STATUS
+SKIP=" ${SKIP:-} "
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log everything, keep going
   local name=$1 limit=$2; shift 2
+  if [[ "$SKIP" == *" $name "* ]]; then echo "=== $name: skipped" | tee -a "$LOG"; return; fi
   echo "=== $name: $*" | tee -a "$LOG"
   local t0=$SECONDS
   timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
@@ -32,9 +36,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log everything,
 step env 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c 'import torch, lightning; print(\"torch\", torch.__version__, \"lightning\", lightning.__version__, \"cuda\", torch.cuda.is_available())'"
 step cuda_tests 200 "$PY" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider
 step denoisers 200 "$PY" benchmarks/denoisers.py --device cuda --repeats 3
-if [ -f benchmarks/locality.py ]; then
-  step locality 80 "$PY" benchmarks/locality.py --device cuda
-fi
+step locality 120 "$PY" benchmarks/locality.py --device cuda ${CKPT:+--ckpt "$CKPT"}
+step els_2000 120 "$PY" benchmarks/locality.py --device cuda --skip flex heatmaps --els-n 2000 --els-loop-rows 4
 step training 80 "$PY" benchmarks/training.py --device cuda --presets dit_fmnist_small unet_fmnist_small --steps 50 --repeats 2
 echo "=== summary" | tee -a "$LOG"
 for name in "${!STATUS[@]}"; do echo "$name: ${STATUS[$name]}"; done | sort | tee -a "$LOG"

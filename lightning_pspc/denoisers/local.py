@@ -5,6 +5,7 @@ output pixel: query = the ``k x k`` window centred on it, response = that pixel 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Literal
 
@@ -35,10 +36,15 @@ ELS_CACHE_ELEMENTS = 2**28
 #: 4x faster at k = 3, 1.3x slower at k = 5, 1.5x slower at k = 7).
 ELS_FUSED_MAX_FEATURES = 9
 
-#: Query windows per ELS step on an accelerator, whose steps are bounded by ``chunk_elements``
-#: logits instead of the cache: 128-row cache-sized steps made ~50,000 small kernels per batch
-#: (N = 100, k = 3), launch-bound (an H100 took 0.5 s, 2x the per-pixel cdist loop).
+#: Query windows per ELS step of the torch engine on an accelerator (CUDA without Triton, or
+#: ``engine="torch"``), whose steps are bounded by ``chunk_elements`` logits instead of the
+#: cache: 128-row cache-sized steps made ~50,000 small kernels per batch (N = 100, k = 3),
+#: launch-bound (an H100 took 0.5 s, 2x the per-pixel cdist loop; 4096 rows: 23-29 ms, 7.5x).
 ELS_DEVICE_QUERY_ROWS = 4096
+
+#: ``engine="auto"`` on CUDA uses the fused Triton kernel when Triton is installed (it ships with
+#: torch's Linux CUDA wheels): 5-11x the torch engine on an H100 (N = 100-2,000, k = 3, 7).
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def resolve_odd_schedule(
@@ -254,7 +260,8 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
     Give ``patch_size=k`` (odd) or ``sigmas=[...], patch_sizes=[...]`` (nearest grid sigma).
     All windows of all pixels are one matrix product against the patch set per class of pixels,
     in cache-sized blocks with a float64 online softmax (:func:`els_posterior_centres`); on the
-    CPU a fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`; attribute ``engine``).
+    CPU a fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`), on CUDA a fused Triton kernel
+    (:func:`.els_triton.els_centres_triton`; attribute ``engine``).
     """
 
     def __init__(
@@ -271,8 +278,10 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements)
         self.padding: Padding = padding
         #: ``"auto"``: the fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`) on the CPU for
-        #: windows of at most ``ELS_FUSED_MAX_FEATURES`` features, else
-        #: :func:`els_posterior_centres` (torch); ``"torch"`` or ``"fused"`` force one.
+        #: windows of at most ``ELS_FUSED_MAX_FEATURES`` features, the fused Triton kernel
+        #: (:func:`.els_triton.els_centres_triton`) on CUDA, else :func:`els_posterior_centres`
+        #: (torch); ``"torch"``, ``"fused"`` or ``"triton"`` force one (``"triton"`` on the CPU
+        #: needs ``TRITON_INTERPRET=1``, for tests).
         self.engine = "auto"
         self._patch_sets: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._padded: tuple[int, Tensor] | None = None  # (k, zero-padded images) while preparing
@@ -326,6 +335,13 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
 
             def centres_of(q, rhs, centres, inv_s2, _block):
                 return els_centres_cpu(q, rhs, centres, inv_s2)
+        elif self.engine == "triton" or (
+            self.engine == "auto" and z.device.type == "cuda" and _HAS_TRITON
+        ):
+            from .els_triton import els_centres_triton
+
+            def centres_of(q, rhs, centres, inv_s2, _block):
+                return els_centres_triton(q, rhs, centres, inv_s2)
         elif z.device.type == "cpu":
             centres_of = els_posterior_centres
         else:  # big steps: few kernels (see ELS_DEVICE_QUERY_ROWS)
