@@ -23,3 +23,16 @@ def mixed_probes(images: torch.Tensor, seed: int = 1) -> tuple[torch.Tensor, tor
     x = images[torch.arange(18) % images.shape[0]]
     sigma = SIGMAS.float()
     return x + sigma.view(-1, 1, 1, 1) * torch.randn(x.shape, generator=g), sigma
+
+
+def els_source_and_queries(images: torch.Tensor, k: int = 3):
+    """Circular ELS's prepared patch set and the query windows of :func:`mixed_probes`:
+    ``(rhs, centres, queries [18, H*W, C k^2] float64, inv_s2 [18] float64)``."""
+    from lightning_pspc.denoisers import EquivariantLocalDenoiser
+    from lightning_pspc.denoisers.local import _unfold_windows
+
+    z, s = mixed_probes(images)
+    d = EquivariantLocalDenoiser(images, patch_size=k)
+    d(z, s)
+    rhs, centres = next(iter(d._patch_sets.values()))
+    return rhs, centres, _unfold_windows(z.double(), k, "circular"), 1.0 / s.double().square()

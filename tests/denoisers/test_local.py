@@ -6,7 +6,7 @@ from lightning_pspc.denoisers.reference_local import els_loop, ls_loop
 
 from ..helpers import run_clean
 from .conftest import reduced_precision
-from .local_data import SIGMAS, mixed_probes, smooth_images
+from .local_data import SIGMAS, els_source_and_queries, mixed_probes, smooth_images
 
 SIZES = (7, 7, 5, 5, 5, 3, 3, 3, 3, 1, 1, 1, 3, 5, 7, 1, 3, 5)  # 18 sizes, each seen at many sigmas
 
@@ -121,21 +121,9 @@ def test_els_triton_kernel_matches_the_definition_loop():
 
 
 def test_els_accelerator_step_sizes_give_the_same_centres():
-    from lightning_pspc.denoisers.local import (
-        ELS_DEVICE_QUERY_ROWS,
-        _unfold_windows,
-        els_posterior_centres,
-    )
+    from lightning_pspc.denoisers.local import ELS_DEVICE_QUERY_ROWS, els_posterior_centres
 
-    x = smooth_images(30, 1, 8, seed=6)
-    z, s = mixed_probes(x)
-    d = EquivariantLocalDenoiser(x, patch_size=3)
-    d(z, s)
-    (rhs, centres), q = (
-        next(iter(d._patch_sets.values())),
-        _unfold_windows(z.double(), 3, "circular"),
-    )
-    inv = 1.0 / s.double().square()
+    rhs, centres, q, inv = els_source_and_queries(smooth_images(30, 1, 8, seed=6))
     small = els_posterior_centres(q, rhs, centres, inv, 2**10)
     big = els_posterior_centres(q, rhs, centres, inv, 2**22, ELS_DEVICE_QUERY_ROWS)
     torch.testing.assert_close(big, small, rtol=0, atol=1e-9)

@@ -10,11 +10,10 @@ import torch
 
 from lightning_pspc.denoisers import EquivariantLocalDenoiser
 from lightning_pspc.denoisers.els_triton import els_centres_triton
-from lightning_pspc.denoisers.local import _unfold_windows
 from lightning_pspc.denoisers.reference_local import els_loop
 
 from .conftest import reduced_precision
-from .local_data import mixed_probes, smooth_images
+from .local_data import els_source_and_queries, mixed_probes, smooth_images
 
 
 def main() -> None:
@@ -37,15 +36,7 @@ def main() -> None:
     err = (d(z, s).double() - els_loop(z, s, x, 7, "circular")).abs().max().item()
     assert err < 1e-5, f"98 features: max abs difference {err:.2e} to the definition loop"
     # block sizes and splits of the patch set (several blocks per split, a short last one)
-    x = smooth_images(12, 1, 6, seed=6)
-    z, s = mixed_probes(x)
-    d = EquivariantLocalDenoiser(x, patch_size=3)
-    d(z, s)
-    (rhs, centres), q = (
-        next(iter(d._patch_sets.values())),
-        _unfold_windows(z.double(), 3, "circular"),
-    )
-    inv = 1.0 / s.double().square()
+    rhs, centres, q, inv = els_source_and_queries(smooth_images(12, 1, 6, seed=6))
     one = els_centres_triton(q[:2], rhs, centres, inv[:2], 16, 32, splits=1)
     for bq, bm, splits in [(16, 16, 7), (64, 64, None)]:
         out = els_centres_triton(q[:2], rhs, centres, inv[:2], bq, bm, splits)
