@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
 
-from . import numba_target  # noqa: F401  (before any kernel compiles)
+from .numba_target import torch_threads  # (first: before any kernel compiles)
 from .pspc_cpu import _F32, _add_sqdiff, _dot, _exp32
 
 #: Training images per chunk: a ``[B, CHUNK]`` float64 distance buffer (16 x 512 x 8 = 64 KiB
@@ -137,7 +136,7 @@ class FusedCollection:
         z = np.ascontiguousarray(zf.detach().cpu().numpy(), dtype=np.float64)
         h = np.ascontiguousarray(half_inv.detach().cpu().numpy(), dtype=np.float64)
         out = np.empty((z.shape[0], self.r_idx.shape[0]))
-        with _threads():
+        with torch_threads():
             _fpmc_means(z, h, xt, self.q_ptr, self.q_idx, self.q_val, self.r_ptr, self.r_idx, out)
         num = torch.zeros(z.shape[0], z.shape[1], dtype=torch.float64)
         num.index_add_(1, self.r_idx_t, torch.from_numpy(out) * self.r_val_t)
@@ -148,17 +147,6 @@ def feature_major(images: Tensor) -> np.ndarray:
     """``images [N, ...]`` -> ``[F, N]`` float64 contiguous (each feature one vector)."""
     x = images.detach().reshape(images.shape[0], -1).to(torch.float64).T.contiguous()
     return x.cpu().numpy()
-
-
-class _threads:
-    """Runs numba with ``torch.get_num_threads()`` threads (restored afterwards)."""
-
-    def __enter__(self) -> None:
-        self.previous = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-    def __exit__(self, *exc) -> None:
-        numba.set_num_threads(self.previous)
 
 
 @njit(cache=True, fastmath=_FM)
@@ -253,6 +241,6 @@ def els_centres_cpu(queries: Tensor, rhs: Tensor, centres: Tensor, inv_s2: Tenso
     logc = np.ascontiguousarray(rhs[:, k + 1].to(torch.float64).cpu().numpy())
     ct = np.ascontiguousarray(centres.T.to(torch.float64).cpu().numpy())
     out = np.empty((b * p, ct.shape[0]))
-    with _threads():
+    with torch_threads():
         _els_centres(qz, h, pt, logc, ct, out)
     return torch.from_numpy(out).view(b, p, -1).to(queries.device)

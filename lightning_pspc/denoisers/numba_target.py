@@ -1,5 +1,6 @@
 """Compile the CPU kernels (:mod:`.pspc_cpu`, :mod:`.pspc_rows`, :mod:`.pspc_values`,
-:mod:`.fpmc_cpu`) for 512-bit vectors where the CPU has AVX-512.
+:mod:`.fpmc_cpu`) for 512-bit vectors where the CPU has AVX-512, and run them with torch's
+thread count (:func:`torch_threads`).
 
 LLVM's tuning for Intel server CPUs (Skylake-X, Cascade Lake, Ice Lake) prefers 256-bit vectors
 even where 512-bit ones exist, so numba's loops use half the width the kernels could. Removing the
@@ -19,7 +20,9 @@ keys include the features, so kernels cached with either width are never mixed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 #: Set by :func:`prefer_wide_vectors` when it changed numba's target features (for benchmarks).
 WIDE_VECTORS = False
@@ -45,3 +48,19 @@ def prefer_wide_vectors() -> bool:
 
 
 prefer_wide_vectors()
+
+
+@contextlib.contextmanager
+def torch_threads() -> Iterator[int]:
+    """Runs numba's parallel kernels with ``torch.get_num_threads()`` threads (at most numba's
+    own ``NUMBA_NUM_THREADS``), restored afterwards; yields that count."""
+    import numba
+    import torch
+
+    previous = numba.get_num_threads()
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        numba.set_num_threads(previous)

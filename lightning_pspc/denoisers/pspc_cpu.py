@@ -54,7 +54,6 @@ import functools
 import math
 from typing import Literal, NamedTuple
 
-import numba
 import numpy as np
 import torch
 from llvmlite import ir
@@ -63,7 +62,7 @@ from numba.extending import intrinsic
 from torch import Tensor
 
 from . import (
-    numba_target,  # noqa: F401  (before any kernel compiles)
+    numba_target,  # first: before any kernel compiles
     pspc_rows,
 )
 
@@ -649,23 +648,20 @@ def pspc_fused_sum(
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     b = z.shape[0]
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     n_valid, nv = layout.num_images, layout.block
     nblk = -(-n_valid // nv)
     row_windows = z.shape[3] - pw + 1
     windows = (z.shape[2] - ph + 1) * row_windows
-    auto_path, auto_parts = choose_path(
-        b, threads, nblk, nv, ph, pw, windows, keep_elements, row_windows
-    )
-    if path == "auto":
-        path, parts = auto_path, auto_parts
-    elif path == "two_pass":
-        parts = max(1, min(nblk, parts or _auto_parts(b, threads, nblk)))
     zn = z.detach().contiguous().numpy()
     inv2s2 = (0.5 / sigma.square()).contiguous().numpy()
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
+    with numba_target.torch_threads() as threads:
+        auto_path, auto_parts = choose_path(
+            b, threads, nblk, nv, ph, pw, windows, keep_elements, row_windows
+        )
+        if path == "auto":
+            path, parts = auto_path, auto_parts
+        elif path == "two_pass":
+            parts = max(1, min(nblk, parts or _auto_parts(b, threads, nblk)))
         if path == "rows":
             out = pspc_rows.pspc_rows_sum(zn, inv2s2, layout.lanes, ph, pw, threads, keep_elements)
         elif path == "two_pass":
@@ -673,6 +669,4 @@ def pspc_fused_sum(
         else:
             windows_path = path == "one_pass_windows"
             out = _one_pass_batch(zn, inv2s2, layout.blocks, n_valid, ph, pw, windows_path)
-    finally:
-        numba.set_num_threads(previous)
     return torch.from_numpy(out)

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
 
-from . import numba_target  # noqa: F401  (before any kernel compiles)
+from .numba_target import torch_threads  # (first: before any kernel compiles)
 from .pspc_cpu import _F32, _add_sqdiff, _dot, _exp32, _row_min, _sqdiff
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
@@ -181,13 +180,8 @@ def pspc_values_posterior_mean(z: Tensor, sigma: Tensor, table: ValueTable) -> T
             f"{table.offsets.shape[0] - 1} pixels, but z is {tuple(z.shape)}; build it with "
             "value_table(images) of the same image size"
         )
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     zn = z.detach().contiguous().numpy()
     inv2s2 = (0.5 / sigma.square()).contiguous().numpy()
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
+    with torch_threads():
         out = _values_batch(zn, inv2s2, table.offsets, table.values, table.counts)
-    finally:
-        numba.set_num_threads(previous)
     return torch.from_numpy(out)
