@@ -5,8 +5,9 @@ output pixel: query = the ``k x k`` window centred on it, response = that pixel 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -284,7 +285,6 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         #: needs ``TRITON_INTERPRET=1``, for tests).
         self.engine = "auto"
         self._patch_sets: dict[tuple, tuple[Tensor, Tensor]] = {}
-        self._padded: tuple[int, Tensor] | None = None  # (k, zero-padded images) while preparing
         self._same_location: dict[tuple, LocalDenoiser] = {}
         c, h, w = self.image_shape
         if padding == "circular" and max(self.patch_sizes) > min(h, w):
@@ -293,9 +293,16 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
                 f"the valid patches), got {max(self.patch_sizes)}; use padding='zeros'"
             )
 
-    def _patch_set(self, k: int, pix: Tensor | None, centre: Tensor) -> tuple[Tensor, Tensor]:
+    def _patch_set(
+        self,
+        k: int,
+        pix: Tensor | None,
+        centre: Tensor,
+        padded: Callable[[], Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Prepared source set (:func:`prepare_patch_set`) of side ``k``: every valid patch
-        (``pix=None``), or the zero-padded windows centred at pixels ``pix``; cached (up to
+        (``pix=None``), or the windows centred at pixels ``pix`` of ``padded()`` (the images
+        zero-padded by ``k // 2``, made once per call and side, not per class); cached (up to
         :data:`ELS_CACHE_ELEMENTS`)."""
         key = (k, None if pix is None else tuple(pix.tolist()), self.images.device)
         if key not in self._patch_sets:
@@ -303,9 +310,7 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             if pix is None:
                 patches = F.unfold(x, k).transpose(1, 2).reshape(-1, c * k * k)  # [N L, C k^2]
             else:  # only the windows at pix: unfolding all H*W windows per class cost minutes
-                if self._padded is None or self._padded[0] != k:
-                    self._padded = (k, F.pad(x, (k // 2,) * 4))  # once per side, not per class
-                patches = _windows_at(self._padded[1], k, pix).reshape(-1, c * k * k)
+                patches = _windows_at(padded(), k, pix).reshape(-1, c * k * k)
             prepared = prepare_patch_set(patches, centre)  # [N |pix|, C k^2] merged
             held = sum(r.numel() + m.numel() for r, m in self._patch_sets.values())
             if held + prepared[0].numel() + prepared[1].numel() > ELS_CACHE_ELEMENTS:
@@ -358,9 +363,9 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         rc, cc = _axis_classes(h, k), _axis_classes(w, k)
         cls = (rc.view(-1, 1) * (w + 1) + cc.view(1, -1)).reshape(-1)  # [HW] class id
         out = torch.empty(b, h * w, c, dtype=z.dtype, device=z.device)
+        padded = functools.cache(lambda: F.pad(self.images.to(torch.float64), (k // 2,) * 4))
         for label in cls.unique().tolist():
             pix = (cls == label).nonzero().squeeze(1).to(z.device)
-            rhs, centres = self._patch_set(k, pix, centre)
+            rhs, centres = self._patch_set(k, pix, centre, padded)
             out[:, pix] = centres_of(queries[:, pix], rhs, centres, inv_s2, block)
-        self._padded = None
         return out.transpose(1, 2).reshape(b, c, h, w)
