@@ -8,9 +8,9 @@ share of the patch set through registers, ``BM`` patches at a time:
 
 * logits ``log c_m + (2 z.x_m - ||x_m||^2) / 2 s^2`` (the ``||z||^2`` term cancels), with ``z.x``
   a float64 matrix product on the tensor cores (features zero-padded to a power of 2, in tiles
-  of at most ``FEATURE_BLOCK``). Float64 keeps
-  the expansion exact enough at small sigma (the same expansion in float32 would cancel
-  catastrophically): within 1.2e-9 of the torch engine at sigma = 0.002 on Fashion-MNIST;
+  of at most ``FEATURE_BLOCK``). Float64 keeps the expansion exact enough at small sigma (in
+  float32 it would cancel catastrophically): within 1.2e-9 of the torch engine at sigma = 0.002
+  on Fashion-MNIST;
 * an online softmax per query row (running maximum in float64, weights ``exp`` in float32 of the
   float64 logit minus the maximum, so in ``[0, 1]`` with relative error ~1e-7), sums in float64;
 * the patch set is split across ``S`` programs per query tile so that small batches still fill the
@@ -19,7 +19,7 @@ share of the patch set through registers, ``BM`` patches at a time:
 Nothing of size ``rows x patches`` is ever stored. Measured on one H100 (Fashion-MNIST, B = 16,
 circular, N = 2,000): 49.5 ms at k = 3 and 79 ms at k = 7, against 404 / 397 ms for the torch
 engine. The same kernel with the distances from exact float64 differences, feature by feature,
-took 125-800 ms and 359-1,196 ms (float64 arithmetic outside the tensor cores). Set
+took 125-802 ms and 359-1,196 ms (float64 arithmetic outside the tensor cores). Set
 ``TRITON_INTERPRET=1`` before ``triton`` is first imported to run it on the CPU (tests do).
 """
 
