@@ -101,3 +101,24 @@ def test_bad_sigma_and_images_raise(fmnist):
         EmpiricalDenoiser(torch.zeros(10, 28, 28))
     with pytest.raises(TypeError, match="float"):
         EmpiricalDenoiser(torch.zeros(10, 1, 28, 28, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_online_softmax_weights_are_never_subnormal(monkeypatch, dtype):
+    """Shifted logits from 0 down past the subnormal range (exp(-745) in float64): each weight,
+    and its product with a dark pixel's value, is 0 or a normal number (subnormal arithmetic is
+    ~100x slower); the far-away ones weigh exp(exp_floor)."""
+    from lightning_pspc.denoisers.softmax import OnlineSoftmax, exp_floor
+
+    weights = []
+    exp_ = torch.Tensor.exp_
+    monkeypatch.setattr(torch.Tensor, "exp_", lambda t: weights.append(exp_(t)) or t)
+    logits = -torch.linspace(0, 2000, 4001, dtype=dtype).view(1, -1)
+    state = OnlineSoftmax.empty((1,), 1, like=logits)
+    state.update(logits, torch.full((4001, 1), 0.004, dtype=dtype))
+    monkeypatch.undo()
+    p, tiny = weights[-1], torch.finfo(dtype).tiny  # [-1]: the weights (before: the rescale)
+    for t in (p, p * 0.004):
+        assert bool(((t == 0) | (t >= tiny)).all())
+    assert p.min() == torch.tensor(exp_floor(dtype), dtype=dtype).exp()
+    torch.testing.assert_close(state.result(), torch.full((1, 1), 0.004, dtype=dtype))
