@@ -306,8 +306,9 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         :data:`ELS_CACHE_ELEMENTS`)."""
         key = (k, None if pix is None else tuple(pix.tolist()), self.images.device)
         if key not in self._patch_sets:
-            x, c = self.images.to(torch.float64), self.image_shape[0]
+            c = self.image_shape[0]
             if pix is None:
+                x = self.images.to(torch.float64)
                 patches = F.unfold(x, k).transpose(1, 2).reshape(-1, c * k * k)  # [N L, C k^2]
             else:  # only the windows at pix: unfolding all H*W windows per class cost minutes
                 patches = _windows_at(padded(), k, pix).reshape(-1, c * k * k)
