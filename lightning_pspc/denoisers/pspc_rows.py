@@ -226,6 +226,15 @@ def _row_cover(W, pw, wrow, live, g, gb, colive):
         store(g, gb + jc * L, s)
 
 
+@njit(cache=True, inline="always")
+def _clear_row(g, dirty, half, r, span):
+    """Zeroes row ``r`` (``span`` values) of the covering sums ``g[half]`` unless it is already
+    all zero (``dirty``)."""
+    if dirty[half, r]:
+        g[half, r * span : (r + 1) * span] = 0.0
+        dirty[half, r] = False
+
+
 @njit(cache=True, fastmath=_FM)
 def _spread_pair(xf, base0, base1, C, H, W, l0, nr, ph, rows, g0, g1, colive, acc):
     """``acc[c, i, j] += G0[i, j] * x0[c, l0 + i, j] + G1[i, j] * x1[c, l0 + i, j]`` for the
@@ -345,15 +354,12 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, order):
                 if anyw:
                     _row_cover(W, pw, wrow, live, g[half], r * W * L, colive)
                     dirty[half, r] = pair_live = True
-                elif dirty[half, r]:
-                    g[half, r * W * L : (r + 1) * W * L] = 0.0
-                    dirty[half, r] = False
+                else:
+                    _clear_row(g, dirty, half, r, W * L)
             if half == 1 or ch == nch - 1:
                 if half == 0:  # an odd last chunk: its pair is all zero
                     for r in range(nr):
-                        if dirty[1, r]:
-                            g[1, r * W * L : (r + 1) * W * L] = 0.0
-                            dirty[1, r] = False
+                        _clear_row(g, dirty, 1, r, W * L)
                 if pair_live:
                     b0 = (ch - half) * C * H * W * L
                     b1 = b0 + C * H * W * L if half == 1 else b0
