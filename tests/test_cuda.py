@@ -47,6 +47,8 @@ DENOISERS: dict[str, Callable[[torch.Tensor], torch.nn.Module]] = {
     "ls": lambda x: LocalDenoiser(x[:40], patch_size=5),
     "els_circular": lambda x: EquivariantLocalDenoiser(x[:40], patch_size=3),
     "els_zeros": lambda x: EquivariantLocalDenoiser(x[:40], patch_size=5, padding="zeros"),
+    # 81 features: the Triton kernel's loop over feature tiles of 64
+    "els_wide": lambda x: EquivariantLocalDenoiser(x[:40], patch_size=9, padding="zeros"),
     "wiener": lambda x: WienerLocalityDenoiser(x[:40]),
 }
 
