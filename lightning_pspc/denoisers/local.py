@@ -199,6 +199,11 @@ def _axis_classes(n: int, k: int) -> Tensor:
     return torch.where(border, i, torch.full_like(i, -1))
 
 
+def _elements(prepared: tuple) -> int:
+    """Elements held by the tensors of a prepared patch set."""
+    return sum(t.numel() for t in prepared if isinstance(t, Tensor))
+
+
 def prepare_patch_set(patches: Tensor, centre: Tensor) -> tuple[Tensor, Tensor]:
     """Merges equal patches (exact: equal patches get equal weights, so one patch with its
     multiplicity ``c`` in the logit, ``+ log c``, stands for all; Fashion-MNIST's black background
@@ -284,7 +289,7 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         #: (torch); ``"torch"``, ``"fused"`` or ``"triton"`` force one (``"triton"`` on the CPU
         #: needs ``TRITON_INTERPRET=1``, for tests).
         self.engine = "auto"
-        self._patch_sets: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._patch_sets: dict[tuple, tuple] = {}
         self._same_location: dict[tuple, LocalDenoiser] = {}
         c, h, w = self.image_shape
         if padding == "circular" and max(self.patch_sizes) > min(h, w):
@@ -299,12 +304,14 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         pix: Tensor | None,
         centre: Tensor,
         padded: Callable[[], Tensor] | None = None,
-    ) -> tuple[Tensor, Tensor]:
+        triton: bool = False,
+    ) -> tuple:
         """Prepared source set (:func:`prepare_patch_set`) of side ``k``: every valid patch
         (``pix=None``), or the windows centred at pixels ``pix`` of ``padded()`` (the images
-        zero-padded by ``k // 2``, made once per call and side, not per class); cached (up to
-        :data:`ELS_CACHE_ELEMENTS`)."""
-        key = (k, None if pix is None else tuple(pix.tolist()), self.images.device)
+        zero-padded by ``k // 2``, made once per call and side, not per class); with ``triton``
+        in the Triton kernel's layout (:func:`.els_triton.triton_patch_set`) instead. Cached (up
+        to :data:`ELS_CACHE_ELEMENTS`)."""
+        key = (k, None if pix is None else tuple(pix.tolist()), self.images.device, triton)
         if key not in self._patch_sets:
             c = self.image_shape[0]
             if pix is None:
@@ -313,8 +320,12 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             else:  # only the windows at pix: unfolding all H*W windows per class cost minutes
                 patches = _windows_at(padded(), k, pix).reshape(-1, c * k * k)
             prepared = prepare_patch_set(patches, centre)  # [N |pix|, C k^2] merged
-            held = sum(r.numel() + m.numel() for r, m in self._patch_sets.values())
-            if held + prepared[0].numel() + prepared[1].numel() > ELS_CACHE_ELEMENTS:
+            if triton:
+                from .els_triton import triton_patch_set
+
+                prepared = triton_patch_set(*prepared)
+            held = sum(map(_elements, self._patch_sets.values()))
+            if held + _elements(prepared) > ELS_CACHE_ELEMENTS:
                 self._patch_sets.clear()
             self._patch_sets[key] = prepared
         return self._patch_sets[key]
@@ -336,30 +347,31 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         centre = (torch.arange(c) * k * k + (k // 2) * k + k // 2).to(z.device)  # in C k^2
         block = min(ELS_BLOCK_ELEMENTS, self.chunk_elements)
         small = c * k * k <= ELS_FUSED_MAX_FEATURES
+        triton = self.engine == "triton" or (
+            self.engine == "auto" and z.device.type == "cuda" and _HAS_TRITON
+        )
         if self.engine == "fused" or (self.engine == "auto" and z.device.type == "cpu" and small):
             from .fpmc_cpu import els_centres_cpu
 
-            def centres_of(q, rhs, centres, inv_s2, _block):
-                return els_centres_cpu(q, rhs, centres, inv_s2)
-        elif self.engine == "triton" or (
-            self.engine == "auto" and z.device.type == "cuda" and _HAS_TRITON
-        ):
+            def centres_of(q, patch_set, inv_s2):
+                return els_centres_cpu(q, *patch_set, inv_s2)
+        elif triton:
             from .els_triton import els_centres_triton
 
-            def centres_of(q, rhs, centres, inv_s2, _block):
-                return els_centres_triton(q, rhs, centres, inv_s2)
+            centres_of = els_centres_triton
         elif z.device.type == "cpu":
-            centres_of = els_posterior_centres
+
+            def centres_of(q, patch_set, inv_s2):
+                return els_posterior_centres(q, *patch_set, inv_s2, block)
         else:  # big steps: few kernels (see ELS_DEVICE_QUERY_ROWS)
 
-            def centres_of(q, rhs, centres, inv_s2, _block):
+            def centres_of(q, patch_set, inv_s2):
                 return els_posterior_centres(
-                    q, rhs, centres, inv_s2, self.chunk_elements, ELS_DEVICE_QUERY_ROWS
+                    q, *patch_set, inv_s2, self.chunk_elements, ELS_DEVICE_QUERY_ROWS
                 )
 
         if self.padding == "circular":
-            rhs, centres = self._patch_set(k, None, centre)
-            out = centres_of(queries, rhs, centres, inv_s2, block)
+            out = centres_of(queries, self._patch_set(k, None, centre, triton=triton), inv_s2)
             return out.transpose(1, 2).reshape(b, c, h, w)
         rc, cc = _axis_classes(h, k), _axis_classes(w, k)
         cls = (rc.view(-1, 1) * (w + 1) + cc.view(1, -1)).reshape(-1)  # [HW] class id
@@ -367,6 +379,6 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         padded = functools.cache(lambda: F.pad(self.images.to(torch.float64), (k // 2,) * 4))
         for label in cls.unique().tolist():
             pix = (cls == label).nonzero().squeeze(1).to(z.device)
-            rhs, centres = self._patch_set(k, pix, centre, padded)
-            out[:, pix] = centres_of(queries[:, pix], rhs, centres, inv_s2, block)
+            patch_set = self._patch_set(k, pix, centre, padded, triton)
+            out[:, pix] = centres_of(queries[:, pix], patch_set, inv_s2)
         return out.transpose(1, 2).reshape(b, c, h, w)

@@ -9,7 +9,11 @@ import os
 import torch
 
 from lightning_pspc.denoisers import EquivariantLocalDenoiser
-from lightning_pspc.denoisers.els_triton import els_centres_triton
+from lightning_pspc.denoisers.els_triton import (
+    TritonPatchSet,
+    els_centres_triton,
+    triton_patch_set,
+)
 from lightning_pspc.denoisers.reference_local import els_loop
 
 from .conftest import reduced_precision
@@ -28,6 +32,12 @@ def main() -> None:
             out = d(z, s)
         err = (out.double() - els_loop(z, s, x, 3, padding)).abs().max().item()
         assert err < 1e-5, f"{padding}: max abs difference {err:.2e} to the definition loop"
+        # the kernel's layout of each patch set is made once and cached, not rebuilt per call
+        held = dict(d._patch_sets)
+        assert held and all(isinstance(v, TritonPatchSet) for v in held.values())
+        with reduced_precision():
+            again = d(z, s)
+        assert torch.equal(again, out) and all(d._patch_sets[key] is v for key, v in held.items())
     # windows wider than one feature tile (2 x 7 x 7 = 98 features: two tiles of 64)
     x = smooth_images(6, 2, 8, seed=8)
     z, s = mixed_probes(x)
@@ -37,9 +47,10 @@ def main() -> None:
     assert err < 1e-5, f"98 features: max abs difference {err:.2e} to the definition loop"
     # block sizes and splits of the patch set (several blocks per split, a short last one)
     rhs, centres, q, inv = els_source_and_queries(smooth_images(12, 1, 6, seed=6))
-    one = els_centres_triton(q[:2], rhs, centres, inv[:2], 16, 32, splits=1)
+    patch_set = triton_patch_set(rhs, centres)
+    one = els_centres_triton(q[:2], patch_set, inv[:2], 16, 32, splits=1)
     for bq, bm, splits in [(16, 16, 7), (64, 64, None)]:
-        out = els_centres_triton(q[:2], rhs, centres, inv[:2], bq, bm, splits)
+        out = els_centres_triton(q[:2], patch_set, inv[:2], bq, bm, splits)
         torch.testing.assert_close(out, one, rtol=0, atol=2e-7)  # float32 weights
     print("checked: circular, zeros, wide windows, splits")
 
