@@ -16,13 +16,25 @@ chosen: ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` (numba's own settings) win, 
 ``LIGHTNING_PSPC_NUMBA_WIDE=0`` keeps numba's default. If another library has already made numba
 compile for the CPU in this process, numba keeps its target and this has no effect. numba's cache
 keys include the features, so kernels cached with either width are never mixed.
+
+numba's on-disk cache (``cache=True``) is stamped with the content of the kernel's own source file
+only. The kernels of :mod:`.pspc_rows` are built from :mod:`.simd`'s intrinsics, so an edit of
+``simd.py`` alone left them cached as they were, silently. :func:`track_cache_dependencies` makes
+the stamp of every kernel in this package also cover the files in :data:`CACHE_DEPENDENCIES`:
+editing one recompiles the package's kernels once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: Source files whose code the package's kernels compile in (numba intrinsics): part of every
+#: package kernel's cache stamp (:func:`track_cache_dependencies`).
+CACHE_DEPENDENCIES: tuple[str, ...] = (os.path.join(_HERE, "simd.py"),)
 
 #: Set by :func:`prefer_wide_vectors` when it changed numba's target features (for benchmarks).
 WIDE_VECTORS = False
@@ -64,3 +76,58 @@ def torch_threads() -> Iterator[int]:
         yield threads
     finally:
         numba.set_num_threads(previous)
+
+
+def _dependency_stamp() -> str:
+    digest = hashlib.sha256()
+    for path in CACHE_DEPENDENCIES:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _with_dependencies(locator: type) -> type:
+    """``locator`` (a numba cache locator class) for this package's kernels only, its source stamp
+    extended with :data:`CACHE_DEPENDENCIES`."""
+
+    class PackageLocator(locator):
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.dirname(os.path.abspath(py_file)) != _HERE:
+                return None  # not a kernel of this package: numba's own locators
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self):
+            return (super().get_source_stamp(), _dependency_stamp())
+
+    PackageLocator.__name__ = PackageLocator.__qualname__ = "Package" + locator.__name__
+    return PackageLocator
+
+
+def track_cache_dependencies() -> bool:
+    """Puts locators for this package's kernels ahead of numba's own (see the module docstring);
+    returns whether it did (not if numba's cache internals differ from what this expects, or
+    the user chose locators with ``NUMBA_CACHE_LOCATOR_CLASSES``)."""
+    try:
+        from numba.core import caching, config
+
+        def public_or_private(name: str) -> type:  # older numba names these with a leading "_"
+            return getattr(caching, name, None) or getattr(caching, "_" + name)
+
+        impl = public_or_private("CacheImpl")
+        bases = tuple(
+            public_or_private(name + "CacheLocator")
+            for name in ("UserProvided", "InTree", "UserWide")
+        )
+    except (ImportError, AttributeError):
+        return False
+    if getattr(config, "CACHE_LOCATOR_CLASSES", None):
+        return False
+    classes = impl._locator_classes
+    if any(getattr(c, "__module__", None) == __name__ for c in classes):
+        return True
+    classes[:0] = [_with_dependencies(base) for base in bases]
+    return True
+
+
+track_cache_dependencies()

@@ -12,9 +12,9 @@ lanes once, computes on them, and stores the result once.
 latency of their dependency chains (pass 1 of :mod:`.pspc_rows` 4.1 ns per window pair on one
 core), with 32 two independent halves overlap (1.8 ns), with 64 the registers spill (2.3 ns).
 
-numba's on-disk cache of a kernel is keyed on the kernel's own source file only: after editing
-this module, delete the cached kernels of the modules that use it (``__pycache__/pspc_rows*.nb*``)
-or touch those modules.
+numba stamps a cached kernel with its own source file only; :mod:`.numba_target` adds this
+module to the stamp of every kernel of the package, so editing it recompiles them
+(``numba_target.CACHE_DEPENDENCIES``).
 
 Functions (all usable only inside ``@njit`` code):
 

@@ -42,3 +42,33 @@ def test_user_choice_wins(fresh, setting):
         fresh.setattr(config, setting, "generic" if setting == "CPU_NAME" else "+avx2")
     assert not numba_target.prefer_wide_vectors()
     assert config.CPU_FEATURES in (None, "+avx2")
+
+
+def _cached_index(py_func) -> dict:
+    """The overloads numba's on-disk cache holds for ``py_func`` under the current stamps."""
+    return numba.core.caching.FunctionCache(py_func)._cache_file._load_index()
+
+
+def test_editing_a_kernel_dependency_invalidates_the_package_cache(tmp_path, monkeypatch):
+    from lightning_pspc.denoisers import pspc_rows
+
+    assert pspc_rows._band(10, 3, 1) == (4, 3)  # compiled (or loaded) and cached on disk
+    assert _cached_index(pspc_rows._band.py_func), "kernel not cached under the current stamp"
+    # simd.py (the intrinsics pspc_rows compiles in) edited: the cached kernel is stale
+    dep = tmp_path / "simd.py"
+    dep.write_text("# edited\n")
+    monkeypatch.setattr(numba_target, "CACHE_DEPENDENCIES", (str(dep),))
+    assert _cached_index(pspc_rows._band.py_func) == {}
+    assert pspc_rows._band.py_func(10, 3, 1) == (4, 3)
+
+
+def test_cache_locators_cover_only_package_kernels():
+    from lightning_pspc.denoisers import pspc_rows
+
+    def outside(x):
+        return x
+
+    ours = numba.core.caching.FunctionCache(pspc_rows._band.py_func)._impl.locator
+    theirs = numba.core.caching.FunctionCache(outside)._impl.locator
+    assert type(ours).__module__ == numba_target.__name__
+    assert type(theirs).__module__ == "numba.core.caching"
