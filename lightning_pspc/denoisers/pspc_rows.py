@@ -28,7 +28,8 @@ every step works on one chunk in vector registers (:mod:`.simd`), not on arrays 
    row (:func:`_row_cover`), each image column gets the sum of the weights of the windows
    covering it (a running sum restarted at 0 after windows that are all zero); per pair of
    chunks (:func:`_spread_pair`), each image pixel of the item gets those sums added over the
-   window rows covering it, times its training pixels, accumulated once per pixel (float32 per
+   window rows covering it (a running sum down each column: the window row entering added, the
+   one leaving subtracted), times its training pixels, accumulated once per pixel (float32 per
    lane, flushed to float64). Columns no live window covers are skipped, so at small sigma
    pass 2 costs almost nothing.
 
@@ -37,20 +38,25 @@ window sums in float64 too). The float32 steps act on weights and partial sums o
 exponent ``t = k (ref - d) <= T_DROP`` rounded to float32 (relative error ``|t| x 6e-8`` on
 the weight: at most 5e-7 for weights within ``e^T_DROP`` of the reference one, which weighs 1;
 more only on smaller weights, in proportion to their size), the exponential (relative error
-< 4e-7, :func:`.simd.exp_weights`), the running covering sums of at most ``W`` weights
-``<= 1``, and partial sums of at most ``FLUSH`` chunks per lane. Results are within 2e-6 of
+< 4e-7, :func:`.simd.exp_weights`), the running covering sums (of at most ``W`` weights
+``<= 1`` along a row, then of at most ``band + P`` row sums down a column), and partial sums of
+at most ``FLUSH`` chunks per lane. Results are within 2e-6 of
 the float64 definition on the same (float32) training values (Fashion-MNIST, N = 2,000, sigma
 0.002-80, P = 3, 7, 15; a float64 exponent gave the same figures), and tests check 1e-5
 (tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
 
 Cost per (window, training image): about 2 + 2 / band pixel terms and one exponential in pass
-1; in pass 2 two running-sum terms per window row and, per image row, one multiply-add plus
-one add per covering window row of the band. On one core of the development machine
+1; in pass 2 two running-sum terms per window row and, per image pixel, two more and one
+multiply-add. On one core of the development machine
 (N = 2,000, B = 32, CPU time per (noisy image, training image, pixel), best of 11 calls
 interleaved with the previous kernel): 2.0-2.1 ns at sigma = 3 for ``P = 3, 5, 7, 9`` (before:
 2.4-2.7 ns, with a pass 2 that spread every window row onto its ``P`` image rows, a float64
 exponent, image-major items and bands of 4), 1.3-2.0 ns at sigma = 0.03 (before: 1.4-2.2).
-Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25 against 0.29 s,
+The running sum down the columns (before: the ``P`` covering row sums added afresh for each
+image row) took P = 3, 5, 7, 9 from 199 / 212 / 198 / 187 to 194 / 192 / 179 / 167 ms at
+sigma = 3, and from 194 / 181 / 160 / 134 to 189 / 163 / 141 / 122 ms at sigma = 0.03 (N = 2,000,
+B = 64, one core, CPU time, best of 7 interleaved; pass 2 was ~37 % of the time, the spread
+17-30 %). Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25 against 0.29 s,
 P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the rows path takes
 half the time at every P; the 28 x 28 schedule uses its large patches at large sigma), hence
 :data:`ROWS_MAX_PATCH`.
@@ -240,26 +246,31 @@ def _spread_pair(xf, base0, base1, C, H, W, l0, nr, ph, rows, g0, g1, colive, ac
     """``acc[c, i, j] += G0[i, j] * x0[c, l0 + i, j] + G1[i, j] * x1[c, l0 + i, j]`` for the
     ``nr + ph - 1`` image rows of an item and the columns in ``colive`` (then cleared), where
     ``G[i, j]`` sums ``g [nr, W * LANES]`` (from :func:`_row_cover`) over the window rows
-    covering image row ``i``, for two chunks at ``base0`` / ``base1`` (their ``g0`` / ``g1``):
-    each pixel's float32 partial sums are loaded and stored once per two chunks."""
+    covering image row ``i``, for two chunks at ``base0`` / ``base1`` (their ``g0`` / ``g1``).
+    Column by column, ``G`` is a running sum down the image rows (the window row entering added,
+    the one leaving subtracted: two terms per pixel whatever ``ph``; values below :data:`TINY`,
+    left where every covering weight is 0, are 0); each pixel's float32 partial sums are loaded
+    and stored once per two chunks."""
     L = LANES
-    for i in range(nr + ph - 1):
-        r0, r1 = max(0, i - ph + 1), min(nr, i + 1)
-        for jc in range(W):
-            if not colive[jc]:
-                continue
-            s0 = load(g0, (r0 * W + jc) * L)
-            s1 = load(g1, (r0 * W + jc) * L)
-            for r in range(r0 + 1, r1):
-                s0 = s0 + load(g0, (r * W + jc) * L)
-                s1 = s1 + load(g1, (r * W + jc) * L)
+    for jc in range(W):
+        if not colive[jc]:
+            continue
+        colive[jc] = False
+        s0 = splat32(0.0)
+        s1 = splat32(0.0)
+        for i in range(nr + ph - 1):
+            if i < nr:
+                s0 = s0 + load(g0, (i * W + jc) * L)
+                s1 = s1 + load(g1, (i * W + jc) * L)
+            if i >= ph:
+                s0 = s0 - load(g0, ((i - ph) * W + jc) * L)
+                s1 = s1 - load(g1, ((i - ph) * W + jc) * L)
+            t0, t1 = flush_below(s0, TINY), flush_below(s1, TINY)
             for c in range(C):
                 o = ((c * rows + i) * W + jc) * L
                 px = ((c * H + l0 + i) * W + jc) * L
-                a = load(acc, o) + s0 * load(xf, base0 + px)
-                store(acc, o, a + s1 * load(xf, base1 + px))
-    for jc in range(W):
-        colive[jc] = False
+                a = load(acc, o) + t0 * load(xf, base0 + px)
+                store(acc, o, a + t1 * load(xf, base1 + px))
 
 
 @njit(cache=True)
