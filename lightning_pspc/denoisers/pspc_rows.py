@@ -56,10 +56,10 @@ The running sum down the columns (before: the ``P`` covering row sums added afre
 image row) took P = 3, 5, 7, 9 from 199 / 212 / 198 / 187 to 194 / 192 / 179 / 167 ms at
 sigma = 3, and from 194 / 181 / 160 / 134 to 189 / 163 / 141 / 122 ms at sigma = 0.03 (N = 2,000,
 B = 64, one core, CPU time, best of 7 interleaved; pass 2 was ~37 % of the time, the spread
-17-30 %). Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25 against 0.29 s,
-P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the rows path takes
-half the time at every P; the 28 x 28 schedule uses its large patches at large sigma), hence
-:data:`ROWS_MAX_PATCH`.
+17-30 %). Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25
+against 0.29 s, P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the
+rows path takes half the time at every P; the 28 x 28 schedule uses its large patches at large
+sigma), hence :data:`ROWS_MAX_PATCH`.
 """
 
 from __future__ import annotations
