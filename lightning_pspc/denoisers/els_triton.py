@@ -18,11 +18,13 @@ share of the patch set through registers, ``BM`` patches at a time:
 
 Nothing of size ``rows x patches`` is ever stored. The patch set's padded float64 layout
 (:class:`TritonPatchSet`, ``KP x M`` values: 450 MB at k = 7, N = 2,000) is made once per patch
-set and cached by the ELS denoiser within its ``ELS_CACHE_ELEMENTS`` budget, not rebuilt per call. Measured on one H100 (Fashion-MNIST, B = 16,
-circular, N = 2,000): 49.5 ms at k = 3 and 79 ms at k = 7, against 404 / 397 ms for the torch
-engine. The same kernel with the distances from exact float64 differences, feature by feature,
-took 125-802 ms and 359-1,196 ms (float64 arithmetic outside the tensor cores). Set
-``TRITON_INTERPRET=1`` before ``triton`` is first imported to run it on the CPU (tests do).
+set and cached by the ELS denoiser within its ``ELS_CACHE_ELEMENTS`` budget, not rebuilt per
+call. Measured on one H100 (Fashion-MNIST, B = 16, circular, N = 2,000): 49.5 ms at k = 3 and
+79 ms at k = 7, against 404 / 397 ms for the torch engine; 51 / 79 / 183 ms at k = 3 / 7 / 9
+with the cached layout (k = 9: 81 features, two feature tiles). The same kernel with the
+distances from exact float64 differences, feature by feature, took 125-802 ms and 359-1,196 ms
+(float64 arithmetic outside the tensor cores). Set ``TRITON_INTERPRET=1`` before ``triton`` is
+first imported to run it on the CPU (tests do).
 """
 
 from __future__ import annotations
