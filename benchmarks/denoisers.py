@@ -6,9 +6,10 @@ over 100 training images at a time, float32) for every N x B x P x sigma, and it
 multiple of the EmpiricalDenoiser's on the same batch (the two timed in turn, best of
 ``--repeats`` rounds). Targets: >= 20x the loop and <= 10x the
 empirical denoiser in every cell; the cells that miss are listed, then a markdown table.
-On CPU PSPC runs the fused kernels (``pspc_rows`` for patches of at most 9 x 9 pixels,
-``pspc_cpu`` one_pass above, two_pass for batches too small to keep every thread busy), and for
-P = 1 the per-pixel table of distinct training values (``pspc_values``); the kernel layouts and
+On CPU PSPC runs the fused kernels (``pspc_rows`` for patches of at most 9 x 9 pixels and for
+larger ones on training sets whose rows stay in cache, ``pspc_cpu`` one_pass otherwise, two_pass
+for batches too small to keep every thread busy), and for P = 1 the per-pixel table of distinct
+training values (``pspc_values``); the kernel layouts and
 the value table are built by the untimed warm-up call (value table: 0.09 s at N = 2,000, 0.5 s
 at N = 10,000, one core).
 

@@ -20,7 +20,8 @@ that stays in cache:
 Four paths (``pspc_fused_sum(path=...)``; ``"auto"`` picks by :func:`choose_path`), each with
 its own functions:
 
-* ``"rows"`` (:mod:`.pspc_rows`, auto for patches of at most ``ROWS_MAX_PATCH`` = 81 pixels):
+* ``"rows"`` (:mod:`.pspc_rows`, auto for patches of at most ``ROWS_MAX_PATCH`` = 81 pixels,
+  and for larger ones while an item's training rows fit ``ROWS_STREAM_VALUES``):
   one work item per (noisy image, band of window rows), the training set in chunks of 32
   images held in vector registers; distances and exponentials once, weights kept per band;
 * ``"one_pass"`` (:func:`_one_pass`): each noisy image takes one pass over the training set on
@@ -604,18 +605,23 @@ def choose_path(
     windows: int,
     keep_elements: int,
     row_windows: int,
+    channels: int = 1,
 ) -> tuple[Path, int]:
     """The path ``"auto"`` takes, and its number of parts (0 for the one-pass and rows paths).
 
-    Patches of at most ``ROWS_MAX_PATCH`` pixels take the rows path (any batch: its work items
-    are window rows) when the kept weights of one window row, ``N x row_windows`` (``W - pw +
-    1`` windows in a row), are at most ``keep_elements`` (it keeps a band of rows per thread,
-    as many as fit, :func:`.pspc_rows.auto_rows_per_item`). Otherwise one pass per image, which
+    Patches of at most ``ROWS_MAX_PATCH`` pixels, and larger ones whose work items read at most
+    ``ROWS_STREAM_VALUES`` training values (``N x (ROWS_PER_ITEM + ph - 1) x channels x W``),
+    take the rows path (any batch: its work items are window rows) when the kept weights of one
+    window row, ``N x row_windows`` (``W - pw + 1`` windows in a row), are at most
+    ``keep_elements`` (it keeps a band of rows per thread, as many as fit,
+    :func:`.pspc_rows.auto_rows_per_item`). Otherwise one pass per image, which
     needs a batch of at least ``4 x threads`` images (every thread busy) and at most
     ``keep_elements`` kept weights per image (``N x windows``); else two passes, the training
     set split into parts so that there are at least ``4 x threads`` work items.
     """
-    if ph * pw <= pspc_rows.ROWS_MAX_PATCH and nblk * nv * row_windows <= keep_elements:
+    stream = nblk * nv * (pspc_rows.ROWS_PER_ITEM + ph - 1) * channels * (row_windows + pw - 1)
+    small = ph * pw <= pspc_rows.ROWS_MAX_PATCH or stream <= pspc_rows.ROWS_STREAM_VALUES
+    if small and nblk * nv * row_windows <= keep_elements:
         return "rows", 0
     if batch >= 4 * threads and nblk * nv * windows <= keep_elements:
         return "one_pass", 0
@@ -656,7 +662,7 @@ def pspc_fused_sum(
     inv2s2 = (0.5 / sigma.square()).contiguous().numpy()
     with numba_target.torch_threads() as threads:
         auto_path, auto_parts = choose_path(
-            b, threads, nblk, nv, ph, pw, windows, keep_elements, row_windows
+            b, threads, nblk, nv, ph, pw, windows, keep_elements, row_windows, z.shape[1]
         )
         if path == "auto":
             path, parts = auto_path, auto_parts

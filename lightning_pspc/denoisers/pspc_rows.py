@@ -1,5 +1,6 @@
 """Window-row CPU kernel of PSPC-Square (numba): the ``"rows"`` path of
-:func:`.pspc_cpu.pspc_fused_sum`, auto for patches of at most :data:`ROWS_MAX_PATCH` pixels.
+:func:`.pspc_cpu.pspc_fused_sum`, auto for patches of at most :data:`ROWS_MAX_PATCH` pixels and
+for larger ones on training sets small enough (:data:`ROWS_STREAM_VALUES`).
 
 A work item is one noisy image and a band of up to :data:`ROWS_PER_ITEM` consecutive rows of
 window positions; items run in parallel (``B x (H - P + 1) / band`` of them, band-major, so
@@ -59,7 +60,9 @@ B = 64, one core, CPU time, best of 7 interleaved; pass 2 was ~37 % of the time,
 17-30 %). Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25
 against 0.29 s, P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the
 rows path takes half the time at every P; the 28 x 28 schedule uses its large patches at large
-sigma), hence :data:`ROWS_MAX_PATCH`.
+sigma), hence :data:`ROWS_MAX_PATCH`. With the running sum down the columns the rows path
+became the faster one for larger patches too, while an item's training rows stay in cache
+(:data:`ROWS_STREAM_VALUES`).
 """
 
 from __future__ import annotations
@@ -90,8 +93,15 @@ from .simd import (
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks an unset reference
 #: Patches of at most this many pixels take the ``"rows"`` path under ``"auto"`` (up to 9 x 9;
-#: measured in the module docstring).
+#: measured in the module docstring), larger ones while the training rows one work item reads,
+#: ``N x (ROWS_PER_ITEM + P - 1) x C x W`` values, are at most :data:`ROWS_STREAM_VALUES`.
 ROWS_MAX_PATCH = 81
+#: Measured against :func:`.pspc_cpu._one_pass` (B = 64; sigma 0.03-30; P = 11-27): at
+#: N = 2,000 (at most 1.95 M values, P = 27) the rows path takes 0.3-0.75 of the time (one and
+#: two cores); at N = 10,000 (two cores) 0.68-0.83 at P = 11 (5.2 M values), but at P = 15 and
+#: 21 (6.3-7.9 M values) 1.30 and 1.09 at sigma = 3 (0.35-0.51 at sigma = 0.03), where the
+#: training rows of the two threads' items no longer stay in the last-level cache.
+ROWS_STREAM_VALUES = 2**21
 #: A window's reference distance drops when a weight would exceed ``e^T_DROP``: the larger, the
 #: rarer the (scalar) rescaling, but the exponent is rounded to float32, an error of
 #: ``T_DROP x 6e-8`` relative on the largest weights (5e-7 at 8).

@@ -184,6 +184,24 @@ def test_rows_path_pairs_of_chunks_and_flushes(fmnist, n):
         assert (rows / count - one_pass / count).abs().max() < 1e-6, p
 
 
+@pytest.mark.parametrize("p", [9, 11])
+def test_rows_path_on_patches_taller_than_its_bands(fmnist, p):
+    """Patches larger than the bands of window rows (each image row covered by window rows of
+    several items; the running sum down a column adds and drops rows at both ends), at small and
+    large sigma, against the one-pass path."""
+    crop = fmnist[:, :, 6:22, 6:22]
+    train = crop[:64].contiguous()
+    sig = SIGMAS[[17, 12, 6, 0]].double()
+    z = noisy(torch.cat([train[:2], crop[-2:]]), sig, seed=9).double()
+    layout = pspc_cpu.TrainingLayout(train)
+    count = box_sum_transposed(torch.ones(17 - p, 17 - p, dtype=torch.float64), p, p)
+    one_pass = pspc_cpu.pspc_fused_sum(z, sig, layout, p, p, path="one_pass") / count
+    inv2s2 = (0.5 / sig.square()).numpy()
+    for band in (1, 3, 8):
+        out = pspc_rows.pspc_rows_sum(z.numpy(), inv2s2, layout.lanes, p, p, rows_per_item=band)
+        assert (torch.from_numpy(out) / count - one_pass).abs().max() < 1e-6, band
+
+
 @pytest.mark.parametrize("rows, band", [(26, 8), (22, 8), (24, 8), (26, 3), (5, 8), (26, 1)])
 def test_band_order_splits_rows_evenly_with_sizes_alternating(rows, band):
     order = pspc_rows.band_order(rows, band)
@@ -209,9 +227,14 @@ def test_auto_kernel_path_choice():
     one = dict(threads=2, nblk=4, nv=512, windows=18 * 18, keep_elements=2**23, row_windows=18)
     assert pspc_cpu.choose_path(8, ph=2, pw=2, **one) == ("rows", 0)
     assert pspc_cpu.choose_path(1, ph=9, pw=9, **one) == ("rows", 0)  # any batch
-    assert pspc_cpu.choose_path(8, ph=11, pw=11, **one) == ("one_pass", 0)
-    assert pspc_cpu.choose_path(7, ph=11, pw=11, **one) == ("two_pass", 2)  # too few images
-    assert pspc_cpu.choose_path(1, ph=11, pw=11, **one) == ("two_pass", 4)  # parts <= blocks
+    # larger patches: rows while an item's training rows fit (2,048 x 18 x 28 values do)
+    assert pspc_cpu.choose_path(8, ph=11, pw=11, **one) == ("rows", 0)
+    assert pspc_cpu.choose_path(8, ph=11, pw=11, **dict(one, channels=3)) == ("one_pass", 0)
+    many = dict(one, nblk=20, windows=14 * 14, row_windows=14)  # N = 10,240, P = 15
+    assert pspc_cpu.choose_path(8, ph=15, pw=15, **many) == ("one_pass", 0)
+    assert pspc_cpu.choose_path(7, ph=15, pw=15, **many) == ("two_pass", 2)  # too few images
+    assert pspc_cpu.choose_path(1, ph=15, pw=15, **dict(many, nblk=4)) == ("rows", 0)
+    assert pspc_cpu.choose_path(1, ph=11, pw=11, **dict(one, channels=3)) == ("two_pass", 4)
     big = dict(one, keep_elements=2**10)  # kept weights would not fit
     assert pspc_cpu.choose_path(64, ph=11, pw=11, **big) == ("two_pass", 1)
     assert pspc_cpu.choose_path(64, ph=3, pw=3, **big) == ("two_pass", 1)
