@@ -21,9 +21,9 @@ float64 (logits of ~1e5 at sigma = 0.002 need it), streaming over the training s
   patches up to 9 x 9, and larger ones on smaller training sets, :mod:`.pspc_rows`, one work
   item per band of window rows, in vector registers), streaming the training set with an
   online log-sum-exp, float64 distances and float32 weights. On CPU it is 4-10x faster than
-  both torch strategies, which are bound by memory traffic. For ``P = 1`` it uses :mod:`.pspc_values` instead: per pixel,
-  the posterior mean over the DISTINCT training values there, weighted by their counts (8-bit
-  images have at most 256 per pixel and channel).
+  both torch strategies, which are bound by memory traffic. For ``P = 1`` it uses
+  :mod:`.pspc_values` instead: per pixel, the posterior mean over the DISTINCT training values
+  there, weighted by their counts (8-bit images have at most 256 per pixel and channel).
 
 ``method="auto"`` uses ``"fused"`` on CPU; on other devices it picks ``"gemm"`` or ``"pixel"`` by a
 cost model (benchmarks/denoisers.py).
