@@ -191,14 +191,14 @@ def _row_lse(k, cols, W, pw, ref, den, den32, kept, kbase, ref_at, abase):
         lj = j - pw + 1
         o = lj * L
         r = ref[lj]
-        t = narrow(splat64(k * r) - splat64(k) * d)
+        t = narrow(d * splat64(-k) + splat64(k * r))  # one FMA per register
         if any_gt(t, T_DROP):  # new reference: rescale what was summed against the old
             m = hmin(d)
             f = math.exp(-k * (r - m)) if r < np.inf else 0.0
             store(den, o, (load(den, o) + widen(load(den32, o))) * splat64(f))
             store(den32, o, splat32(0.0))
             ref[lj] = r = m
-            t = narrow(splat64(k * m) - splat64(k) * d)
+            t = narrow((splat64(m) - d) * splat64(k))  # not k * d: the FMA above stays fused
         if any_ge(t, CUT):
             w = exp_weights(t, CUT)
             store(kept, kbase + o, w)

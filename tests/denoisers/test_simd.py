@@ -21,6 +21,12 @@ def _reductions(a, bound):
 
 
 @njit
+def _any(a, bound):
+    v = simd.load(a, 0)
+    return simd.any_gt(v, bound), simd.any_ge(v, bound), simd.any_gt(simd.narrow(v), bound)
+
+
+@njit
 def _arith(a, b, out32, out64):
     x, y = simd.load(a, 0), simd.load(b, 0)
     simd.store(out64, 0, (x - y) * (x + y) + simd.splat64(2.0))
@@ -51,6 +57,19 @@ def test_reductions_and_comparisons():
     assert total == pytest.approx(a.sum()) and low == 0.5 and not gt and ge
     total, low, gt, ge = _reductions(a, a.max() - 1)
     assert gt and ge
+
+
+@pytest.mark.parametrize("bound", [8.0, -64.0])
+def test_any_lane_at_every_position(bound):
+    """any_gt / any_ge compare the maximum of the register halves: a single lane above (or at)
+    the bound is found wherever it sits, in float64 and in narrowed float32 vectors."""
+    for lane in range(LANES):
+        a = np.full(LANES, bound - 3.0)
+        a[lane] = bound + 0.5
+        assert _any(a, bound) == (True, True, True)
+        a[lane] = bound
+        assert _any(a, bound) == (False, True, False)
+    assert _any(np.full(LANES, bound - 1e-3), bound) == (False, False, False)
 
 
 def test_arithmetic_and_conversions():
