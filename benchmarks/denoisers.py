@@ -30,23 +30,34 @@ the published code takes one sigma per call).
         --sigmas 0.002 0.5 --no-workload
     .venv/bin/python benchmarks/denoisers.py --device cuda
 
-One core per process (two DDP ranks on a 2-core machine): two instances at once, each on its
-own core with one thread, doing the same work (without the loop, whose memory traffic slowed the
-other instance's PSPC calls by up to 1.5x, a load that ranks doing the same work do not meet):
+One core per process (two DDP ranks on a 2-core machine): ``--ranks 2`` runs the grid in two
+processes at once, each pinned to its own core with one thread, in lock-step: a barrier before
+every timed call, so both time the same cell at the same moment, as ranks evaluating the same
+callback do. Each cell reports its worst rank (largest PSPC time / empirical time; ``rank``
+column). Without the loop and the workload (the loop's memory traffic would slow the other
+rank's PSPC calls, a load that ranks doing the same work do not meet):
 
-    for c in 0 1; do OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 taskset -c $c \
-        .venv/bin/python benchmarks/denoisers.py --no-loop --no-workload > core$c.txt & done; wait
+    .venv/bin/python benchmarks/denoisers.py --ranks 2 --sizes 2000 10000
+
+(Two instances started side by side from the shell, as before this option, drift apart: one
+times its N = 10,000 cells while the other is still at N = 2,000.) This machine is a VM whose
+two cores vary by up to 1.5x from run to run and from each other (the same kernel, alone on one
+core, took 0.107 s on one and 0.150 s on the other in consecutive runs): compare figures within
+one run, where PSPC and the empirical denoiser are timed in turn.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
 
+import numba
 import torch
 
 from lightning_pspc.data import IDXSource
@@ -117,12 +128,17 @@ def timed(
 LOOP_THREADS = 0
 
 
-def interleaved(fns: list[Callable[[], torch.Tensor]], repeats: int) -> list[float]:
+def interleaved(
+    fns: list[Callable[[], torch.Tensor]], repeats: int, sync: Callable[[], object] | None = None
+) -> list[float]:
     """Best wall time of each function over ``repeats`` rounds that call them in turn (the
-    functions see the same load on a shared machine)."""
+    functions see the same load on a shared machine); ``sync`` is called before each call
+    (``--ranks``: a barrier, so that every rank times the same call at the same moment)."""
     best = [math.inf] * len(fns)
     for _ in range(repeats):
         for k, fn in enumerate(fns):
+            if sync is not None:
+                sync()
             t0 = time.perf_counter()
             fn()
             best[k] = min(best[k], time.perf_counter() - t0)
@@ -149,15 +165,21 @@ def loop_cell(
     return t * lh / rows, out, (z.shape[-2] if rows == lh else rows)
 
 
-def grid(args: argparse.Namespace, data: torch.Tensor, device: torch.device) -> list[dict]:
-    """Times every N x B x P x sigma cell; prints one line per cell."""
+def grid(
+    args: argparse.Namespace,
+    data: torch.Tensor,
+    device: torch.device,
+    sync: Callable[[], object] | None = None,
+    emit: Callable[..., None] = print,
+) -> list[dict]:
+    """Times every N x B x P x sigma cell; prints one line per cell (``emit``)."""
     g = torch.Generator().manual_seed(0)
     held = data[-max(args.batches) :]
     header = (
         f"{'N':>6} {'B':>3} {'P':>3} {'sigma':>6} {'pspc s':>8} {'loop s':>8} {'speed-up':>9} "
         f"{'emp s':>7} {'x emp':>6} {'max|diff|':>9}"
     )
-    print(header + "\n" + "-" * len(header))
+    emit(header + "\n" + "-" * len(header))
     cells, loop_times = [], {}
     for n in args.sizes:
         train = data[:n].to(device)
@@ -177,6 +199,7 @@ def grid(args: argparse.Namespace, data: torch.Tensor, device: torch.device) -> 
                     t, t_emp = interleaved(
                         [lambda d=d, z=z, s=sigma: d(z, s), lambda e=emp, z=z, s=sigma: e(z, s)],
                         args.repeats,
+                        sync,
                     )
                     loop_t, diff = math.nan, math.nan
                     key = (n, b, p)
@@ -189,12 +212,73 @@ def grid(args: argparse.Namespace, data: torch.Tensor, device: torch.device) -> 
                     loop_t = loop_times.get(key, math.nan)
                     cell = dict(n=n, b=b, p=p, sigma=s, t=t, loop=loop_t, emp=t_emp, diff=diff)
                     cells.append(cell)
-                    print(
-                        f"{n:>6} {b:>3} {p:>3} {s:>6g} {t:>8.4f} {loop_t:>8.2f} "
-                        f"{loop_t / t:>8.1f}x {t_emp:>7.4f} {t / t_emp:>6.1f} {diff:>9.1e}",
-                        flush=True,
-                    )
+                    emit(cell_line(cell), flush=True)
     return cells
+
+
+def cell_line(c: dict) -> str:
+    """One cell of the grid as a line of its table."""
+    return (
+        f"{c['n']:>6} {c['b']:>3} {c['p']:>3} {c['sigma']:>6g} {c['t']:>8.4f} {c['loop']:>8.2f} "
+        f"{c['loop'] / c['t']:>8.1f}x {c['emp']:>7.4f} {c['t'] / c['emp']:>6.1f} {c['diff']:>9.1e}"
+        + (f" {c['rank']:>4}" if "rank" in c else "")
+    )
+
+
+def rank_worker(
+    rank: int, core: int, args: argparse.Namespace, barrier: object, results: object
+) -> None:
+    """One ``--ranks`` process: pinned to ``core``, one thread, the grid in lock-step with the
+    other ranks (a barrier before every timed call); its cells go to ``results``."""
+    os.sched_setaffinity(0, {core})
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    data = IDXSource().load().float() / 127.5 - 1
+    try:
+        cells = grid(args, data, torch.device("cpu"), barrier.wait, emit=lambda *a, **k: None)
+    except BaseException:
+        barrier.abort()  # the other ranks stop waiting
+        raise
+    results.put((rank, cells))
+
+
+def ranks_grid(args: argparse.Namespace) -> list[dict]:
+    """The grid timed by ``args.ranks`` processes at once (see the module docstring); each cell
+    is the rank with the largest PSPC time / empirical time (its number in the last column)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if args.ranks > len(cores):
+        print(f"warning: {args.ranks} ranks share {len(cores)} cores")
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(args.ranks), ctx.Queue()
+    procs = [
+        ctx.Process(target=rank_worker, args=(r, cores[r % len(cores)], args, barrier, results))
+        for r in range(args.ranks)
+    ]
+    for proc in procs:
+        proc.start()
+    per_rank = {}
+    while len(per_rank) < args.ranks:
+        try:
+            rank, cells = results.get(timeout=5)
+            per_rank[rank] = cells
+        except queue.Empty:
+            if any(proc.exitcode not in (None, 0) for proc in procs):
+                for proc in procs:
+                    proc.kill()
+                raise SystemExit("a rank failed (its traceback is above)") from None
+    for proc in procs:
+        proc.join()
+    header = (
+        f"{'N':>6} {'B':>3} {'P':>3} {'sigma':>6} {'pspc s':>8} {'loop s':>8} {'speed-up':>9} "
+        f"{'emp s':>7} {'x emp':>6} {'max|diff|':>9} {'rank':>4}"
+    )
+    print(header + "\n" + "-" * len(header))
+    merged = []
+    for same in zip(*(per_rank[r] for r in range(args.ranks))):
+        worst = max(range(args.ranks), key=lambda r: same[r]["t"] / same[r]["emp"])
+        merged.append(dict(same[worst], rank=worst))
+        print(cell_line(merged[-1]))
+    return merged
 
 
 def summarize(cells: list[dict], args: argparse.Namespace) -> None:
@@ -313,6 +397,13 @@ def main() -> None:
     ap.add_argument("--no-workload", action="store_true", help="only the grid")
     ap.add_argument("--target", type=float, default=20.0, help="speed-up over the loop to reach")
     ap.add_argument("--emp-target", type=float, default=10.0, help="largest time / empirical")
+    ap.add_argument(
+        "--ranks",
+        type=int,
+        default=1,
+        help="time the grid in this many processes at once, one core and one thread each, in "
+        "lock-step (as DDP ranks); CPU only, without the loop and the workload",
+    )
     args = ap.parse_args()
     global LOOP_THREADS
     LOOP_THREADS = args.loop_threads
@@ -321,6 +412,13 @@ def main() -> None:
         f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
         f"numba 512-bit vectors={numba_target.WIDE_VECTORS}"
     )
+    if args.ranks > 1:
+        if device.type != "cpu":
+            raise SystemExit(f"--ranks {args.ranks} times CPU processes; --device is {device}")
+        args.no_loop = True
+        print(f"{args.ranks} ranks, one core and one thread each, in lock-step")
+        summarize(ranks_grid(args), args)
+        return
     data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]
     if not args.no_grid:
         summarize(grid(args, data, device), args)

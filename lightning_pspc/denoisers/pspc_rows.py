@@ -25,43 +25,48 @@ every step works on one chunk in vector registers (:mod:`.simd`), not on arrays 
    item) with the reference they were taken against; windows whose weights are all below
    ``e^CUT`` keep nothing.
 2. **Pass 2**, per chunk: the kept weights times ``exp(-k (ref_then - ref_final)) / sum`` are
-   the normalised weights (those below :data:`TINY` set to 0: never subnormal). Per window
-   row (:func:`_row_cover`), each image column gets the sum of the weights of the windows
-   covering it (a running sum restarted at 0 after windows that are all zero); per pair of
-   chunks (:func:`_spread_pair`), each image pixel of the item gets those sums added over the
-   window rows covering it (a running sum down each column: the window row entering added, the
-   one leaving subtracted), times its training pixels, accumulated once per pixel (float32 per
-   lane, flushed to float64). Columns no live window covers are skipped, so at small sigma
-   pass 2 costs almost nothing.
+   the normalised weights, written back in place (those below :data:`TINY` set to 0: never
+   subnormal; windows that kept nothing 0; :func:`_normalize_row`). Then (:func:`_sweep`) the
+   sum ``G`` of the normalised weights of the windows covering each image pixel, a box filter
+   done as two running sums: down each window column over the ``P`` window rows covering the
+   image row (the window row entering added, the one leaving subtracted), then along the image
+   row over the ``P`` windows covering the column; each image pixel of the item adds ``G``
+   times its training pixels (float32 per lane, flushed to float64 every :data:`FLUSH` chunks).
+   Only the columns of the chunk's live windows (``lo..hi``) and the image rows that live
+   window rows cover are swept, so at small sigma pass 2 costs almost nothing.
+
+Every buffer a work item allocates starts at a 64-byte boundary (:func:`_empty64`): numba aligns
+its arrays to 32 bytes, so half of them had every 64-byte vector load and store straddle two
+cache lines (8 % of the time; one core, N = 2,000, B = 64, P = 3 and 7).
 
 Exactness: distances are float64 sums of exact float64 differences (the running column and
 window sums in float64 too). The float32 steps act on weights and partial sums only: the
 exponent ``t = k (ref - d) <= T_DROP`` rounded to float32 (relative error ``|t| x 6e-8`` on
 the weight: at most 5e-7 for weights within ``e^T_DROP`` of the reference one, which weighs 1;
 more only on smaller weights, in proportion to their size), the exponential (relative error
-< 4e-7, :func:`.simd.exp_weights`), the running covering sums (of at most ``W`` weights
-``<= 1`` along a row, then of at most ``band + P`` row sums down a column), and partial sums of
-at most ``FLUSH`` chunks per lane. Results are within 2e-6 of
+< 4e-7, :func:`.simd.exp_weights`), the running covering sums (of at most ``band`` weights
+``<= 1`` down a window column, then of at most ``W`` column sums along a row), and partial sums
+of at most ``FLUSH`` chunks per lane. Results are within 2e-6 of
 the float64 definition on the same (float32) training values (Fashion-MNIST, N = 2,000, sigma
 0.002-80, P = 3, 7, 15; a float64 exponent gave the same figures), and tests check 1e-5
 (tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
 
 Cost per (window, training image): about 2 + 2 / band pixel terms and one exponential in pass
-1; in pass 2 two running-sum terms per window row and, per image pixel, two more and one
-multiply-add. On one core of the development machine
-(N = 2,000, B = 32, CPU time per (noisy image, training image, pixel), best of 11 calls
-interleaved with the previous kernel): 2.0-2.1 ns at sigma = 3 for ``P = 3, 5, 7, 9`` (before:
-2.4-2.7 ns, with a pass 2 that spread every window row onto its ``P`` image rows, a float64
-exponent, image-major items and bands of 4), 1.3-2.0 ns at sigma = 0.03 (before: 1.4-2.2).
-The running sum down the columns (before: the ``P`` covering row sums added afresh for each
-image row) took P = 3, 5, 7, 9 from 199 / 212 / 198 / 187 to 194 / 192 / 179 / 167 ms at
-sigma = 3, and from 194 / 181 / 160 / 134 to 189 / 163 / 141 / 122 ms at sigma = 0.03 (N = 2,000,
-B = 64, one core, CPU time, best of 7 interleaved; pass 2 was ~37 % of the time, the spread
-17-30 %). Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3): P = 9 0.25
-against 0.29 s, P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03 the
-rows path takes half the time at every P; the 28 x 28 schedule uses its large patches at large
-sigma), hence :data:`ROWS_MAX_PATCH`. With the running sum down the columns the rows path
-became the faster one for larger patches too, while an item's training rows stay in cache
+1; in pass 2 one multiply, two running-sum terms down the window columns, two along the image
+rows and one multiply-add per image pixel. The kernel is bound by the two AVX-512 ports, not by
+memory (its training rows read from L1 instead of L2/L3: 5 % faster; its kept weights: 1 %).
+On one core of the development machine (N = 2,000, B = 64, CPU time, best of 21 calls
+interleaved with the previous kernel, whose pass 2 summed the covering windows of each image
+column into a buffer, then spread those sums down the columns per pair of chunks): 1-9 % less
+at P = 3, 5, 7 and sigma = 0.002, 0.3, 3 (P = 3, sigma = 3: 169 against 171 ms; P = 5,
+sigma = 0.3: 164 against 179 ms). Alignment and the exponential (:mod:`.simd`) took a further
+8 % and 5-9 % off. Pass 1 is about two thirds of the time (sigma = 3, P = 3: :func:`_row_lse`
+about 40 %, :func:`_columns` about 20 %).
+Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3, before these changes): P = 9
+0.25 against 0.29 s, P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03
+the rows path takes half the time at every P; the 28 x 28 schedule uses its large patches at
+large sigma), hence :data:`ROWS_MAX_PATCH`. With running sums in pass 2 the rows path became
+the faster one for larger patches too, while an item's training rows stay in cache
 (:data:`ROWS_STREAM_VALUES`).
 """
 
@@ -118,7 +123,7 @@ ROWS_PER_ITEM = 8
 #: reference up to ``e^T_DROP`` below the largest would otherwise become subnormal numbers
 #: (~100x slower products; they made sigma = 0.3 the slowest noise level).
 TINY = math.exp(CUT)
-#: Chunks summed per lane in float32 before a float64 flush (even: pass 2 works on pairs).
+#: Chunks summed per lane in float32 before a float64 flush.
 FLUSH = 8
 #: Value of the lanes padding the last chunk: distances ~1e30, so their weights are 0.
 PAD = 1e15
@@ -217,70 +222,105 @@ def _flush(acc64, acc32):
 
 
 @njit(cache=True, fastmath=_FM)
-def _row_cover(W, pw, wrow, live, g, gb, colive):
-    """Per image column, the sum of the normalised weights ``wrow [Lw * LANES]`` of the windows
-    of one window row that cover it, into ``g`` from ``gb`` (``W * LANES`` values): a running
-    sum over the ``pw`` covering windows, restarted at 0 after windows that are all zero
-    (``live``: whether any weight of the window is non-zero), so uncovered columns get exactly
-    0; ``colive[j]`` is set where a live window covers column ``j``."""
+def _normalize_row(k, kept, ref_at, a, Lw, ref, inv, seen, factor, lo, hi):
+    """Pass 2, one window row of one chunk: the kept weights (from ``a``) times
+    ``exp(-k (ref_then - ref)) / sum``, in place (below TINY: 0; windows that kept nothing: 0).
+    Returns the live column range widened to this row's live windows and whether it has any."""
     L = LANES
-    Lw = W - pw + 1
-    s = splat32(0.0)
-    last = -W  # the last live window
-    for jc in range(W):
-        if jc < Lw and live[jc]:
-            last = jc
-        if last < jc - pw + 1:  # no live window covers the column
-            s = splat32(0.0)
-            store(g, gb + jc * L, s)
-            continue
-        colive[jc] = True
-        if jc < Lw:
-            s = s + load(wrow, jc * L)
-        if jc >= pw:
-            s = s - load(wrow, (jc - pw) * L)
-        store(g, gb + jc * L, s)
+    live = False
+    for lj in range(Lw):
+        ra = ref_at[a + lj]
+        o = (a + lj) * L
+        if ra < np.inf:
+            if ra != seen[lj]:
+                seen[lj] = ra
+                factor[lj] = math.exp(-k * (ra - ref[lj])) * inv[lj]
+            store(kept, o, flush_below(load(kept, o) * splat32(factor[lj]), TINY))
+            lo = min(lo, lj)
+            hi = max(hi, lj)
+            live = True
+        else:
+            store(kept, o, splat32(0.0))
+    return lo, hi, live
 
 
-@njit(cache=True, inline="always")
-def _clear_row(g, dirty, half, r, span):
-    """Zeroes row ``r`` (``span`` values) of the covering sums ``g[half]`` unless it is already
-    all zero (``dirty``)."""
-    if dirty[half, r]:
-        g[half, r * span : (r + 1) * span] = 0.0
-        dirty[half, r] = False
+@njit(cache=True, fastmath=_FM, inline="always")
+def _acc_px(xf, xo, acc, ao, astep, xstep, C, h):
+    """``acc[ao + c astep] += h x[xo + c xstep]`` for the ``C`` channels of one pixel."""
+    for c in range(C):
+        o = ao + c * astep
+        store(acc, o, load(acc, o) + h * load(xf, xo + c * xstep))
 
 
 @njit(cache=True, fastmath=_FM)
-def _spread_pair(xf, base0, base1, C, H, W, l0, nr, ph, rows, g0, g1, colive, acc):
-    """``acc[c, i, j] += G0[i, j] * x0[c, l0 + i, j] + G1[i, j] * x1[c, l0 + i, j]`` for the
-    ``nr + ph - 1`` image rows of an item and the columns in ``colive`` (then cleared), where
-    ``G[i, j]`` sums ``g [nr, W * LANES]`` (from :func:`_row_cover`) over the window rows
-    covering image row ``i``, for two chunks at ``base0`` / ``base1`` (their ``g0`` / ``g1``).
-    Column by column, ``G`` is a running sum down the image rows (the window row entering added,
-    the one leaving subtracted: two terms per pixel whatever ``ph``; values below :data:`TINY`,
-    left where every covering weight is 0, are 0); each pixel's float32 partial sums are loaded
-    and stored once per two chunks."""
+def _sweep(xf, base, C, H, W, l0, nr, ph, pw, rows, kept, kb, rowlive, lo, hi, vcol, acc):
+    """Pass 2, one chunk: ``acc[c, i, j] += G[i, j] x[c, l0 + i, j]`` where ``G`` sums the
+    normalised weights (``kept`` from ``kb``, ``[nr, Lw]``) of the windows covering image pixel
+    ``(i, j)``: down each window column a running sum over the ``ph`` window rows covering image
+    row ``i`` (``vcol``), then along the row a running sum over the ``pw`` windows covering
+    column ``j``; only the columns of windows ``lo..hi`` (the chunk's live range) and the rows
+    covered by live window rows."""
     L = LANES
-    for jc in range(W):
-        if not colive[jc]:
+    Lw = W - pw + 1
+    WL = W * L
+    astep, xstep = rows * WL, H * WL
+    for lj in range(lo, hi + 1):
+        store(vcol, lj * L, splat32(0.0))
+    nlive = 0  # live window rows covering image row i
+    for i in range(nr + ph - 1):
+        add = i < nr and rowlive[i]
+        sub = i >= ph and rowlive[i - ph]
+        ka = kb + (i * Lw) * L
+        ks = kb + ((i - ph) * Lw) * L
+        if add and sub:
+            for lj in range(lo, hi + 1):
+                o = lj * L
+                store(vcol, o, load(vcol, o) + load(kept, ka + o) - load(kept, ks + o))
+        elif add:
+            for lj in range(lo, hi + 1):
+                o = lj * L
+                store(vcol, o, load(vcol, o) + load(kept, ka + o))
+        elif sub:
+            for lj in range(lo, hi + 1):
+                o = lj * L
+                store(vcol, o, load(vcol, o) - load(kept, ks + o))
+        nlive += (1 if add else 0) - (1 if sub else 0)
+        if nlive == 0:
+            if sub:  # running-sum residues: back to exact zeros
+                for lj in range(lo, hi + 1):
+                    store(vcol, lj * L, splat32(0.0))
             continue
-        colive[jc] = False
-        s0 = splat32(0.0)
-        s1 = splat32(0.0)
-        for i in range(nr + ph - 1):
-            if i < nr:
-                s0 = s0 + load(g0, (i * W + jc) * L)
-                s1 = s1 + load(g1, (i * W + jc) * L)
-            if i >= ph:
-                s0 = s0 - load(g0, ((i - ph) * W + jc) * L)
-                s1 = s1 - load(g1, ((i - ph) * W + jc) * L)
-            t0, t1 = flush_below(s0, TINY), flush_below(s1, TINY)
-            for c in range(C):
-                o = ((c * rows + i) * W + jc) * L
-                px = ((c * H + l0 + i) * W + jc) * L
-                a = load(acc, o) + t0 * load(xf, base0 + px)
-                store(acc, o, a + t1 * load(xf, base1 + px))
+        ao = i * WL
+        xo = base + (l0 + i) * WL
+        h = splat32(0.0)
+        e1 = min(hi, lo + pw - 1)
+        for j in range(lo, e1 + 1):  # windows entering only
+            h = h + load(vcol, j * L)
+            _acc_px(xf, xo + j * L, acc, ao + j * L, astep, xstep, C, h)
+        for j in range(lo + pw, hi + 1):  # one entering, one leaving
+            h = h + load(vcol, j * L) - load(vcol, (j - pw) * L)
+            _acc_px(xf, xo + j * L, acc, ao + j * L, astep, xstep, C, h)
+        for j in range(hi + 1, lo + pw):  # covered by every live window
+            _acc_px(xf, xo + j * L, acc, ao + j * L, astep, xstep, C, h)
+        for j in range(max(hi + 1, lo + pw), hi + pw):  # windows leaving only
+            h = h - load(vcol, (j - pw) * L)
+            _acc_px(xf, xo + j * L, acc, ao + j * L, astep, xstep, C, h)
+
+
+@njit(cache=True, inline="always")
+def _empty64(n, proto):
+    """``n`` uninitialised elements of ``proto``'s dtype, the first at a 64-byte boundary."""
+    buf = np.empty(n + 64 // proto.itemsize, dtype=proto.dtype)
+    off = ((64 - buf.ctypes.data % 64) % 64) // proto.itemsize
+    return buf[off : off + n]
+
+
+@njit(cache=True, inline="always")
+def _zeros64(n, proto):
+    """:func:`_empty64`, zeroed."""
+    a = _empty64(n, proto)
+    a[:] = 0
+    return a
 
 
 @njit(cache=True)
@@ -315,6 +355,7 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, order):
     the window rows as evenly as possible (:func:`_band`), ``order`` the order of the bands in
     the (band-major) items."""
     L = LANES
+    F32, F64 = np.zeros(1, np.float32), np.zeros(1)
     B, C, H, W = z.shape
     Lh, Lw = H - ph + 1, W - pw + 1
     nbands = order.shape[0]
@@ -326,11 +367,11 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, order):
         l0, nr = _band(Lh, nbands, kk)
         k = inv2s2[b]
         zf = zflat[b]
-        cols = np.empty(W * L)
+        cols = _empty64(W * L, F64)
         ref = np.full((nr, Lw), np.inf)
-        den = np.zeros((nr, Lw * L))
-        den32 = np.zeros((nr, Lw * L), dtype=np.float32)
-        kept = np.empty(nch * nr * Lw * L, dtype=np.float32)
+        den = _zeros64(nr * Lw * L, F64).reshape((nr, Lw * L))
+        den32 = _zeros64(nr * Lw * L, F32).reshape((nr, Lw * L))
+        kept = _empty64(nch * nr * Lw * L, F32)
         ref_at = np.empty(nch * nr * Lw)
         for ch in range(nch):  # pass 1
             base = ch * C * H * W * L
@@ -346,46 +387,39 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, order):
             for lj in range(Lw):
                 inv[r, lj] = 1.0 / hsum(load(den[r], lj * L))
         seen = np.full((nr, Lw), np.nan)  # the reference of the cached factor
-        factor = np.zeros((nr, Lw))
-        wrow = np.empty(Lw * L, dtype=np.float32)
-        live = np.zeros(Lw, dtype=np.bool_)
-        g = np.zeros((2, nr * W * L), dtype=np.float32)  # covering sums of a pair of chunks
-        dirty = np.zeros((2, nr), dtype=np.bool_)  # rows of g that are not all zero
-        colive = np.zeros(W, dtype=np.bool_)
-        acc32 = np.zeros(C * rows * W * L, dtype=np.float32)
-        acc64 = np.zeros(C * rows * W * L)
-        pair_live = False
+        factor = np.zeros((nr, Lw), dtype=np.float32)
+        rowlive = np.zeros(nr, dtype=np.bool_)
+        vcol = _zeros64(Lw * L, F32)
+        acc32 = _zeros64(C * rows * W * L, F32)
+        acc64 = _zeros64(C * rows * W * L, F64)
         for ch in range(nch):  # pass 2
-            half = ch % 2
+            lo, hi = Lw, -1
             for r in range(nr):
                 a = (ch * nr + r) * Lw
-                anyw = False
-                for lj in range(Lw):
-                    ra = ref_at[a + lj]
-                    live[lj] = ra < np.inf
-                    if live[lj]:
-                        if ra != seen[r, lj]:
-                            seen[r, lj] = ra
-                            factor[r, lj] = math.exp(-k * (ra - ref[r, lj])) * inv[r, lj]
-                        w = load(kept, (a + lj) * L) * splat32(factor[r, lj])
-                        store(wrow, lj * L, flush_below(w, TINY))
-                        anyw = True
-                    else:
-                        store(wrow, lj * L, splat32(0.0))
-                if anyw:
-                    _row_cover(W, pw, wrow, live, g[half], r * W * L, colive)
-                    dirty[half, r] = pair_live = True
-                else:
-                    _clear_row(g, dirty, half, r, W * L)
-            if half == 1 or ch == nch - 1:
-                if half == 0:  # an odd last chunk: its pair is all zero
-                    for r in range(nr):
-                        _clear_row(g, dirty, 1, r, W * L)
-                if pair_live:
-                    b0 = (ch - half) * C * H * W * L
-                    b1 = b0 + C * H * W * L if half == 1 else b0
-                    _spread_pair(xf, b0, b1, C, H, W, l0, nr, ph, rows, g[0], g[1], colive, acc32)
-                    pair_live = False
+                lo, hi, rowlive[r] = _normalize_row(
+                    k, kept, ref_at, a, Lw, ref[r], inv[r], seen[r], factor[r], lo, hi
+                )
+            if hi >= 0:
+                base = ch * C * H * W * L
+                _sweep(
+                    xf,
+                    base,
+                    C,
+                    H,
+                    W,
+                    l0,
+                    nr,
+                    ph,
+                    pw,
+                    rows,
+                    kept,
+                    ch * nr * Lw * L,
+                    rowlive,
+                    lo,
+                    hi,
+                    vcol,
+                    acc32,
+                )
             if (ch + 1) % FLUSH == 0 or ch == nch - 1:
                 _flush(acc64, acc32)
         for c in range(C):

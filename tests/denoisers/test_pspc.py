@@ -167,10 +167,11 @@ def test_rows_path_on_rgb_non_square_windows_and_one_image(rgb_small, ph, pw):
 
 
 @pytest.mark.parametrize("n", [256, 280])
-def test_rows_path_pairs_of_chunks_and_flushes(fmnist, n):
-    """Pass 2 of the rows path spreads pairs of chunks of 32 training images and flushes its
-    float32 sums every 8 chunks: 8 chunks (4 pairs, one flush) and 9 (an odd last chunk,
-    padded, after a flush), at small and large sigma, against the one-pass path."""
+def test_rows_path_flushes_and_padded_last_chunk(fmnist, n):
+    """Both passes of the rows path flush their float32 sums every 8 chunks of 32 training
+    images: 8 chunks (one flush) and 9 (a padded last chunk after a flush), at small sigma (few
+    live windows per chunk: pass 2 sweeps only their columns and rows) and large, against the
+    one-pass path."""
     crop = fmnist[:, :, 8:20, 8:20]
     train = crop[:n].contiguous()
     sig = SIGMAS[[17, 12, 6, 0]].double()
