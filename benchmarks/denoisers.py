@@ -251,7 +251,9 @@ def ranks_grid(args: argparse.Namespace) -> list[dict]:
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(args.ranks), ctx.Queue()
     procs = [
-        ctx.Process(target=rank_worker, args=(r, cores[r % len(cores)], args, barrier, results))
+        ctx.Process(
+            target=rank_worker, args=(r, cores[r % len(cores)], args, barrier, results), daemon=True
+        )
         for r in range(args.ranks)
     ]
     for proc in procs:
