@@ -44,8 +44,9 @@ window sums in float64 too). The float32 steps act on weights and partial sums o
 exponent ``t = k (ref - d) <= T_DROP`` rounded to float32 (relative error ``|t| x 6e-8`` on
 the weight: at most 5e-7 for weights within ``e^T_DROP`` of the reference one, which weighs 1;
 more only on smaller weights, in proportion to their size), the exponential (relative error
-< 4e-7, :func:`.simd.exp_weights`), the running covering sums (of at most ``band`` weights
-``<= 1`` down a window column, then of at most ``W`` column sums along a row), and partial sums
+< 4e-7, :func:`.simd.exp_weights`), the running covering sums (weights ``<= 1`` added and
+subtracted over at most ``band + P`` window rows down a window column, then over at most ``W``
+columns along a row), and partial sums
 of at most ``FLUSH`` chunks per lane. Results are within 2e-6 of
 the float64 definition on the same (float32) training values (Fashion-MNIST, N = 2,000, sigma
 0.002-80, P = 3, 7, 15; a float64 exponent gave the same figures), and tests check 1e-5
