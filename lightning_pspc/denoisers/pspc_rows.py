@@ -61,7 +61,7 @@ interleaved with the previous kernel, whose pass 2 summed the covering windows o
 column into a buffer, then spread those sums down the columns per pair of chunks): 1-9 % less
 at P = 3, 5, 7 and sigma = 0.002, 0.3, 3 (P = 3, sigma = 3: 169 against 171 ms; P = 5,
 sigma = 0.3: 164 against 179 ms). Alignment and the exponential (:mod:`.simd`) took a further
-8 % and 5-9 % off. Pass 1 is about two thirds of the time (sigma = 3, P = 3: :func:`_row_lse`
+8 % and 5-9 % off, grayscale images without the channel loop 5-7 %. Pass 1 is about two thirds of the time (sigma = 3, P = 3: :func:`_row_lse`
 about 40 %, :func:`_columns` about 20 %).
 Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3, before these changes): P = 9
 0.25 against 0.29 s, P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03
