@@ -175,11 +175,7 @@ def grid(
     """Times every N x B x P x sigma cell; prints one line per cell (``emit``)."""
     g = torch.Generator().manual_seed(0)
     held = data[-max(args.batches) :]
-    header = (
-        f"{'N':>6} {'B':>3} {'P':>3} {'sigma':>6} {'pspc s':>8} {'loop s':>8} {'speed-up':>9} "
-        f"{'emp s':>7} {'x emp':>6} {'max|diff|':>9}"
-    )
-    emit(header + "\n" + "-" * len(header))
+    emit(table_header())
     cells, loop_times = [], {}
     for n in args.sizes:
         train = data[:n].to(device)
@@ -214,6 +210,15 @@ def grid(
                     cells.append(cell)
                     emit(cell_line(cell), flush=True)
     return cells
+
+
+def table_header(ranked: bool = False) -> str:
+    """The header of the grid's table (and its rule) for :func:`cell_line`."""
+    header = (
+        f"{'N':>6} {'B':>3} {'P':>3} {'sigma':>6} {'pspc s':>8} {'loop s':>8} {'speed-up':>9} "
+        f"{'emp s':>7} {'x emp':>6} {'max|diff|':>9}" + (f" {'rank':>4}" if ranked else "")
+    )
+    return header + "\n" + "-" * len(header)
 
 
 def cell_line(c: dict) -> str:
@@ -270,11 +275,7 @@ def ranks_grid(args: argparse.Namespace) -> list[dict]:
                 raise SystemExit("a rank failed (its traceback is above)") from None
     for proc in procs:
         proc.join()
-    header = (
-        f"{'N':>6} {'B':>3} {'P':>3} {'sigma':>6} {'pspc s':>8} {'loop s':>8} {'speed-up':>9} "
-        f"{'emp s':>7} {'x emp':>6} {'max|diff|':>9} {'rank':>4}"
-    )
-    print(header + "\n" + "-" * len(header))
+    print(table_header(ranked=True))
     merged = []
     for same in zip(*(per_rank[r] for r in range(args.ranks))):
         worst = max(range(args.ranks), key=lambda r: same[r]["t"] / same[r]["emp"])

@@ -61,8 +61,8 @@ interleaved with the previous kernel, whose pass 2 summed the covering windows o
 column into a buffer, then spread those sums down the columns per pair of chunks): 1-9 % less
 at P = 3, 5, 7 and sigma = 0.002, 0.3, 3 (P = 3, sigma = 3: 169 against 171 ms; P = 5,
 sigma = 0.3: 164 against 179 ms). Alignment and the exponential (:mod:`.simd`) took a further
-8 % and 5-9 % off, grayscale images without the channel loop 5-7 %. Pass 1 is about two thirds of the time (sigma = 3, P = 3: :func:`_row_lse`
-about 40 %, :func:`_columns` about 20 %).
+8 % and 5-9 % off, grayscale images without the channel loop 5-7 %. Pass 1 is about two thirds
+of the time (sigma = 3, P = 3: :func:`_row_lse` about 40 %, :func:`_columns` about 20 %).
 Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3, before these changes): P = 9
 0.25 against 0.29 s, P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03
 the rows path takes half the time at every P; the 28 x 28 schedule uses its large patches at
@@ -261,16 +261,18 @@ def _acc_px(xf, xo, acc, ao, astep, xstep, C, h):
 
 
 @njit(cache=True, fastmath=_FM)
-def _sweep(xf, base, C, H, W, l0, nr, ph, pw, rows, kept, kb, rowlive, lo, hi, vcol, acc):
-    """Pass 2, one chunk: ``acc[c, i, j] += G[i, j] x[c, l0 + i, j]`` where ``G`` sums the
-    normalised weights (``kept`` from ``kb``, ``[nr, Lw]``) of the windows covering image pixel
-    ``(i, j)``: down each window column a running sum over the ``ph`` window rows covering image
-    row ``i`` (``vcol``), then along the row a running sum over the ``pw`` windows covering
-    column ``j``; only the columns of windows ``lo..hi`` (the chunk's live range) and the rows
-    covered by live window rows."""
+def _sweep(xf, kept, ch, C, H, W, l0, ph, pw, rows, rowlive, lo, hi, vcol, acc):
+    """Pass 2, chunk ``ch``: ``acc[c, i, j] += G[i, j] x[c, l0 + i, j]`` where ``G`` sums the
+    normalised weights (the chunk's ``[nr, Lw]`` of ``kept``, ``nr = len(rowlive)`` window rows)
+    of the windows covering image pixel ``(i, j)``: down each window column a running sum over
+    the ``ph`` window rows covering image row ``i`` (``vcol``), then along the row a running sum
+    over the ``pw`` windows covering column ``j``; only the columns of windows ``lo..hi`` (the
+    chunk's live range) and the rows covered by live window rows."""
     L = LANES
     Lw = W - pw + 1
     WL = W * L
+    nr = rowlive.shape[0]
+    base, kb = ch * C * H * WL, ch * nr * Lw * L  # the chunk's training pixels, kept weights
     astep, xstep = rows * WL, H * WL
     for lj in range(lo, hi + 1):
         store(vcol, lj * L, splat32(0.0))
@@ -316,17 +318,17 @@ def _sweep(xf, base, C, H, W, l0, nr, ph, pw, rows, kept, kb, rowlive, lo, hi, v
 
 
 @njit(cache=True, inline="always")
-def _empty64(n, proto):
-    """``n`` uninitialised elements of ``proto``'s dtype, the first at a 64-byte boundary."""
-    buf = np.empty(n + 64 // proto.itemsize, dtype=proto.dtype)
-    off = ((64 - buf.ctypes.data % 64) % 64) // proto.itemsize
+def _empty64(n, dtype):
+    """``n`` uninitialised elements of ``dtype``, the first at a 64-byte boundary."""
+    buf = np.empty(n + 16, dtype=dtype)  # 16 elements of at least 4 bytes: 64 to spare
+    off = ((64 - buf.ctypes.data % 64) % 64) // buf.itemsize
     return buf[off : off + n]
 
 
 @njit(cache=True, inline="always")
-def _zeros64(n, proto):
+def _zeros64(n, dtype):
     """:func:`_empty64`, zeroed."""
-    a = _empty64(n, proto)
+    a = _empty64(n, dtype)
     a[:] = 0
     return a
 
@@ -363,7 +365,6 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, order):
     the window rows as evenly as possible (:func:`_band`), ``order`` the order of the bands in
     the (band-major) items."""
     L = LANES
-    F32, F64 = np.zeros(1, np.float32), np.zeros(1)
     B, C, H, W = z.shape
     Lh, Lw = H - ph + 1, W - pw + 1
     nbands = order.shape[0]
@@ -375,11 +376,11 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, order):
         l0, nr = _band(Lh, nbands, kk)
         k = inv2s2[b]
         zf = zflat[b]
-        cols = _empty64(W * L, F64)
+        cols = _empty64(W * L, np.float64)
         ref = np.full((nr, Lw), np.inf)
-        den = _zeros64(nr * Lw * L, F64).reshape((nr, Lw * L))
-        den32 = _zeros64(nr * Lw * L, F32).reshape((nr, Lw * L))
-        kept = _empty64(nch * nr * Lw * L, F32)
+        den = _zeros64(nr * Lw * L, np.float64).reshape((nr, Lw * L))
+        den32 = _zeros64(nr * Lw * L, np.float32).reshape((nr, Lw * L))
+        kept = _empty64(nch * nr * Lw * L, np.float32)
         ref_at = np.empty(nch * nr * Lw)
         for ch in range(nch):  # pass 1
             base = ch * C * H * W * L
@@ -397,9 +398,9 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, order):
         seen = np.full((nr, Lw), np.nan)  # the reference of the cached factor
         factor = np.zeros((nr, Lw), dtype=np.float32)
         rowlive = np.zeros(nr, dtype=np.bool_)
-        vcol = _zeros64(Lw * L, F32)
-        acc32 = _zeros64(C * rows * W * L, F32)
-        acc64 = _zeros64(C * rows * W * L, F64)
+        vcol = _zeros64(Lw * L, np.float32)
+        acc32 = _zeros64(C * rows * W * L, np.float32)
+        acc64 = _zeros64(C * rows * W * L, np.float64)
         for ch in range(nch):  # pass 2
             lo, hi = Lw, -1
             for r in range(nr):
@@ -408,26 +409,7 @@ def _rows_batch(z, inv2s2, xf, nch, ph, pw, order):
                     k, kept, ref_at, a, Lw, ref[r], inv[r], seen[r], factor[r], lo, hi
                 )
             if hi >= 0:
-                base = ch * C * H * W * L
-                _sweep(
-                    xf,
-                    base,
-                    C,
-                    H,
-                    W,
-                    l0,
-                    nr,
-                    ph,
-                    pw,
-                    rows,
-                    kept,
-                    ch * nr * Lw * L,
-                    rowlive,
-                    lo,
-                    hi,
-                    vcol,
-                    acc32,
-                )
+                _sweep(xf, kept, ch, C, H, W, l0, ph, pw, rows, rowlive, lo, hi, vcol, acc32)
             if (ch + 1) % FLUSH == 0 or ch == nch - 1:
                 _flush(acc64, acc32)
         for c in range(C):
