@@ -4,12 +4,25 @@
 # small presets. Run from the repository root on a machine with a GPU and the project's
 # dependencies (or with wheels of the missing ones in .whl/, installed into a private folder) and
 # Fashion-MNIST in /usr/share/datasets/fashion-mnist (scripts/setup.sh installs it):
-#     [CKPT=run/last.ckpt] [SKIP="denoisers training"] bash benchmarks/gpu_check.sh [OUT_DIR]
+#     [CKPT=run/last.ckpt] [SKIP="denoisers training"] [DATA=dir] \
+#       bash benchmarks/gpu_check.sh [OUT_DIR]
 # CKPT: a trained UNet run whose heatmaps cut the PSPC-Flex masks (else an untrained UNet's);
-# SKIP: steps to leave out. Writes OUT_DIR/gpu_check.log (default: runs/gpu_check) and ends with
-# a short summary.
+# SKIP: steps to leave out; DATA: a folder holding train-images-idx3-ubyte.gz (and the labels),
+# linked to /usr/share/datasets/fashion-mnist where that is missing (a lent GPU machine has no
+# Fashion-MNIST: carry the two train files there). Writes OUT_DIR/gpu_check.log (default:
+# runs/gpu_check) and ends with a short summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+FMNIST=/usr/share/datasets/fashion-mnist
+if [ ! -d "$FMNIST" ] && [ -n "${DATA:-}" ]; then
+  mkdir -p "$(dirname "$FMNIST")" && ln -s "$(realpath "$DATA")" "$FMNIST" ||
+    { echo "gpu_check: cannot link DATA=$DATA to $FMNIST (needs write access there)"; exit 2; }
+fi
+if [ ! -d "$FMNIST" ]; then
+  echo "gpu_check: no Fashion-MNIST in $FMNIST: install dataset-fashion-mnist, or set DATA to a"
+  echo "folder holding train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz"
+  exit 2
+fi
 OUT=${1:-${OUT:-runs/gpu_check}}
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
