@@ -26,7 +26,7 @@ float64 (logits of ~1e5 at sigma = 0.002 need it), streaming over the training s
   there, weighted by their counts (8-bit images have at most 256 per pixel and channel).
 
 ``method="auto"`` uses ``"fused"`` on CPU; on other devices it picks ``"gemm"`` or ``"pixel"`` by a
-cost model (benchmarks/denoisers.py).
+cost model measured on an H100 (:func:`device_method`).
 """
 
 from __future__ import annotations
@@ -47,12 +47,15 @@ from .softmax import OnlineSoftmax, streaming_logsumexp
 Method = Literal["auto", "fused", "gemm", "pixel"]
 METHODS = ("auto", "fused", "gemm", "pixel")
 
-#: "auto" (off the CPU) uses the GEMM strategy when ``L * K <= GEMM_COST_RATIO * C * H * W``.
-#: Measured on one H100 (28 x 28, N = 2,000 and 10,000, B = 64, sigma 0.03 and 3): "gemm" took
-#: 0.19-0.21x the time of "pixel" at ``L K / (C H W) = 7.8`` and ``18`` (P = 3, 5), 0.21-0.24x at
-#: 31 (P = 7), 0.46-0.51x at 56 (P = 15, the largest ratio of any patch on 28 x 28). So every
-#: patch of a 28 x 28 image takes "gemm"; larger ratios (bigger images) are not measured.
-GEMM_COST_RATIO = 64.0
+#: "auto" off the CPU uses the GEMM strategy when ``L * K <= GEMM_COST_RATIO * B * C * H * W``
+#: (:func:`device_method`). Measured on one H100 (28 x 28, N = 2,000 and 10,000, sigma 0.03 and
+#: 3, both strategies forced): "gemm" costs about ``N L K`` whatever B (its training windows are
+#: built per call; 0.051 / 0.054 s at P = 15, B = 16 / 64, N = 2,000), "pixel" about ``N B H W``
+#: (0.030-0.034 s at B = 16, 0.115-0.141 s at B = 64). "gemm" took 0.15-0.26x the "pixel" time
+#: at B = 64 for P = 3, 5, 7 and 0.41-0.51x at P = 15; at B = 16 0.58-0.91x at P = 5 and 7,
+#: but 1.6-2.0x at P = 15 (``L K / (B C H W) = 3.5``). The ratio 2 picks the faster strategy in
+#: every measured cell; batches below 16 are not measured.
+GEMM_COST_RATIO = 2.0
 
 
 def box_sum(x: Tensor, ph: int, pw: int) -> Tensor:
@@ -133,6 +136,13 @@ def _pspc_pixel(z: Tensor, sigma: Tensor, images: Tensor, ph: int, pw: int, budg
     return out / count
 
 
+def device_method(b: int, c: int, h: int, w: int, ph: int, pw: int) -> Literal["gemm", "pixel"]:
+    """The strategy ``"auto"`` takes off the CPU for ``b`` images ``c x h x w`` and ``ph x pw``
+    windows (:data:`GEMM_COST_RATIO`)."""
+    windows, k = (h - ph + 1) * (w - pw + 1), c * ph * pw
+    return "gemm" if windows * k <= GEMM_COST_RATIO * b * c * h * w else "pixel"
+
+
 def pspc_square_posterior_mean(
     z: Tensor,
     sigma: Tensor,
@@ -164,8 +174,7 @@ def pspc_square_posterior_mean(
     if method == "auto" and z.device.type == "cpu":
         method = "fused"
     elif method == "auto":
-        windows, k = (h - ph + 1) * (w - pw + 1), c * ph * pw
-        method = "gemm" if windows * k <= GEMM_COST_RATIO * c * h * w else "pixel"
+        method = device_method(b, c, h, w, ph, pw)
     if method == "fused":
         if z.device.type != "cpu":
             raise ValueError(

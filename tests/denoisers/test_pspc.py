@@ -13,6 +13,7 @@ from lightning_pspc.denoisers import (
     pspc_values,
     scale_patch_sizes,
 )
+from lightning_pspc.denoisers.pspc import device_method
 from lightning_pspc.denoisers.reference import pspc_square_loop
 from lightning_pspc.diffusion import edm_sigmas
 
@@ -107,6 +108,16 @@ def test_methods_and_chunk_sizes_agree(data):
     outs.append(PSPCSquareDenoiser(train, patch_size=5, method="fused")(z, SIGMAS))
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "b, p, faster",
+    [(64, 3, "gemm"), (64, 7, "gemm"), (64, 15, "gemm"), (16, 5, "gemm"), (16, 7, "gemm")]
+    + [(16, 15, "pixel")],
+)
+def test_auto_off_the_cpu_takes_the_strategy_measured_faster(b, p, faster):
+    # 28 x 28 cells timed with both strategies on an H100 (pspc.GEMM_COST_RATIO)
+    assert device_method(b, 1, 28, 28, p, p) == faster
 
 
 @pytest.fixture(scope="module")
