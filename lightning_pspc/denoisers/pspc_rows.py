@@ -72,17 +72,26 @@ the faster one for larger patches too, while an item's training rows stay in cac
 
 Where the time goes (``perf`` samples of the compiled code, one core, N = 2,000, B = 64, P = 3,
 sigma = 0.03): :func:`_row_lse` 32 %, :func:`_columns` 23 % (its float32 -> float64 conversions
-are about 16 of its 36 vector operations per column), :func:`_sweep` 24 %,
-:func:`_normalize_row` 14 %, the flushes 2 %. Tried and not kept (interleaved with this kernel,
-one core, P = 3 and 5, sigma = 0.03 and 3): normalising inside the sweep (each window's factor
-applied as its weights enter and leave the running sums, subnormals flushed by the MXCSR
-instead of :data:`TINY`): no change; software prefetch of the next chunk's training rows and
-kept weights: 5-7 % slower; the row's running sum with one add on its dependency chain instead of
-two: no change; the per-pixel sums folded to 16 lanes (half the accumulator, which then stays in
-L1): 0-2 %. No single step dominates, and none is bound by memory.
-:func:`_sweep` has one loop over the window columns and one along each image row, with the
-entering and leaving windows as branches; copies of those loops without branches (one per case)
-gave identical results in the same time (-4 to +3 % at P = 3-7, +1 % at P = 9 and 11).
+are about 16 of its 36 vector operations per column), pass 2's image rows and running sums
+(:func:`_sweep`, :func:`_image_row`) 24 %, :func:`_normalize_row` 14 %, the flushes 2 %. With
+N = 256 (every buffer of a work item in L2) pass 2 costs 0-30 % less per chunk, so it is not
+bound by memory either. Tried and not kept (interleaved with this kernel, one core, P = 3-7,
+sigma = 0.03-3):
+
+* normalising inside the sweep (each window's factor applied as its weights enter and leave the
+  running sums, subnormals flushed by the MXCSR instead of :data:`TINY`): no change; the MXCSR
+  flush alone, without :data:`TINY`'s comparisons: 1-2 %;
+* software prefetch of the next chunk's training rows and kept weights: 5-7 % slower; of the
+  kept weights alone in :func:`_normalize_row`: no change;
+* the row's running sum with one add on its dependency chain instead of two: no change;
+* the per-pixel sums folded to 16 lanes (half the accumulator, which then stays in L1): 0-2 %;
+* branches aligned within 32-byte boundaries (LLVM's mitigation of the JCC erratum): no change;
+  glibc's malloc on transparent huge pages: no change.
+
+:func:`_sweep` has one loop over the window columns and one along each image row
+(:func:`_image_row`), with the entering and leaving windows as branches; copies of those loops
+without branches (one per case) gave identical results in the same time (-4 to +3 % at P = 3-7,
++1 % at P = 9 and 11).
 """
 
 from __future__ import annotations
