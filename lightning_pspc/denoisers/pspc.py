@@ -51,9 +51,9 @@ METHODS = ("auto", "fused", "gemm", "pixel")
 #: (:func:`device_method`). Measured on one H100 (28 x 28, N = 2,000 and 10,000, sigma 0.03 and
 #: 3, both strategies forced): "gemm" costs about ``N L K`` whatever B (its training windows are
 #: built per call; 0.051 / 0.054 s at P = 15, B = 16 / 64, N = 2,000), "pixel" about ``N B H W``
-#: (0.030-0.034 s at B = 16, 0.115-0.141 s at B = 64). "gemm" took 0.15-0.26x the "pixel" time
-#: at B = 64 for P = 3, 5, 7 and 0.41-0.51x at P = 15; at B = 16 0.58-0.91x at P = 5 and 7,
-#: but 1.6-2.0x at P = 15 (``L K / (B C H W) = 3.5``). The ratio 2 picks the faster strategy in
+#: (0.029-0.035 s at B = 16, 0.115-0.141 s at B = 64). "gemm" took 0.15-0.29x the "pixel" time
+#: at B = 64 for P = 3, 5, 7 and 0.41-0.52x at P = 15; at B = 16 0.49-0.91x at P = 5 and 7,
+#: but 1.5-2.0x at P = 15 (``L K / (B C H W) = 3.5``). The ratio 2 picks the faster strategy in
 #: every measured cell; batches below 16 are not measured.
 GEMM_COST_RATIO = 2.0
 

@@ -277,7 +277,7 @@ def _image_row(xf, xo, acc, ao, astep, xstep, C, vcol, lo, hi, pw):
     """Pass 2, one image row of a chunk: ``acc[ao + c astep + j L] += G_j x[xo + c xstep + j L]``
     per lane for the columns ``j`` of windows ``lo..hi``, ``G_j`` the running sum of ``vcol`` over
     the windows covering column ``j``. Grayscale has a loop of its own: with the channel loop
-    inside, the test of ``C`` ran for every pixel and its registers spilled (2-5 % of the
+    inside, the test of ``C`` ran for every pixel and its registers spilled (1-5 % of the
     kernel's time; without the channel loop at all, 5-7 %). The running-sum steps are written out
     in both loops: an inlined helper taking ``vcol`` kept numba's reference counting of the array
     in the loop, 1.5x slower."""
