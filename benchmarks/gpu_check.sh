@@ -15,6 +15,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 FMNIST=/usr/share/datasets/fashion-mnist
 if [ ! -d "$FMNIST" ] && [ -n "${DATA:-}" ]; then
+  [ -d "$DATA" ] ||
+    { echo "gpu_check: DATA=$DATA is not a folder (it should hold the train files)"; exit 2; }
   mkdir -p "$(dirname "$FMNIST")" && ln -s "$(realpath "$DATA")" "$FMNIST" ||
     { echo "gpu_check: cannot link DATA=$DATA to $FMNIST (needs write access there)"; exit 2; }
 fi
