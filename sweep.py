@@ -1,11 +1,11 @@
 """Training-set-size sweep: ``python sweep.py --config configs/sweep_fmnist.yaml --sizes 16 64 256``.
 
-See ``lightning_pspc/sweep.py`` (``python sweep.py --help``).
+See ``lightning_pspc/commands/sweep.py`` (``python sweep.py --help``).
 """
 
 import sys
 
-from lightning_pspc.sweep import main
+from lightning_pspc.commands.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main())

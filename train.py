@@ -1,9 +1,9 @@
 """Train a diffusion denoiser: ``python train.py fit --config configs/<preset>.yaml [overrides]``.
 
-See ``lightning_pspc/cli.py`` for the run folder, checkpoint and resume logic.
+See ``lightning_pspc/commands/train.py`` for the run folder, checkpoint and resume logic.
 """
 
-from lightning_pspc.cli import main
+from lightning_pspc.commands.train import main
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""Cost of one evaluation of the callbacks against training time (prints a table; not a test).
+"""Cost of one evaluation of the callbacks against training time (prints a table, writes JSON;
+not a test).
 
 Builds a preset's model and data (random weights suffice: cost does not depend on them), times a
 few training steps, one DenoiserComparison evaluation (first call, which also fills the reference
@@ -7,12 +8,18 @@ overhead fraction expected for given evaluation periods.
 
     .venv/bin/python benchmarks/callbacks.py
     .venv/bin/python benchmarks/callbacks.py --config configs/dit_fmnist_small.yaml --every 2 5
+
+The figures go to ``benchmarks/results/callbacks.json`` (``--json PATH``, ``--no-json``; see
+``benchmarks/results_io.py``): one cell per timed item (part ``cost``); the summary holds the
+expected overhead and the data the preset built.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -26,6 +33,9 @@ from lightning_pspc.evaluation import (
 )
 from lightning_pspc.evaluation.plots import heatmap_figure, mse_vs_sigma_figure, save_figure
 from lightning_pspc.runs import build_from_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_io.py, beside this script
+import results_io  # noqa: E402
 
 
 def timed(fn, *args):
@@ -41,6 +51,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--every", type=int, nargs=2, default=[2, 5], help="periods: compare, memo")
     p.add_argument("--steps", type=int, default=4, help="training steps to time")
+    results_io.add_json_options(p, "callbacks")
     args = p.parse_args()
     module, dm = build_from_config(args.config)
     shape, n = dm.image_shape, dm.num_train
@@ -93,6 +104,21 @@ def main() -> None:
     for name, secs in rows:
         print(f"  {name:<42} {secs:8.2f} s")
     print(f"  expected overhead with periods compare={ce}, memorization={me}: {100 * frac:.1f} %")
+    cells = [{"part": "cost", "item": name, "seconds": secs} for name, secs in rows]
+    summary = {
+        "worst": [
+            {
+                "figure": "expected overhead of the callbacks",
+                "value_percent": 100 * frac,
+                "compare_every": ce,
+                "memorization_every": me,
+            }
+        ],
+        "N": n,
+        "image_shape": list(shape),
+        "probes_train_heldout_reverse": [tr, he, rv],
+    }
+    results_io.save("callbacks", args, results_io.machine(), cells, summary)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark of the closed-form denoisers on Fashion-MNIST (prints tables; not a test).
+"""Benchmark of the closed-form denoisers on Fashion-MNIST (prints tables, writes JSON; not a test).
 
 Grid: PSPCSquareDenoiser (one patch size P) against a per-position loop with the structure of the
 published PSPC code (a Python loop over every patch position, each a streaming posterior mean
@@ -39,11 +39,18 @@ rank's PSPC calls, a load that ranks doing the same work do not meet):
 
     .venv/bin/python benchmarks/denoisers.py --ranks 2 --sizes 2000 10000
 
-(Two instances started side by side from the shell, as before this option, drift apart: one
-times its N = 10,000 cells while the other is still at N = 2,000.) This machine is a VM whose
-two cores vary by up to 1.5x from run to run and from each other (pass 1 of the rows kernel,
-alone on one core, took 0.107 s on one and 0.150 s on the other in consecutive runs): compare
-figures within one run, where PSPC and the empirical denoiser are timed in turn.
+Two separate instances started side by side from the shell do not measure this: without the
+barrier they drift apart (one times its N = 10,000 cells while the other is still at N = 2,000).
+
+Reading the figures: PSPC and the empirical denoiser are timed in turn within every round, so
+their ratio is the figure to compare between runs. Absolute times move with the load on the
+cores and, on shared or virtual machines, with the host, by up to 1.5x between runs and between
+cores; compare times within one run.
+
+The figures go to ``benchmarks/results/denoisers.json`` (``--json PATH``, ``--no-json``; see
+``benchmarks/results_io.py``): a cell per grid cell (part ``grid``) and per workload training-set
+size (part ``workload``); the summary holds the worst cells per (N, B), the overall worst
+figures and whether every cell meets the targets.
 """
 
 from __future__ import annotations
@@ -53,19 +60,25 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numba
 import torch
 
 from lightning_pspc.data import IDXSource
-from lightning_pspc.denoisers import EmpiricalDenoiser, PSPCSquareDenoiser, numba_target
-from lightning_pspc.denoisers.reference import pspc_square_loop
+from lightning_pspc.denoisers import EmpiricalDenoiser, PSPCSquareDenoiser
+from lightning_pspc.denoisers.kernels import numba_target
+from lightning_pspc.denoisers.loops.pspc_loops import pspc_square_loop
 from lightning_pspc.diffusion import edm_sigmas
-from lightning_pspc.evaluation.engine import denoise_batched
+from lightning_pspc.evaluation.batching import denoise_batched
 from lightning_pspc.evaluation.probes import forward_probes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_io.py, beside this script
+import results_io  # noqa: E402
 
 
 class PeakMemory:
@@ -284,9 +297,42 @@ def ranks_grid(args: argparse.Namespace) -> list[dict]:
     return merged
 
 
-def summarize(cells: list[dict], args: argparse.Namespace) -> None:
-    """Worst cells, the cells that miss a target, and a markdown table (rows N, B, sigma)."""
-    name = lambda c: f"N={c['n']} B={c['b']} P={c['p']} sigma={c['sigma']:g}"  # noqa: E731
+def cell_name(c: dict) -> str:
+    """A grid cell's coordinates, as the summary names it."""
+    return f"N={c['n']} B={c['b']} P={c['p']} sigma={c['sigma']:g}"
+
+
+def json_cell(c: dict) -> dict:
+    """A grid cell as written to the JSON document (explicit keys, units in the names)."""
+    out = {
+        "part": "grid",
+        "N": c["n"],
+        "B": c["b"],
+        "P": c["p"],
+        "sigma": c["sigma"],
+        "pspc_seconds": c["t"],
+        "empirical_seconds": c["emp"],
+        "loop_seconds": c["loop"],
+        "speedup": c["loop"] / c["t"],
+        "ratio_to_empirical": c["t"] / c["emp"],
+        "max_abs_diff": c["diff"],
+    }
+    if "rank" in c:
+        out["rank"] = c["rank"]
+    return out
+
+
+def summarize(cells: list[dict], args: argparse.Namespace) -> dict:
+    """Prints the worst cells, the cells that miss a target and a markdown table (rows N, B,
+    sigma); returns them as the JSON document's summary."""
+    name = cell_name
+    misses = [
+        c for c in cells if c["loop"] / c["t"] < args.target or c["t"] / c["emp"] > args.emp_target
+    ]
+    summary: dict = {
+        "speedup_target": args.target,
+        "ratio_to_empirical_target": args.emp_target,
+    }
     timed_loop = [c for c in cells if math.isfinite(c["loop"])]
     if timed_loop:
         worst = min(timed_loop, key=lambda c: c["loop"] / c["t"])
@@ -296,15 +342,27 @@ def summarize(cells: list[dict], args: argparse.Namespace) -> None:
         )
         diffs = [c["diff"] for c in timed_loop if math.isfinite(c["diff"])]
         print(f"largest max|diff| to the float32 loop: {max(diffs, default=math.nan):.1e}")
+        summary.update(
+            smallest_speedup=worst["loop"] / worst["t"],
+            smallest_speedup_at=name(worst),
+            speedup_pass=worst["loop"] / worst["t"] >= args.target,
+            largest_max_abs_diff=max(diffs, default=math.nan),
+        )
+    else:
+        summary["speedup_pass"] = None  # the loop was not timed
     worst_emp = max(cells, key=lambda c: c["t"] / c["emp"])
     print(
         f"largest time / empirical: {worst_emp['t'] / worst_emp['emp']:.1f}x ({name(worst_emp)}: "
         f"{worst_emp['t']:.4f} s vs {worst_emp['emp']:.4f} s); target <= {args.emp_target:g}x"
     )
-    misses = [
-        c for c in cells if c["loop"] / c["t"] < args.target or c["t"] / c["emp"] > args.emp_target
-    ]
     print("cells missing a target: " + (", ".join(map(name, misses)) if misses else "none"))
+    summary.update(
+        largest_ratio_to_empirical=worst_emp["t"] / worst_emp["emp"],
+        largest_ratio_to_empirical_at=name(worst_emp),
+        ratio_to_empirical_pass=worst_emp["t"] / worst_emp["emp"] <= args.emp_target,
+        cells_missing_a_target=[name(c) for c in misses],
+    )
+    summary["pass"] = not misses
     ps = sorted({c["p"] for c in cells})
     print("\ncells: PSPC time, speed-up over the loop, PSPC time / empirical time (e)")
     print("\n| N | B | sigma | " + " | ".join(f"P={p}" for p in ps) + " | empirical |")
@@ -317,14 +375,47 @@ def summarize(cells: list[dict], args: argparse.Namespace) -> None:
         ]
         emp_t = sorted(c["emp"] for c in row.values())[len(row) // 2]  # median of the row's
         print(f"| {key[0]:,} | {key[1]} | {key[2]:g} | " + " | ".join(figs) + f" | {emp_t:.3f} s |")
+    summary["worst"] = [worst_of_group(group, args) for group in groups(cells)]
+    return summary
 
 
-def workload(args: argparse.Namespace, data: torch.Tensor, device: torch.device) -> None:
-    """One DenoiserComparison evaluation's forward probes through PSPC and through the loop."""
+def groups(cells: list[dict]) -> list[list[dict]]:
+    """The grid's cells grouped by (N, B), in the grid's order."""
+    keys = dict.fromkeys((c["n"], c["b"]) for c in cells)
+    return [[c for c in cells if (c["n"], c["b"]) == key] for key in keys]
+
+
+def worst_of_group(cells: list[dict], args: argparse.Namespace) -> dict:
+    """The worst cells of one (N, B): smallest speed-up, largest time / empirical, misses."""
+    at = lambda c: f"P={c['p']} sigma={c['sigma']:g}"  # noqa: E731
+    row: dict = {"N": cells[0]["n"], "B": cells[0]["b"]}
+    timed_loop = [c for c in cells if math.isfinite(c["loop"])]
+    if timed_loop:
+        worst = min(timed_loop, key=lambda c: c["loop"] / c["t"])
+        row.update(smallest_speedup=worst["loop"] / worst["t"], smallest_speedup_at=at(worst))
+    worst = max(cells, key=lambda c: c["t"] / c["emp"])
+    row.update(
+        largest_ratio_to_empirical=worst["t"] / worst["emp"],
+        largest_ratio_to_empirical_at=at(worst),
+        pspc_seconds=worst["t"],
+        empirical_seconds=worst["emp"],
+    )
+    if "rank" in worst:
+        row["rank"] = worst["rank"]
+    row["cells_missing"] = sum(
+        c["loop"] / c["t"] < args.target or c["t"] / c["emp"] > args.emp_target for c in cells
+    )
+    return row
+
+
+def workload(args: argparse.Namespace, data: torch.Tensor, device: torch.device) -> list[dict]:
+    """One DenoiserComparison evaluation's forward probes through PSPC and through the loop;
+    one JSON cell per training-set size."""
     sigmas = edm_sigmas(18)
     pool, held = data[: min(args.workload_sizes)], data[-1000:]
     probes = [forward_probes(pool, sigmas, 8, seed=0), forward_probes(held, sigmas, 8, seed=1)]
     print(f"\nworkload: {sum(len(q) for q in probes)} probes (8 train + 8 held-out x 18 sigmas)")
+    cells = []
     for n in args.workload_sizes:
         train = data[:n].to(device)
         d = PSPCSquareDenoiser(train, method=args.method)  # default 28x28 schedule
@@ -357,6 +448,20 @@ def workload(args: argparse.Namespace, data: torch.Tensor, device: torch.device)
             f"(patch sizes {d.patch_sizes})",
             flush=True,
         )
+        cells.append(
+            {
+                "part": "workload",
+                "N": n,
+                "probes": sum(len(q) for q in probes),
+                "pspc_seconds": t,
+                "loop_seconds": loop_t,
+                "loop_rows": args.loop_rows,
+                "speedup": loop_t / t,
+                "max_abs_diff": diff,
+                "patch_sizes": [int(p) for p in d.patch_sizes],
+            }
+        )
+    return cells
 
 
 def main() -> None:
@@ -407,6 +512,7 @@ def main() -> None:
         help="time the grid in this many processes at once, one core and one thread each, in "
         "lock-step (as DDP ranks); CPU only, without the loop and the workload",
     )
+    results_io.add_json_options(ap, "denoisers")
     args = ap.parse_args()
     global LOOP_THREADS
     LOOP_THREADS = args.loop_threads
@@ -415,18 +521,25 @@ def main() -> None:
         f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
         f"numba 512-bit vectors={numba_target.WIDE_VECTORS}"
     )
+    machine = results_io.machine(device, numba_wide_vectors=numba_target.WIDE_VECTORS)
+    cells, summary = [], {}
     if args.ranks > 1:
         if device.type != "cpu":
             raise SystemExit(f"--ranks {args.ranks} times CPU processes; --device is {device}")
         args.no_loop = True
         print(f"{args.ranks} ranks, one core and one thread each, in lock-step")
-        summarize(ranks_grid(args), args)
-        return
-    data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]
-    if not args.no_grid:
-        summarize(grid(args, data, device), args)
-    if not args.no_workload:
-        workload(args, data, device)
+        merged = ranks_grid(args)
+        summary = summarize(merged, args)
+        cells = [json_cell(c) for c in merged]
+    else:
+        data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]
+        if not args.no_grid:
+            found = grid(args, data, device)
+            summary = summarize(found, args)
+            cells = [json_cell(c) for c in found]
+        if not args.no_workload:
+            cells += workload(args, data, device)
+    results_io.save("denoisers", args, machine, cells, summary)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Cost per checkpoint of the generalization measures of eval.py (prints a table; not a test).
+"""Cost per checkpoint of the generalization measures of eval.py (prints a table, writes JSON;
+not a test).
 
 Builds a preset's model and data at each N (random weights suffice: cost does not depend on
 them) and times, in one evaluation each, the :class:`Generalization` member (linearity,
@@ -9,19 +10,29 @@ network's) and the twin similarity of two sample sets. Wall seconds and process 
     .venv/bin/python benchmarks/generalization.py
     .venv/bin/python benchmarks/generalization.py --config configs/unet_fmnist_small.yaml \
         --sizes 1024 --pairs 8 --samples 8
+
+The figures go to ``benchmarks/results/generalization.json`` (``--json PATH``, ``--no-json``;
+see ``benchmarks/results_io.py``): one cell per measure and N (part ``cost``); the summary holds
+the slowest measure and the total of each N.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from lightning_pspc.evaluation import EvalData, Evaluation, sample_batched
-from lightning_pspc.evaluation.generalization import Agreement, Generalization
-from lightning_pspc.evaluation.twins import twin_record
+from lightning_pspc.evaluation.members.agreement import Agreement
+from lightning_pspc.evaluation.members.generalization import Generalization
+from lightning_pspc.evaluation.twin_runs import twin_record
 from lightning_pspc.runs import build_from_config, load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_io.py, beside this script
+import results_io  # noqa: E402
 
 
 def timed(fn):
@@ -38,24 +49,49 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=4, help="agreement samples (sweep default 4)")
     p.add_argument("--references", nargs="+", default=["empirical", "pspc", "gaussian"])
     p.add_argument("--agreement-references", nargs="+", default=["empirical", "pspc"])
+    results_io.add_json_options(p, "generalization")
     args = p.parse_args()
     config = load_config(args.config)
     print(f"threads: {torch.get_num_threads()}; config {args.config}")
     print(f"{'measure':<44}{'N':>7}{'wall s':>9}{'cpu s':>9}")
+    cells = []
     for n in args.sizes:
         config["data"] = {**(config.get("data") or {}), "num_train": n}
-        bench(n, config, args)
+        cells += bench(n, config, args)
+    results_io.save("generalization", args, results_io.machine(), cells, summarize(cells))
 
 
-def bench(n: int, config: dict, args: argparse.Namespace) -> None:
-    """Print the rows of training-set size ``n``."""
+def summarize(cells: list[dict]) -> dict:
+    """The slowest measure and the total wall and CPU seconds of each N (no targets)."""
+    worst = []
+    for n in dict.fromkeys(c["N"] for c in cells):
+        mine = [c for c in cells if c["N"] == n]
+        slow = max(mine, key=lambda c: c["wall_seconds"])
+        worst.append(
+            {
+                "N": n,
+                "slowest_measure": slow["measure"],
+                "slowest_wall_seconds": slow["wall_seconds"],
+                "total_wall_seconds": sum(c["wall_seconds"] for c in mine),
+                "total_cpu_seconds": sum(c["cpu_seconds"] for c in mine),
+            }
+        )
+    return {"worst": worst}
+
+
+def bench(n: int, config: dict, args: argparse.Namespace) -> list[dict]:
+    """Print the rows of training-set size ``n``; return them as JSON cells."""
     module, dm = build_from_config(config)
     net = module.eval().denoiser
     data = EvalData.from_datamodule(dm)
+    cells = []
 
     def row(name, fn):
         out, wall, cpu = timed(fn)
         print(f"{name:<44}{n:>7}{wall:>9.1f}{cpu:>9.1f}", flush=True)
+        cells.append(
+            {"part": "cost", "measure": name, "N": n, "wall_seconds": wall, "cpu_seconds": cpu}
+        )
         return out
 
     members = [Generalization(args.pairs), Agreement(args.agreement_references, args.samples)]
@@ -78,6 +114,7 @@ def bench(n: int, config: dict, args: argparse.Namespace) -> None:
         "twin similarity, 64 samples",
         lambda: twin_record(data.train[:half], data.train[half:], samples, samples.flip(0)),
     )
+    return cells
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Benchmark of the local family and of sensitivity heatmaps on Fashion-MNIST (prints; not a test).
+"""Benchmark of the local family and of sensitivity heatmaps on Fashion-MNIST (prints, writes
+JSON; not a test).
 
 * PSPC-Flex (FPMC engine; ``--engine torch`` for the torch engine on the CPU too) against the published structure (a Python loop over the 784 anchors,
   one masked posterior mean per anchor, data streamed 100 images at a time, float32 ``cdist``),
@@ -14,11 +15,17 @@
     .venv/bin/python benchmarks/locality.py --ckpt /tmp/loc_runs/u/last.ckpt   # ~8 min, 2 cores
 
 Without ``--ckpt`` the heatmaps for the masks come from an untrained UNet (said in the output).
+
+The figures go to ``benchmarks/results/locality.json`` (``--json PATH``, ``--no-json``; see
+``benchmarks/results_io.py``): parts ``flex`` (one cell per tau, and the soft masks), ``els`` (one
+per patch size) and ``heatmaps`` (one per preset); the summary holds the smallest speed-ups, the
+largest differences and the GEMM rate of the floors.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +34,14 @@ import torch
 
 from lightning_pspc.data import IDXSource
 from lightning_pspc.denoisers import EmpiricalDenoiser, EquivariantLocalDenoiser, PSPCFlexDenoiser
+from lightning_pspc.denoisers.loops.local_loops import els_cdist_loop, pspc_flex_published
 from lightning_pspc.denoisers.pspc_flex import masks_from_heatmaps
-from lightning_pspc.denoisers.reference_local import els_cdist_loop, pspc_flex_published
 from lightning_pspc.evaluation.probes import forward_probes
 from lightning_pspc.locality import sensitivity_heatmaps
 from lightning_pspc.runs import build_from_config, load_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_io.py, beside this script
+import results_io  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +79,11 @@ def gemm_rate() -> float:
     return 1024**3 / best_time(lambda: a @ a, 3)
 
 
-def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None:
+def bench_flex(
+    args, data: torch.Tensor, held: torch.Tensor, rate: float
+) -> tuple[list[dict], dict]:
+    """PSPC-Flex against the published structure: one JSON cell per tau (and the soft masks),
+    and where the masks came from."""
     if args.ckpt:
         module, _ = load_run(args.ckpt)
         source = f"UNet trained briefly ({args.ckpt})"
@@ -80,9 +94,10 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
     probes = probes_at(held[: args.heatmap_probes], args.sigma, seed=0).to(DEVICE)
     t0 = time.perf_counter()
     hm = sensitivity_heatmaps(net, probes, args.sigma)
+    t_hm = time.perf_counter() - t0
     print(
         f"\nPSPC-Flex masks: heatmaps of the {source} at sigma={args.sigma}, "
-        f"{args.heatmap_probes} held-out probes ({time.perf_counter() - t0:.1f} s)"
+        f"{args.heatmap_probes} held-out probes ({t_hm:.1f} s)"
     )
     n, b = args.flex_n, args.batch
     x = data[:n].to(DEVICE)
@@ -95,6 +110,12 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
         f"{'tau':>5} {'|mask|':>7} {'K':>4} {'engine s':>9} {'published s':>12} {'speed-up':>9} "
         f"{'x empirical':>12} {'of floor':>9} {'max|diff|':>10}"
     )
+    common = {"N": n, "B": b, "sigma": args.sigma, "empirical_seconds": t_emp}
+    masks_info = {
+        "flex_masks": f"heatmaps of the {source} at sigma={args.sigma}",
+        "flex_masks_heatmap_seconds": t_hm,
+    }
+    cells = []
     for tau in args.taus:
         d = PSPCFlexDenoiser(x, hm, tau)
         masks = masks_from_heatmaps(hm, tau)
@@ -109,10 +130,26 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
         sync()
         t_pub = time.perf_counter() - t0
         floor = 2 * b * coll.num_elements * n * size / rate
+        diff = (out - ref).abs().max().item()
         print(
             f"{tau:>5.2f} {size:>7.1f} {coll.num_elements:>4} {t:>9.3f} {t_pub:>12.2f} "
-            f"{t_pub / t:>8.1f}x {t / t_emp:>11.1f}x {floor / t:>9.2f} "
-            f"{(out - ref).abs().max().item():>10.1e}"
+            f"{t_pub / t:>8.1f}x {t / t_emp:>11.1f}x {floor / t:>9.2f} {diff:>10.1e}"
+        )
+        cells.append(
+            {
+                "part": "flex",
+                "masks": "hard",
+                "tau": tau,
+                "mask_pixels": size,
+                "K": coll.num_elements,
+                **common,
+                "engine_seconds": t,
+                "published_seconds": t_pub,
+                "speedup": t_pub / t,
+                "ratio_to_empirical": t / t_emp,
+                "fraction_of_floor": floor / t,
+                "max_abs_diff": diff,
+            }
         )
     # the soft relaxation has no published loop: its time against the empirical denoiser's
     d = PSPCFlexDenoiser(x, hm, soft=True)
@@ -122,9 +159,27 @@ def bench_flex(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> Non
     print(
         f" soft {'all':>7} {d.collection(0).num_elements:>4} {t:>9.3f} {'-':>12} {'-':>9} {t / t_emp:>11.1f}x"
     )
+    cells.append(
+        {
+            "part": "flex",
+            "masks": "soft",
+            "tau": None,
+            "mask_pixels": None,
+            "K": d.collection(0).num_elements,
+            **common,
+            "engine_seconds": t,
+            "published_seconds": None,
+            "speedup": None,
+            "ratio_to_empirical": t / t_emp,
+            "fraction_of_floor": None,
+            "max_abs_diff": None,
+        }
+    )
+    return cells, masks_info
 
 
-def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None:
+def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> list[dict]:
+    """Circular ELS against the per-pixel cdist loop, one JSON cell per patch size."""
     n, b = args.els_n, args.batch
     x = data[:n].to(DEVICE)
     z = probes_at(held[-b:], args.sigma, seed=1).to(DEVICE)
@@ -140,6 +195,7 @@ def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None
         f"{'x empirical':>12} {'of floor':>9} {'max|diff|':>10}"
     )
     c, h, w = x.shape[1:]
+    cells = []
     for k in args.els_sizes:
         d = EquivariantLocalDenoiser(x, patch_size=k)
         d.engine = args.engine
@@ -153,13 +209,35 @@ def bench_els(args, data: torch.Tensor, held: torch.Tensor, rate: float) -> None
         t_loop = (time.perf_counter() - t0) * h / rows  # every row of pixels costs the same
         m = n * (h - k + 1) * (w - k + 1)
         floor = b * h * w * m * (c * k * k + c) / rate
+        diff = (out - ref)[:, :, :rows].abs().max().item()
         print(
             f"{k:>3} {m:>8} {t:>9.3f} {t_loop:>13.2f} {t_loop / t:>8.1f}x {t / t_emp:>11.0f}x "
-            f"{floor / t:>9.2f} {(out - ref)[:, :, :rows].abs().max().item():>10.1e}"
+            f"{floor / t:>9.2f} {diff:>10.1e}"
         )
+        cells.append(
+            {
+                "part": "els",
+                "k": k,
+                "N": n,
+                "B": b,
+                "sigma": args.sigma,
+                "patches": m,
+                "empirical_seconds": t_emp,
+                "engine_seconds": t,
+                "loop_seconds": t_loop,
+                "loop_rows": rows,
+                "speedup": t_loop / t,
+                "ratio_to_empirical": t / t_emp,
+                "fraction_of_floor": floor / t,
+                "max_abs_diff": diff,
+            }
+        )
+    return cells
 
 
-def bench_heatmaps(args, held: torch.Tensor) -> None:
+def bench_heatmaps(args, held: torch.Tensor) -> list[dict]:
+    """Sensitivity heatmap seconds per probe, full and strided, one JSON cell per preset."""
+    cells = []
     print("\nSensitivity heatmaps (one sigma; seconds per sigma and per probe)")
     print(f"{'preset':<22} {'params':>8} {'M':>3} {'full s/probe':>13} {'stride-4 s/probe':>17}")
     for name in ("unet_fmnist_small", "dit_fmnist_small"):
@@ -173,6 +251,50 @@ def bench_heatmaps(args, held: torch.Tensor) -> None:
             lambda net=net, z=z: sensitivity_heatmaps(net, z, args.sigma, stride=4), 2
         )
         print(f"{name:<22} {params / 1e6:>7.2f}M {m:>3} {full:>13.2f} {strided / m:>17.2f}")
+        cells.append(
+            {
+                "part": "heatmaps",
+                "preset": name,
+                "params_millions": params / 1e6,
+                "probes": m,
+                "sigma": args.sigma,
+                "full_seconds_per_probe": full,
+                "stride4_seconds_per_probe": strided / m,
+            }
+        )
+    return cells
+
+
+def summarize(cells: list[dict], rate: float) -> dict:
+    """The smallest speed-up, largest time / empirical and largest difference of each part (the
+    benchmark sets no targets)."""
+    summary: dict = {"gemm_multiply_adds_per_second": rate, "worst": []}
+    for part, what, key in (("flex", "PSPC-Flex", "tau"), ("els", "circular ELS", "k")):
+        mine = [c for c in cells if c["part"] == part]
+        timed = [c for c in mine if c["speedup"] is not None]
+        if not timed:
+            continue
+
+        def at(c: dict, key: str = key) -> str:
+            return (f"{key}={c[key]:g}" if c[key] is not None else "soft masks") + f" N={c['N']}"
+
+        slow = min(timed, key=lambda c: c["speedup"])
+        heavy = max(mine, key=lambda c: c["ratio_to_empirical"])
+        off = max(timed, key=lambda c: c["max_abs_diff"])
+        summary["worst"] += [
+            {"figure": f"{what}: smallest speed-up", "value": slow["speedup"], "at": at(slow)},
+            {
+                "figure": f"{what}: largest time / empirical",
+                "value": heavy["ratio_to_empirical"],
+                "at": at(heavy),
+            },
+            {
+                "figure": f"{what}: largest max abs diff",
+                "value": off["max_abs_diff"],
+                "at": at(off),
+            },
+        ]
+    return summary
 
 
 def main() -> None:
@@ -204,6 +326,7 @@ def main() -> None:
         help="auto: the fused numba kernels on the CPU; on CUDA the Triton kernel for ELS and the "
         "torch engine for PSPC-Flex",
     )
+    results_io.add_json_options(ap, "locality")
     args = ap.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -214,12 +337,17 @@ def main() -> None:
     )
     data = IDXSource().load().float() / 127.5 - 1  # [60000, 1, 28, 28]
     held = data[-64:]  # images outside every data set used here
+    cells, masks_info = [], {}
     if "flex" not in args.skip:
-        bench_flex(args, data, held, rate)
+        flex, masks_info = bench_flex(args, data, held, rate)
+        cells += flex
     if "els" not in args.skip:
-        bench_els(args, data, held, rate)
+        cells += bench_els(args, data, held, rate)
     if "heatmaps" not in args.skip:
-        bench_heatmaps(args, held)
+        cells += bench_heatmaps(args, held)
+    machine = results_io.machine(DEVICE)
+    summary = {**summarize(cells, rate), **masks_info}
+    results_io.save("locality", args, machine, cells, summary)
 
 
 if __name__ == "__main__":

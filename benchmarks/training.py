@@ -3,17 +3,23 @@
 For each small preset, one network, batch size and optimizer (from the preset's config) train on
 random images for ``--steps`` timed steps after ``--warmup`` untimed ones: (a) ``Trainer.fit`` of
 :class:`DiffusionModule`, (b) a hand-written loop doing the same work (EDM loss, backward, Adam
-step, EMA update). Prints images/s of both and their ratio (target >= 0.95). Not a test.
+step, EMA update). Prints images/s of both and their ratio (Lightning / bare; target >= 0.95,
+``--target``). Not a test.
 
     python benchmarks/training.py [--steps 10] [--warmup 5] [--repeats 2] [--device cpu|cuda]
 
 On CUDA both run in bf16 autocast (``precision="bf16-mixed"``); on CPU in float32.
+
+The figures go to ``benchmarks/results/training.json`` (``--json PATH``, ``--no-json``; see
+``benchmarks/results_io.py``): one cell per preset (part ``throughput``); the summary holds the
+smallest ratio and whether it meets the target.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +32,9 @@ from lightning_pspc.data import ImageTensorDataset, collate_images
 from lightning_pspc.ema import ema_beta, update_ema
 from lightning_pspc.module import DiffusionModule
 from lightning_pspc.runs import build_from_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_io.py, beside this script
+import results_io  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -121,6 +130,8 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many alternated runs")
+    parser.add_argument("--target", type=float, default=0.95, help="smallest ratio to reach")
+    results_io.add_json_options(parser, "training")
     args = parser.parse_args()
     device = torch.device(args.device)
     steps = args.steps or (50 if device.type == "cuda" else 10)
@@ -128,6 +139,8 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     print(f"device {device}, {steps} timed steps after {args.warmup} warm-up steps")
     print(f"{'preset':<20} {'bare img/s':>12} {'lightning img/s':>16} {'ratio':>7}")
+    precision = "bf16-mixed" if device.type == "cuda" else "32-true"
+    cells = []
     for preset in args.presets:
         bare_loop(preset, device, 2, args.warmup)  # one-time costs (kernel selection, allocator)
         bare = light = 0.0
@@ -135,6 +148,33 @@ def main() -> None:
             bare = max(bare, bare_loop(preset, device, steps, args.warmup))
             light = max(light, lightning_loop(preset, device, steps, args.warmup))
         print(f"{preset:<20} {bare:>12.1f} {light:>16.1f} {light / bare:>7.3f}")
+        cells.append(
+            {
+                "part": "throughput",
+                "preset": preset,
+                "precision": precision,
+                "steps": steps,
+                "bare_images_per_second": bare,
+                "lightning_images_per_second": light,
+                "ratio": light / bare,
+            }
+        )
+    worst = min(cells, key=lambda c: c["ratio"])
+    print(f"smallest ratio: {worst['ratio']:.3f} ({worst['preset']}); target >= {args.target:g}")
+    summary = {
+        "worst": [
+            {
+                "figure": "smallest ratio Lightning / bare",
+                "value": worst["ratio"],
+                "at": worst["preset"],
+                "target": f">= {args.target:g}",
+                "pass": worst["ratio"] >= args.target,
+            }
+        ],
+        "ratio_target": args.target,
+        "pass": worst["ratio"] >= args.target,
+    }
+    results_io.save("training", args, results_io.machine(device), cells, summary)
 
 
 if __name__ == "__main__":

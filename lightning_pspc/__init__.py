@@ -5,4 +5,8 @@ Every denoiser in the project, trained or closed-form, has the one call
 images in [-1, 1], ``z = x + sigma * eps``).
 """
 
+from . import _legacy
+
 __version__ = "0.1.0"
+
+_legacy.install()  # old module paths (moved modules) stay importable

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
-from .checksum import add_checksum
 from .diffusion import AugmentPipe, EDMLoss, EDMPrecond, heun_sample
 from .ema import ema_beta, make_ema, update_ema
+from .runs.checkpoints import add_checksum
 
 DEFAULT_VAL_SIGMAS = (0.02, 0.1, 0.5, 1.0, 2.0, 10.0)
 

@@ -1,13 +1,13 @@
 """Training callbacks: checkpoints, sample grids, throughput and periodic evaluations."""
 
 from .checkpoint import LastCheckpoint, RunCheckpoint
-from .comparison import DenoiserComparison
-from .generalization import GeneralizationMonitor
-from .locality import LocalityMonitor
-from .memorization import MemorizationMonitor
+from .denoiser_comparison import DenoiserComparison
+from .generalization_monitor import GeneralizationMonitor
+from .locality_monitor import LocalityMonitor
+from .memorization_monitor import MemorizationMonitor
 from .periodic import PeriodicEvaluation, is_last_epoch
 from .progress import EpochLines
-from .samples import SampleGrid
+from .sample_grid import SampleGrid
 from .throughput import Throughput
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Base of the evaluation callbacks: when to run, timing, progress bars, history, PNG + W&B charts.
 
-What is measured comes from :mod:`lightning_pspc.evaluation.pipeline`: each callback names its
+What is measured comes from :mod:`lightning_pspc.evaluation`: each callback names its
 members and settings, builds one :class:`~lightning_pspc.evaluation.Evaluation` at setup and calls
 it every ``every_n_epochs`` epochs.
 """
@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from ..evaluation.calibration import CalibrationSettings
 from ..evaluation.pipeline import EvalData, Evaluation, EvaluationMember, figures_of
 from ..evaluation.plots import save_figure
 from ..evaluation.probes import probe_sigmas
@@ -63,6 +64,8 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
         self.progress, self.dirpath = progress, dirpath
         self.references, self.sigmas = tuple(references), sigmas
         self.seed, self.batch_size = seed, batch_size
+        #: how the evaluation's calibrated references fit the network (default settings if None)
+        self.calibration: CalibrationSettings | None = None
         self.evaluation: Evaluation | None = None
         #: ``{member: [(epoch, record), ...]}`` of every evaluation, for the charts
         self.histories: dict[str, list[tuple[int, Any]]] = {}
@@ -139,6 +142,7 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
             device,
             trainer.global_rank,
             trainer.world_size,
+            calibration=self.calibration,
         )
 
     def evaluate(

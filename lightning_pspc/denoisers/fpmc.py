@@ -30,7 +30,7 @@ How it is computed (exact, float64 logits, any device, mixed sigmas in one batch
 Memory is bounded by ``chunk_elements`` (float64 elements of the largest temporary).
 
 On the CPU (``engine="auto"``) the posterior means are instead computed by a fused numba kernel
-(:mod:`.fpmc_cpu`): per element, exact float64 distances over its own support only (no
+(:mod:`.kernels.fpmc_cpu`): per element, exact float64 distances over its own support only (no
 union), the softmax and the numerators in one streamed sweep over the training set. Measured
 4-5x faster than the blocks above for PSPC-Flex masks (Fashion-MNIST, N = 2000, B = 16, 2
 cores); ``chunk_elements`` does not apply to it (its buffers are ``B x 512`` per thread).
@@ -50,7 +50,7 @@ from .softmax import OnlineSoftmax
 #: Elements per block: larger blocks make bigger matrix products but wider support unions.
 DEFAULT_BLOCK_SIZE = 16
 
-#: ``"auto"``: the fused numba kernel (:mod:`.fpmc_cpu`) on the CPU, the torch engine elsewhere.
+#: ``"auto"``: the fused numba kernel (:mod:`.kernels.fpmc_cpu`) on the CPU, the torch engine elsewhere.
 ENGINES = ("auto", "torch", "fused")
 
 
@@ -190,8 +190,8 @@ class FilteredPosteriorMeans:
         return out.view_as(z)
 
     def _fused_numerator(self, zf: Tensor, inv: Tensor, images: Tensor) -> Tensor:
-        """``sum_k r_kf m_kf`` by the numba kernel (:mod:`.fpmc_cpu`), on the CPU."""
-        from .fpmc_cpu import FusedCollection, feature_major
+        """``sum_k r_kf m_kf`` by the numba kernel (:mod:`.kernels.fpmc_cpu`), on the CPU."""
+        from .kernels import FusedCollection, feature_major
 
         if self._fused is None:
             self._fused = FusedCollection(self._q, self._r)

@@ -266,8 +266,8 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
     Give ``patch_size=k`` (odd) or ``sigmas=[...], patch_sizes=[...]`` (nearest grid sigma).
     All windows of all pixels are one matrix product against the patch set per class of pixels,
     in cache-sized blocks with a float64 online softmax (:func:`els_posterior_centres`); on the
-    CPU a fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`), on CUDA a fused Triton kernel
-    (:func:`.els_triton.els_centres_triton`; attribute ``engine``).
+    CPU a fused numba kernel (:func:`.kernels.fpmc_cpu.els_centres_cpu`), on CUDA a fused Triton kernel
+    (:func:`.kernels.els_triton.els_centres_triton`; attribute ``engine``).
     """
 
     def __init__(
@@ -283,9 +283,9 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
         super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements)
         self.padding: Padding = padding
-        #: ``"auto"``: the fused numba kernel (:func:`.fpmc_cpu.els_centres_cpu`) on the CPU for
+        #: ``"auto"``: the fused numba kernel (:func:`.kernels.fpmc_cpu.els_centres_cpu`) on the CPU for
         #: windows of at most ``ELS_FUSED_MAX_FEATURES`` features, the fused Triton kernel
-        #: (:func:`.els_triton.els_centres_triton`) on CUDA, else :func:`els_posterior_centres`
+        #: (:func:`.kernels.els_triton.els_centres_triton`) on CUDA, else :func:`els_posterior_centres`
         #: (torch); ``"torch"``, ``"fused"`` or ``"triton"`` force one (``"triton"`` on the CPU
         #: needs ``TRITON_INTERPRET=1``, for tests).
         self.engine = "auto"
@@ -309,7 +309,7 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         """Prepared source set (:func:`prepare_patch_set`) of side ``k``: every valid patch
         (``pix=None``), or the windows centred at pixels ``pix`` of ``padded()`` (the images
         zero-padded by ``k // 2``, made once per call and side, not per class); with ``triton``
-        in the Triton kernel's layout (:func:`.els_triton.triton_patch_set`) instead. Cached (up
+        in the Triton kernel's layout (:func:`.kernels.els_triton.triton_patch_set`) instead. Cached (up
         to :data:`ELS_CACHE_ELEMENTS`)."""
         key = (k, None if pix is None else tuple(pix.tolist()), self.images.device, triton)
         if key not in self._patch_sets:
@@ -321,7 +321,7 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
                 patches = _windows_at(padded(), k, pix).reshape(-1, c * k * k)
             prepared = prepare_patch_set(patches, centre)  # [N |pix|, C k^2] merged
             if triton:
-                from .els_triton import triton_patch_set
+                from .kernels import triton_patch_set
 
                 prepared = triton_patch_set(*prepared)
             held = sum(map(_elements, self._patch_sets.values()))
@@ -351,12 +351,12 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             self.engine == "auto" and z.device.type == "cuda" and _HAS_TRITON
         )
         if self.engine == "fused" or (self.engine == "auto" and z.device.type == "cpu" and small):
-            from .fpmc_cpu import els_centres_cpu
+            from .kernels import els_centres_cpu
 
             def centres_of(q, patch_set, inv_s2):
                 return els_centres_cpu(q, *patch_set, inv_s2)
         elif triton:
-            from .els_triton import els_centres_triton
+            from .kernels import els_centres_triton
 
             centres_of = els_centres_triton
         elif z.device.type == "cpu":

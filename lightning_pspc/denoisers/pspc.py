@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import pspc_cpu, pspc_values
+from . import kernels
 from .base import DEFAULT_CHUNK_ELEMENTS, ClosedFormDenoiser, check_images
 from .empirical import empirical_posterior_mean
 from .schedules import default_patch_schedule
@@ -150,8 +150,8 @@ def pspc_square_posterior_mean(
     patch_size: int,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     method: Method = "auto",
-    layout: pspc_cpu.TrainingLayout | None = None,
-    values: pspc_values.ValueTable | None = None,
+    layout: kernels.TrainingLayout | None = None,
+    values: kernels.ValueTable | None = None,
 ) -> Tensor:
     """PSPC-Square composite for one patch size: ``z [B,C,H,W]`` float64, ``sigma [B]`` float64
     (may differ per element), ``images [N,C,H,W]`` -> ``[B,C,H,W]`` float64.
@@ -159,7 +159,7 @@ def pspc_square_posterior_mean(
     ``patch_size >= H and >= W`` returns the empirical posterior mean; a patch larger than one
     side spans that side. ``chunk_elements`` bounds the largest temporary (float64 elements; the
     fused kernels keep at most twice as many float32 weights per thread). ``layout`` is
-    ``pspc_cpu.TrainingLayout(images)`` and ``values`` ``pspc_values.value_table(images)`` when the
+    ``kernels.TrainingLayout(images)`` and ``values`` ``kernels.value_table(images)`` when the
     caller caches them (the fused method uses the value table when the patch is 1 x 1).
     """
     b, c, h, w = z.shape
@@ -183,11 +183,11 @@ def pspc_square_posterior_mean(
             )
         if ph == 1 and pw == 1:  # per-pixel posterior means over the distinct values
             if values is None:
-                values = pspc_values.value_table(images)
-            return pspc_values.pspc_values_posterior_mean(z, sigma, values)
+                values = kernels.value_table(images)
+            return kernels.pspc_values_posterior_mean(z, sigma, values)
         if layout is None:
-            layout = pspc_cpu.TrainingLayout(images)
-        total = pspc_cpu.pspc_fused_sum(z, sigma, layout, ph, pw, keep_elements=2 * chunk_elements)
+            layout = kernels.TrainingLayout(images)
+        total = kernels.pspc_fused_sum(z, sigma, layout, ph, pw, keep_elements=2 * chunk_elements)
         return total / box_sum_transposed(z.new_ones(h - ph + 1, w - pw + 1), ph, pw)
     if method == "gemm":
         return _pspc_gemm(z, sigma, images, ph, pw, chunk_elements)
@@ -280,15 +280,15 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
 
     def _cpu_layout(self, kind: Literal["kernel", "values"]) -> object | None:
         """The training set in a CPU kernel's layout (``"kernel"``: a
-        :class:`.pspc_cpu.TrainingLayout`,
-        ``"values"``: :func:`.pspc_values.value_table`), built on first use and rebuilt if
+        :class:`.kernels.TrainingLayout`,
+        ``"values"``: :func:`.kernels.value_table`), built on first use and rebuilt if
         ``images`` changed; None where the fused kernel is not used."""
         if self.images.device.type != "cpu" or self.method not in ("auto", "fused"):
             return None
         key = (self.images.data_ptr(), self.images._version, tuple(self.images.shape))
         cached = self._layouts.get(kind)
         if cached is None or cached[0] != key:
-            build = pspc_cpu.TrainingLayout if kind == "kernel" else pspc_values.value_table
+            build = kernels.TrainingLayout if kind == "kernel" else kernels.value_table
             cached = self._layouts[kind] = (key, build(self.images))
         return cached[1]
 

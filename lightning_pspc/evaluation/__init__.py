@@ -1,66 +1,82 @@
 """Evaluation: one pipeline of fixed probes, references and measurements, charts and reports.
 
-:class:`Evaluation` (:mod:`.pipeline`) is the single entry point used by the callbacks
-(:mod:`lightning_pspc.callbacks`), ``eval.py`` (:mod:`.evaluate`), the sweep and
-``python -m lightning_pspc.compare``; :mod:`.engine` holds its building blocks (denoiser
-comparisons, memorization statistics), :mod:`.probes` the fixed probes, :mod:`.plots` the
-charts and :mod:`.report` the output files.
+* :mod:`.pipeline`: the :class:`Evaluation` (data, seeds, references, calibration) and the
+  contract of its members, :class:`EvaluationMember`;
+* :mod:`.members`: the measurements (comparison, memorization, panel, generalization, agreement,
+  locality), each with the ``eval.py`` options that configure it;
+* :mod:`.probes` (fixed probes, sigma grid and bands), :mod:`.batching` (denoisers and samplers
+  over many probes), :mod:`.calibration` (best-fit window sides);
+* :mod:`.plots` (charts), :mod:`.report` (all-or-nothing output folders, W&B), :mod:`.timing`;
+* for saved checkpoints: :mod:`.settings` (``eval.py``'s options), :mod:`.checkpoints`
+  (evaluating them), :mod:`.twin_runs` (twin runs and memorization histories),
+  :mod:`.transition` (the checks of a resolved transition).
+
+The training callbacks (:mod:`lightning_pspc.callbacks`), ``eval.py``, the sweep and
+``python -m lightning_pspc.commands.compare`` all build an :class:`Evaluation` and call it.
 """
 
-from .engine import (
-    PROBE_KINDS,
-    REFERENCE_DENOISERS,
-    SIGMA_BANDS,
+from ..denoisers.registry import REFERENCE_DENOISERS, build_references, check_reference_names
+from .batching import denoise_batched, sample_batched
+from .calibration import BestFit, Calibration, CalibrationSettings
+from .members import (
+    Agreement,
+    Comparison,
     ComparisonResult,
     DenoiserComparer,
     DenoiserPanel,
-    band_means,
-    build_references,
-    check_reference_names,
-    denoise_batched,
+    Generalization,
+    Locality,
+    Memorization,
+    MemorizationOverTime,
+    Panel,
     distance_table,
     memorization_stats,
     nearest_training_images,
-    sample_batched,
 )
-from .pipeline import (
-    Comparison,
-    EvalData,
-    EvalSeeds,
-    Evaluation,
-    EvaluationMember,
-    Memorization,
-    Panel,
-    figures_of,
-)
+from .pipeline import EvalData, EvalSeeds, Evaluation, EvaluationMember, figures_of
 from .plots import save_figure
-from .probes import ProbeSet, fixed_noise, forward_probes, probe_sigmas, reverse_probes
+from .probes import (
+    PROBE_KINDS,
+    SIGMA_BANDS,
+    ProbeSet,
+    band_means,
+    fixed_noise,
+    forward_probes,
+    probe_sigmas,
+    reverse_probes,
+)
 from .report import json_safe, staged_output, write_json_atomic
 from .timing import OverheadClock
 
 __all__ = [
+    "PROBE_KINDS",
+    "REFERENCE_DENOISERS",
+    "SIGMA_BANDS",
+    "Agreement",
+    "BestFit",
+    "Calibration",
+    "CalibrationSettings",
     "Comparison",
+    "ComparisonResult",
+    "DenoiserComparer",
+    "DenoiserPanel",
     "EvalData",
     "EvalSeeds",
     "Evaluation",
     "EvaluationMember",
+    "Generalization",
+    "Locality",
     "Memorization",
-    "Panel",
-    "figures_of",
-    "save_figure",
-    "PROBE_KINDS",
-    "REFERENCE_DENOISERS",
-    "SIGMA_BANDS",
-    "ComparisonResult",
-    "DenoiserComparer",
-    "DenoiserPanel",
+    "MemorizationOverTime",
     "OverheadClock",
+    "Panel",
     "ProbeSet",
     "band_means",
     "build_references",
     "check_reference_names",
     "denoise_batched",
     "distance_table",
+    "figures_of",
     "fixed_noise",
     "forward_probes",
     "json_safe",
@@ -69,6 +85,7 @@ __all__ = [
     "probe_sigmas",
     "reverse_probes",
     "sample_batched",
+    "save_figure",
     "staged_output",
     "write_json_atomic",
 ]

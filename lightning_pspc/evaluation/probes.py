@@ -2,13 +2,15 @@
 
 A probe is a noisy image ``z`` at a noise level ``sigma``. Forward-process probes are
 ``z = x + sigma * eps`` with ``x`` from the training or held-out images; reverse-process probes
-are the states ``z_i`` of a sampler's own trajectory at each ``sigma_i`` (REFERENCE.md section 3).
+are the states ``z_i`` of a sampler's own trajectory at each ``sigma_i`` (docs/reference.md section
+3.1).
 Every random choice comes from a ``torch.Generator`` seeded by the caller, never from the global
 RNG, so the same seed gives the same probes in every epoch, process and run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +52,30 @@ def check_rank(rank: int, world_size: int) -> None:
     """Raise a clear error unless ``0 <= rank < world_size``."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+
+
+#: Sigma bands ``[lo, hi)`` of the transition chart: networks depart most from the empirical
+#: denoiser for sigma in about [0.3, 10] (Niedoba et al. 2025, fig. 2; docs/reference.md section 3.1).
+#: The lower edge 0.25 puts the EDM grid's 0.296 in the middle band.
+SIGMA_BANDS: dict[str, tuple[float, float]] = {
+    "low": (0.0, 0.25),
+    "mid": (0.25, 10.0),
+    "high": (10.0, math.inf),
+}
+
+PROBE_KINDS = ("train", "heldout", "reverse")
+
+
+def band_means(sigmas: Tensor, mse: Tensor) -> dict[str, float]:
+    """Mean of ``mse [S]`` over the grid sigmas ``sigmas [S]`` in each of :data:`SIGMA_BANDS`.
+
+    NaN entries are ignored; a band with no finite value is NaN.
+    """
+    out = {}
+    for band, (lo, hi) in SIGMA_BANDS.items():
+        inside = (sigmas >= lo) & (sigmas < hi) & torch.isfinite(mse.to(sigmas.device))
+        out[band] = float(mse[inside.to(mse.device)].mean()) if inside.any() else math.nan
+    return out
 
 
 def probe_sigmas(sigmas: Sequence[float] | Tensor | None = None) -> Tensor:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..files import write_atomic
+from ..runs.files import write_atomic
 
 
 def json_safe(value: Any) -> Any:

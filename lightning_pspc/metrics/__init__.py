@@ -4,7 +4,6 @@ Each metric is a ``torchmetrics.Metric`` whose states declare their DDP reductio
 function in :mod:`lightning_pspc.metrics.functional`.
 """
 
-from .agreement import SampleAgreement
 from .denoiser_distance import DenoiserDistance
 from .denoiser_fit import NormalizedMSE, RSquared
 from .functional import (
@@ -24,10 +23,11 @@ from .functional import (
     twin_similarities,
 )
 from .linearity import LinearityOutputs, LinearityScore, linearity_outputs
-from .memorization import MemorizedFraction
+from .memorized_fraction import MemorizedFraction
+from .neighbour_stats import NearestNeighbourStats
 from .per_sigma import PerSigmaMean
-from .similarity import NearestNeighbourStats
-from .twins import REPRODUCIBILITY_THRESHOLD, TwinSimilarity
+from .sample_agreement import SampleAgreement
+from .twin_similarity import REPRODUCIBILITY_THRESHOLD, TwinSimilarity
 
 __all__ = [
     "REPRODUCIBILITY_THRESHOLD",

@@ -13,9 +13,9 @@ from pathlib import Path
 import lightning
 import torch
 
-from lightning_pspc.callbacks.comparison import DenoiserComparison
-from lightning_pspc.callbacks.generalization import GeneralizationMonitor
-from lightning_pspc.callbacks.memorization import MemorizationMonitor
+from lightning_pspc.callbacks.denoiser_comparison import DenoiserComparison
+from lightning_pspc.callbacks.generalization_monitor import GeneralizationMonitor
+from lightning_pspc.callbacks.memorization_monitor import MemorizationMonitor
 from lightning_pspc.module import DiffusionModule
 from tests.helpers import TinyNet, tiny_datamodule
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_pspc.evaluation import Comparison, EvalData, Evaluation, Memorization
-from lightning_pspc.evaluation.generalization import Generalization
+from lightning_pspc.evaluation.members.generalization import Generalization
 from lightning_pspc.module import DiffusionModule
 from tests.callbacks._ddp_fit import SIGMAS, make_datamodule
 from tests.helpers import TinyNet, run_clean

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_pspc.callbacks import LastCheckpoint
-from lightning_pspc.cli import read_checkpoint
+from lightning_pspc.commands.train import read_checkpoint
 from lightning_pspc.module import DiffusionModule
 
 

@@ -9,14 +9,12 @@ import math
 import lightning
 import pytest
 import torch
-from lightning.pytorch.loggers import CSVLogger
 
-from lightning_pspc.callbacks.comparison import DenoiserComparison
-from lightning_pspc.callbacks.memorization import MemorizationMonitor
+from lightning_pspc.callbacks.denoiser_comparison import DenoiserComparison
+from lightning_pspc.callbacks.memorization_monitor import MemorizationMonitor
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.evaluation import EvalSeeds, fixed_noise, forward_probes, probe_sigmas
 from lightning_pspc.metrics import memorized_mask
-from lightning_pspc.module import DiffusionModule
 
 SIGMAS = [0.01, 0.1, 1.0, 10.0]
 
@@ -29,40 +27,6 @@ class ModeRecorder(lightning.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.seen.append((pl_module.training, torch.is_grad_enabled()))
-
-
-@pytest.fixture(scope="module")
-def short_fit(tiny_net, tiny_datamodule):
-    """``short_fit(root, callbacks, max_epochs=2, max_steps=-1) -> (trainer, module, dm)``."""
-
-    def run(root, callbacks, max_epochs=2, max_steps=-1):
-        return _fit(
-            tiny_net(1, 8), tiny_datamodule(24, 8, 8), root, callbacks, max_epochs, max_steps
-        )
-
-    return run
-
-
-def _fit(net, dm, root, callbacks, max_epochs, max_steps):
-    """A short CPU fit of ``net`` on ``dm`` (2 batches per epoch)."""
-    module = DiffusionModule(net, lr=1e-2, ema_halflife_images=8)
-    trainer = lightning.Trainer(
-        accelerator="cpu",
-        max_epochs=max_epochs,
-        max_steps=max_steps,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=root,
-        logger=CSVLogger(root),
-        callbacks=callbacks,
-        log_every_n_steps=1,
-    )
-    trainer.fit(module, datamodule=dm)
-    return trainer, module, dm
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +177,7 @@ trainer:
 
 def test_callbacks_from_yaml_log_charts_to_wandb(train_args, tmp_path):
     """train.py with the preset (W&B offline) and the callbacks configured in YAML."""
-    from lightning_pspc.cli import TrainCLI
+    from lightning_pspc.commands.train import TrainCLI
 
     extra = tmp_path / "callbacks.yaml"
     extra.write_text(WIRING)
@@ -237,7 +201,7 @@ def test_callbacks_from_yaml_log_charts_to_wandb(train_args, tmp_path):
 
 @pytest.mark.parametrize("sigmas", [[], [1.0, -0.5], [float("nan")]])
 def test_a_bad_sigma_grid_fails_when_the_callback_is_built(sigmas):
-    from lightning_pspc.callbacks.generalization import GeneralizationMonitor
+    from lightning_pspc.callbacks.generalization_monitor import GeneralizationMonitor
 
     for cls in (DenoiserComparison, GeneralizationMonitor):
         with pytest.raises(ValueError, match="non-empty list of positive finite noise levels"):

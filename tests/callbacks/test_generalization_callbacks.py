@@ -9,8 +9,8 @@ import torch
 
 from lightning_pspc.callbacks import GeneralizationMonitor, MemorizationMonitor
 from lightning_pspc.evaluation import EvalData, Evaluation
-from lightning_pspc.evaluation.generalization import Generalization
-from tests.callbacks.test_evaluation_callbacks import _fit
+from lightning_pspc.evaluation.members.generalization import Generalization
+from tests.callbacks.conftest import short_cpu_fit
 
 SIGMAS = [0.02, 0.5, 8.0]
 
@@ -20,7 +20,7 @@ def fitted(tmp_path_factory, tiny_net, tiny_datamodule):
     root = tmp_path_factory.mktemp("gen")
     gen = GeneralizationMonitor(sigmas=SIGMAS, num_pairs=3, seed=7, batch_size=5)
     memo = MemorizationMonitor(num_samples=3, num_steps=3, grid_size=3)
-    trainer, module, dm = _fit(
+    trainer, module, dm = short_cpu_fit(
         tiny_net(1, 8), tiny_datamodule(24, 8, 8), root, [gen, memo], max_epochs=2, max_steps=-1
     )
     return trainer, module, dm, gen, memo, root

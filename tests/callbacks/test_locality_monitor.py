@@ -9,8 +9,6 @@ import pytest
 
 from lightning_pspc.callbacks import DenoiserComparison, LocalityMonitor
 
-from .test_evaluation_callbacks import short_fit  # noqa: F401  (fixture)
-
 SIGMAS = [2.0, 0.5]
 
 

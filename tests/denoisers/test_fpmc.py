@@ -7,7 +7,7 @@ from lightning_pspc.denoisers import (
     FPMCDenoiser,
     PSPCSquareDenoiser,
 )
-from lightning_pspc.denoisers.reference_local import fpmc_loop
+from lightning_pspc.denoisers.loops.local_loops import fpmc_loop
 
 from .conftest import reduced_precision
 from .local_data import mixed_probes, smooth_images

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_pspc.denoisers import EmpiricalDenoiser, EquivariantLocalDenoiser, LocalDenoiser
-from lightning_pspc.denoisers.reference_local import els_loop, ls_loop
+from lightning_pspc.denoisers.loops.local_loops import els_loop, ls_loop
 
 from ..helpers import run_clean
 from .conftest import reduced_precision

@@ -8,13 +8,11 @@ from lightning_pspc.denoisers import (
     PSPCSquareDenoiser,
     box_sum,
     box_sum_transposed,
-    pspc_cpu,
-    pspc_rows,
-    pspc_values,
     scale_patch_sizes,
 )
+from lightning_pspc.denoisers.kernels import pspc_cpu, pspc_rows, pspc_values
+from lightning_pspc.denoisers.loops.pspc_loops import pspc_square_loop
 from lightning_pspc.denoisers.pspc import device_method
-from lightning_pspc.denoisers.reference import pspc_square_loop
 from lightning_pspc.diffusion import edm_sigmas
 
 from .conftest import noisy, reduced_precision

@@ -7,7 +7,7 @@ from lightning_pspc.denoisers import (
     PSPCFlexDenoiser,
     masks_from_heatmaps,
 )
-from lightning_pspc.denoisers.reference_local import fpmc_loop, pspc_flex_loop
+from lightning_pspc.denoisers.loops.local_loops import fpmc_loop, pspc_flex_loop
 
 from .conftest import reduced_precision
 from .local_data import SIGMAS, mixed_probes, smooth_images

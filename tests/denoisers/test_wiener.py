@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_pspc.denoisers import EmpiricalDenoiser, WienerLocalityDenoiser, wiener_masks
-from lightning_pspc.denoisers.reference_local import fpmc_loop
+from lightning_pspc.denoisers.loops.local_loops import fpmc_loop
 
 from .conftest import reduced_precision
 from .local_data import mixed_probes, smooth_images

@@ -9,12 +9,12 @@ import os
 import torch
 
 from lightning_pspc.denoisers import EquivariantLocalDenoiser
-from lightning_pspc.denoisers.els_triton import (
+from lightning_pspc.denoisers.kernels.els_triton import (
     TritonPatchSet,
     els_centres_triton,
     triton_patch_set,
 )
-from lightning_pspc.denoisers.reference_local import els_loop
+from lightning_pspc.denoisers.loops.local_loops import els_loop
 
 from .conftest import reduced_precision
 from .local_data import els_source_and_queries, mixed_probes, smooth_images

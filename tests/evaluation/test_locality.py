@@ -7,8 +7,16 @@ import torch
 from torch import nn
 
 from lightning_pspc.denoisers import EquivariantLocalDenoiser, LocalDenoiser, PSPCSquareDenoiser
+from lightning_pspc.denoisers.network_fitted import (
+    FMNIST_LOCAL_SIZES,
+    NetworkFlexReference,
+    default_local_schedule,
+    nearest_taus,
+)
 from lightning_pspc.diffusion import EDMPrecond
 from lightning_pspc.evaluation import (
+    Agreement,
+    CalibrationSettings,
     Comparison,
     EvalData,
     Evaluation,
@@ -17,13 +25,7 @@ from lightning_pspc.evaluation import (
     forward_probes,
     reverse_probes,
 )
-from lightning_pspc.evaluation.local_references import (
-    FMNIST_LOCAL_SIZES,
-    NetworkFlexReference,
-    default_local_schedule,
-    nearest_taus,
-)
-from lightning_pspc.evaluation.locality import Locality
+from lightning_pspc.evaluation.members.patch_sizes import Locality
 from lightning_pspc.locality import (
     heatmaps_at_sigmas,
     sensitivity_heatmaps,
@@ -73,12 +75,14 @@ def test_best_fit_of_a_closed_form_network_is_its_own_patch_size(data, kind, p):
         "els": lambda: EquivariantLocalDenoiser(images, patch_size=p, padding="zeros"),
     }[kind]()
     member = Locality(SIGMAS, num_probes=2, stride=4, candidates=(1, 3, 5, 7), fit_kinds=[kind])
-    ev = Evaluation(data, [member])
+    calibration = CalibrationSettings(2, 1, candidates=(1, 3, 5, 7), fit_kinds=(kind,))
+    ev = Evaluation(data, [member], sigmas=SIGMAS, calibration=calibration)
     outputs = denoiser(member.probes.z, member.probes.sigma)
-    best, mse = member.best_fit(outputs)["forward"]
+    best, mse = member.fit.fit(denoiser, outputs)["forward"]
     assert best[kind] == [p, p]
     assert min(mse[kind][0]) == pytest.approx(0.0, abs=1e-10)
-    assert ev.calibration[kind] == (SIGMAS, [p, p])
+    # the evaluation's own calibration (its probes, forward and reverse) finds it too
+    assert ev.calibration.schedule(kind, denoiser) == (SIGMAS, [p, p])
 
 
 def test_flex_reference_uses_the_current_networks_heatmaps(data):
@@ -115,7 +119,7 @@ def test_reverse_probes_are_pooled_into_the_best_fit(data):
         return member, ev, ev.evaluate(net)["locality"]
 
     member, ev, result = run()
-    grid = member.trajectory_sigmas
+    grid = member.fit.trajectory_sigmas
     assert grid[0] == 80.0 and all(bool((grid == s).any()) for s in SIGMAS)
     noise = fixed_noise(2, (1, 8, 8), ev.seeds.reverse_noise)
     states, net_out, _ = reverse_probes(net, noise, grid)
@@ -143,59 +147,85 @@ def test_reverse_probes_are_pooled_into_the_best_fit(data):
     assert rec["best_fit_probes"] == {"used": "forward+reverse", "forward": 1, "reverse": 2}
     forward_only = Locality(SIGMAS, num_probes=1, stride=4, candidates=(1, 3), fit_kinds=["ls"])
     Evaluation(data, [forward_only], seed=3)
-    alone = forward_only.best_fit(fwd_out)["forward"][1]["ls"]
+    alone = forward_only.fit.fit(net, fwd_out)["forward"][1]["ls"]
     torch.testing.assert_close(
         torch.tensor(rec["best_fit_by_probes"]["forward"]["mse"]["ls"]), torch.tensor(alone)
     )
     assert not torch.allclose(torch.tensor(alone), torch.tensor(expected))
-    assert ev.calibration["ls"] == (SIGMAS, result.best_fit["ls"])
     assert "locality/best_fit_ls_reverse/sigma_2" in result.scalars()
     assert run()[2].to_json() == rec  # deterministic
 
 
 def test_els_fit_kind_gives_the_els_reference_its_own_calibration(data):
-    ev = Evaluation(
-        data,
-        [
-            Locality(SIGMAS, num_probes=1, stride=4, candidates=(1, 5), fit_kinds=["ls", "els"]),
-            Comparison(0, 1, 0),
-        ],
-        ["ls", "els"],
-        SIGMAS,
-    )
-    best = ev.evaluate(_net(0))["locality"].best_fit
-    assert ev.calibration["els"] == (SIGMAS, best["els"])
+    calibration = CalibrationSettings(1, 1, candidates=(1, 5), fit_kinds=("ls", "els"))
+    ev = Evaluation(data, [Comparison(0, 1, 0)], ["ls", "els"], SIGMAS, calibration=calibration)
+    net = _net(0)
+    ev.evaluate(net)
     els, ls = ev.references["els"], ev.references["ls"]
-    assert els.calibrated_by == "els" and els.schedule == (tuple(SIGMAS), tuple(best["els"]))
-    assert els.denoiser.patch_sizes == tuple(best["els"]) and els.denoiser.padding == "zeros"
-    assert ls.calibrated_by == "ls" and ls.schedule[1] == tuple(best["ls"])
+    found_els, found_ls = ev.calibration.schedule("els", net), ev.calibration.schedule("ls", net)
+    assert els.calibrated_by == "els" and els.schedule == (tuple(SIGMAS), tuple(found_els[1]))
+    assert els.denoiser.patch_sizes == tuple(found_els[1]) and els.denoiser.padding == "zeros"
+    assert ls.calibrated_by == "ls" and ls.schedule[1] == tuple(found_ls[1])
+    assert ev.reference_schedules()["els"]["calibrated_by"] == "els"
     # the ELS calibration of an ELS network is its own window (the LS one need not be)
-    member = ev.members["locality"]
     els_net = EquivariantLocalDenoiser(data.reference, patch_size=5, padding="zeros")
-    member.best_fit(els_net(member.probes.z, member.probes.sigma))
     ev.refresh_references(els_net)
     assert els.schedule == (tuple(SIGMAS), (5, 5)) and els.calibrated_by == "els"
 
 
 def test_ls_els_use_the_calibrated_best_fit_else_the_default(data):
-    ev = Evaluation(
-        data,
-        [
-            Locality(SIGMAS, num_probes=1, stride=4, candidates=(1, 3), fit_kinds=["ls"]),
-            Comparison(0, 1, 0),
-        ],
-        ["ls", "els", "wiener_locality"],
-        SIGMAS,
+    uncalibrated = Evaluation(
+        data, [Comparison(0, 1, 0)], ["ls"], SIGMAS, calibration=CalibrationSettings(0, 0)
     )
-    ls = ev.references["ls"]
+    uncalibrated.evaluate(_net(0))
+    ls = uncalibrated.references["ls"]
     assert ls.schedule == default_local_schedule(8, 8) and not ls.calibrated
     assert default_local_schedule(28, 28)[1] == FMNIST_LOCAL_SIZES
-    results = ev.evaluate(_net(0))
-    best = tuple(results["locality"].best_fit["ls"])
+    calibration = CalibrationSettings(1, 0, candidates=(1, 3), fit_kinds=("ls",))
+    ev = Evaluation(
+        data,
+        [Comparison(0, 1, 0)],
+        ["ls", "els", "wiener_locality"],
+        SIGMAS,
+        calibration=calibration,
+    )
+    net = _net(0)
+    results = ev.evaluate(net)
+    best = tuple(ev.calibration.schedule("ls", net)[1])
     for name in ("ls", "els"):  # without an ELS fit, ELS takes the LS calibration
         assert ev.references[name].calibrated_by == "ls"
         assert ev.references[name].schedule[1] == best
     assert set(results["compare"].mse["heldout"]) == {"ls", "els", "wiener_locality"}
+
+
+def test_calibration_probes_are_disjoint_from_the_scored_probes(data):
+    """Held-out images and noise of the calibration differ from the scored held-out probes, and
+    its trajectories start from other noise than the scored reverse probes."""
+    calibration = CalibrationSettings(4, 2, candidates=(1, 3), fit_kinds=("ls",))
+    ev = Evaluation(data, [Comparison(2, 4, 2)], ["ls"], SIGMAS, calibration=calibration)
+    fit = ev.calibration.best_fit()
+    scored = ev.members["compare"].comparer.forward["heldout"]
+    assert not set(fit.forward.source.tolist()) & set(scored.source.tolist())
+    for z in fit.forward.z:
+        assert not (scored.z - z).flatten(1).abs().amax(1).eq(0).any()
+    reverse = ev.members["compare"].comparer.reverse_noise
+    assert not torch.allclose(fit.reverse_noise, reverse[: fit.reverse_noise.shape[0]])
+    assert ev.seeds.calibration_noise != ev.seeds.reverse_noise
+
+
+def test_an_agreement_only_reference_is_built_refreshed_and_calibrated(data):
+    """``ls`` only in the agreement (not in the compared references) takes the calibration too."""
+    calibration = CalibrationSettings(1, 0, candidates=(1, 3), fit_kinds=("ls",))
+    agreement = Agreement(["ls"], num_samples=2, num_steps=2)
+    ev = Evaluation(data, [agreement], ["empirical"], SIGMAS, calibration=calibration)
+    assert "ls" not in ev.references and "ls" in ev.all_references()
+    net = _net(0)
+    ev.evaluate(net)
+    ls = ev.all_references()["ls"]
+    assert ls.calibrated_by == "ls" and ls.schedule[1] == tuple(
+        ev.calibration.schedule("ls", net)[1]
+    )
+    assert agreement.references["ls"] is ls
 
 
 def test_bad_reference_names_and_settings_give_one_clear_error():

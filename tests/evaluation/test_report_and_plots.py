@@ -13,13 +13,11 @@ import torch
 from lightning_pspc.evaluation import probe_sigmas, report, staged_output, write_json_atomic
 from lightning_pspc.evaluation.plots import (
     heatmap_figure,
-    mosaic,
     mse_vs_sigma_figure,
     save_figure,
-    tile_centre,
-    tile_start,
     transition_figure,
 )
+from lightning_pspc.evaluation.plots.common import mosaic, tile_centre, tile_start
 
 
 def test_write_json_atomic_is_strict_json(tmp_path):

@@ -1,0 +1,351 @@
+"""Best-fit window sides: which closed form of the local family is closest to the network.
+
+Kamb & Ganguli (2024) calibrate the window side of LS / ELS per noise level to a trained network:
+the side whose output is closest in MSE to the network's along its own reverse trajectory
+(docs/reference.md section 3b). :class:`BestFit` measures it for PSPC-Square, LS and ELS
+candidates on fixed forward probes and, optionally, on the states of the network's Heun
+trajectories; the :class:`~lightning_pspc.evaluation.members.patch_sizes.Locality` member reports
+it, and :class:`Calibration` gives the calibrated references of an evaluation their sides on the
+evaluation's own sigma grid, on probes of its own (disjoint from the probes the references are
+scored on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..denoisers import EquivariantLocalDenoiser, LocalDenoiser, PSPCSquareDenoiser
+from ..diffusion import edm_sigmas
+from ..types import Denoiser
+from .batching import denoise_batched
+from .probes import ProbeSet, fixed_noise, reverse_probes
+
+if TYPE_CHECKING:
+    from .pipeline import Evaluation
+
+#: Candidate patch sides of the best fit (odd: LS windows need a centre; 55 = whole image at 28).
+DEFAULT_CANDIDATES = (1, 3, 5, 7, 9, 13, 17, 21, 55)
+#: Closed forms the best fit can calibrate: PSPC-Square, LS, ELS (zero padding, as the ``els``
+#: reference: the networks here use zero-padded convolutions).
+FIT_KINDS = ("pspc", "ls", "els")
+#: The default fit: ELS costs minutes per call on the CPU at N = 1,024, so opt in.
+DEFAULT_FIT_KINDS = ("pspc", "ls")
+#: Heun steps of the EDM schedule the reverse probes' trajectories follow (the sampler's
+#: default), with the fit's sigmas inserted so that a state lies exactly at each of them.
+REVERSE_STEPS = 18
+
+
+def check_fit_settings(candidates: Sequence[int], fit_kinds: Sequence[str]) -> list[str]:
+    """The problems of a candidate list and fit kinds (empty when both are good)."""
+    problems = []
+    if not candidates or any(int(k) != k or k < 1 or k % 2 == 0 for k in candidates):
+        problems.append(f"candidates={list(candidates)} must be positive odd patch sides")
+    bad_kinds = [k for k in fit_kinds if k not in FIT_KINDS]
+    if bad_kinds:
+        problems.append(f"fit_kinds={list(fit_kinds)}: use a subset of {list(FIT_KINDS)}")
+    return problems
+
+
+def make_candidate(kind: str, images: Tensor, k: int) -> Denoiser:
+    """The fit kind's closed form with patch side ``k`` on the training set ``images``."""
+    if kind == "pspc":
+        return PSPCSquareDenoiser(images, patch_size=k)
+    if kind == "ls":
+        return LocalDenoiser(images, patch_size=k)
+    return EquivariantLocalDenoiser(images, patch_size=k, padding="zeros")
+
+
+def at_sigma(sigma: Tensor, s: float) -> Tensor:
+    """Which probes (noise levels ``sigma [P]``) lie at the grid sigma ``s`` (relative 1e-9)."""
+    return (sigma - s).abs() < 1e-9 * s
+
+
+def per_sigma_mse(err: Tensor, sigma: Tensor, sigmas: Sequence[float]) -> Tensor:
+    """Mean of ``err [K, P]`` over the probes at each of ``sigmas`` (``sigma [P]``) -> ``[S, K]``
+    (NaN where no probe lies at a sigma)."""
+    return torch.stack([err[:, at_sigma(sigma, s)].mean(1) for s in sigmas])
+
+
+def candidate_errors(candidate_outputs: dict[str, Tensor], outputs: Tensor) -> dict[str, Tensor]:
+    """Per kind, each candidate's MSE to ``outputs [P, C, H, W]`` on every probe ``[K, P]``
+    (float64) from its outputs ``[K, P, C, H, W]``."""
+    return {
+        kind: (cand - outputs.unsqueeze(0)).pow(2).flatten(2).mean(2).double()
+        for kind, cand in candidate_outputs.items()
+    }
+
+
+#: ``{probe set: ({kind: best side per sigma [S]}, {kind: MSE per sigma and candidate [S][K]})}``
+Fits = dict[str, tuple[dict[str, list[int]], dict[str, list[list[float]]]]]
+
+
+class BestFit:
+    """Best-fit patch sides of closed-form candidates to a network, per sigma.
+
+    Args:
+        images: the training set ``[N, C, H, W]`` the candidates are built from.
+        sigmas: the noise levels of the fit (any order; stored largest first).
+        forward: fixed forward probes at those sigmas (the candidates' outputs on them are
+            computed once, at the first fit).
+        reverse_noise: ``[R, C, H, W]`` starting noise of the network's Heun trajectories whose
+            states at ``sigmas`` join the fit (``R = 0``: forward probes only). The trajectories
+            change with the network, so the candidates' outputs on them are recomputed at every
+            fit: ``R * len(sigmas)`` closed-form calls per candidate.
+        candidates: odd patch sides; PSPC-Square clips a side to the image (the empirical
+            denoiser), zero-padded ELS to ``2 * side - 1`` (LS with whole-image windows).
+        fit_kinds: a subset of :data:`FIT_KINDS`.
+        batch_size: probes per denoiser call.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        sigmas: Sequence[float],
+        forward: ProbeSet,
+        reverse_noise: Tensor,
+        candidates: Sequence[int] = DEFAULT_CANDIDATES,
+        fit_kinds: Sequence[str] = DEFAULT_FIT_KINDS,
+        batch_size: int = 64,
+    ) -> None:
+        self.images, self.forward = images, forward
+        self.sigmas = sorted((float(s) for s in sigmas), reverse=True)
+        self.reverse_noise, self.batch_size = reverse_noise, batch_size
+        self.fit_kinds = tuple(fit_kinds)
+        side = max(images.shape[-2:])
+        self.kind_candidates = {
+            "pspc": sorted({min(int(k), side) for k in candidates}),
+            "ls": [int(k) for k in candidates],
+            "els": sorted({min(int(k), 2 * side - 1) for k in candidates}),
+        }
+        grid = torch.tensor(self.sigmas, dtype=torch.float64)
+        steps = torch.cat([edm_sigmas(REVERSE_STEPS), grid]).unique()
+        self.trajectory_sigmas = steps.sort(descending=True).values  # [T]
+        self._forward_outputs: dict[str, Tensor] | None = None  # kind -> [K, P, C, H, W]
+
+    @property
+    def num_reverse(self) -> int:
+        return self.reverse_noise.shape[0]
+
+    def candidates(self) -> dict[str, list[int]]:
+        """``{kind: candidate sides}`` of the fitted kinds."""
+        return {k: self.kind_candidates[k] for k in self.fit_kinds}
+
+    def work(self) -> int:
+        """Denoiser evaluations of the next :meth:`fit` (network outputs on the forward probes
+        not included: the caller computes them)."""
+        per_probe = sum(len(self.kind_candidates[k]) for k in self.fit_kinds)
+        forward = 0 if self._forward_outputs is not None else len(self.forward) * per_probe
+        reverse = 0
+        if self.num_reverse and self.fit_kinds:
+            trajectory_calls = self.num_reverse * (2 * len(self.trajectory_sigmas) - 1)
+            reverse = trajectory_calls + self.num_reverse * len(self.sigmas) * per_probe
+        return forward + reverse
+
+    def candidate_outputs(self, probes: ProbeSet, bar: tqdm | None = None) -> dict[str, Tensor]:
+        """Each candidate's outputs on ``probes`` ``{kind: [K, P, C, H, W]}``."""
+        images = self.images.to(probes.z.device)
+        # built per call, not kept: ELS's prepared patch sets reach GBs per side at N = 1,024
+        return {
+            kind: torch.stack(
+                [
+                    denoise_batched(
+                        make_candidate(kind, images, k),
+                        probes.z,
+                        probes.sigma,
+                        self.batch_size,
+                        bar,
+                    )
+                    for k in self.kind_candidates[kind]
+                ]
+            )
+            for kind in self.fit_kinds
+        }
+
+    def forward_outputs(self, bar: tqdm | None = None) -> dict[str, Tensor]:
+        """Each candidate's outputs on the forward probes (computed once)."""
+        if self._forward_outputs is None:
+            self._forward_outputs = self.candidate_outputs(self.forward, bar)
+        return self._forward_outputs
+
+    def reverse_fit_probes(
+        self, network: Denoiser, bar: tqdm | None = None
+    ) -> tuple[ProbeSet, Tensor]:
+        """States of ``network``'s Heun trajectories from the fixed noise at the fit's sigmas
+        (``R*S`` probes, seed-major) and the network's outputs on them ``[R*S, C, H, W]`` (the
+        sampler's first evaluation at each step)."""
+        probes, outputs, _ = reverse_probes(network, self.reverse_noise, self.trajectory_sigmas)
+        if bar is not None:
+            bar.update(self.num_reverse * (2 * len(self.trajectory_sigmas) - 1))
+        on_grid = torch.zeros(len(probes), dtype=torch.bool, device=probes.sigma.device)
+        for s in self.sigmas:
+            on_grid |= at_sigma(probes.sigma, s)
+        keep = on_grid.nonzero().squeeze(1)
+        picked = ProbeSet(probes.z[keep], probes.sigma[keep], probes.source[keep])
+        return picked, outputs[keep]
+
+    @torch.no_grad()
+    def fit(
+        self, network: Denoiser, outputs: Tensor | None = None, bar: tqdm | None = None
+    ) -> Fits:
+        """Best side per sigma and the MSE tables of ``network``, keyed by probe set:
+        ``"forward"``, and with reverse probes also ``"reverse"`` and ``"forward+reverse"``
+        (pooled: the mean over every probe at a sigma). ``outputs``: the network's outputs on
+        the forward probes, when the caller has them."""
+        if outputs is None:
+            outputs = denoise_batched(
+                network, self.forward.z, self.forward.sigma, self.batch_size, bar
+            )
+        errors = {
+            "forward": (self.forward.sigma, candidate_errors(self.forward_outputs(bar), outputs))
+        }
+        if self.num_reverse and self.fit_kinds:
+            probes, rev_out = self.reverse_fit_probes(network, bar)
+            rev_fit = self.candidate_outputs(probes, bar)
+            errors["reverse"] = (probes.sigma, candidate_errors(rev_fit, rev_out))
+            errors["forward+reverse"] = (
+                torch.cat([self.forward.sigma, probes.sigma]),
+                {
+                    k: torch.cat([errors["forward"][1][k], errors["reverse"][1][k]], 1)
+                    for k in self.fit_kinds
+                },
+            )
+        fits: Fits = {}
+        for name, (sigma, err) in errors.items():
+            best, mse_table = {}, {}
+            for kind, e in err.items():
+                per_sigma = per_sigma_mse(e, sigma, self.sigmas)  # [S, K]
+                cands = self.kind_candidates[kind]
+                best[kind] = [cands[i] for i in per_sigma.argmin(1).tolist()]
+                mse_table[kind] = per_sigma.cpu().tolist()
+            fits[name] = (best, mse_table)
+        return fits
+
+    def pooled(self, fits: Fits) -> str:
+        """The probe set whose fit counts: ``"forward+reverse"`` when there are reverse probes."""
+        return "forward+reverse" if "forward+reverse" in fits else "forward"
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """How an evaluation calibrates its local references (LS, ELS).
+
+    ``num_probes`` held-out forward probes and ``num_reverse_probes`` reverse trajectories per
+    sigma of the evaluation's grid (0 and 0: no calibration, the references keep their default
+    windows); ``candidates`` and ``fit_kinds`` as for :class:`BestFit` (ELS is fitted only when
+    ``"els"`` is listed, else it takes LS's sides).
+    """
+
+    num_probes: int = 4
+    num_reverse_probes: int = 2
+    candidates: tuple[int, ...] = DEFAULT_CANDIDATES
+    fit_kinds: tuple[str, ...] = DEFAULT_FIT_KINDS
+
+    def __post_init__(self) -> None:
+        problems = check_fit_settings(self.candidates, self.fit_kinds)
+        if self.num_probes < 0 or self.num_reverse_probes < 0:
+            problems.append(
+                f"calibration probes {self.num_probes} and reverse probes "
+                f"{self.num_reverse_probes} must be >= 0 (both 0: no calibration)"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.num_probes or self.num_reverse_probes) and bool(self.fit_kinds)
+
+
+class Calibration:
+    """The best-fit window sides of an evaluation's calibrated references for the network being
+    evaluated, on the evaluation's sigma grid.
+
+    Its probes are its own: held-out images taken from the end of the permutation that picks the
+    scored held-out probes (so the two sets share no image while the held-out pool holds both),
+    noised with the ``calibration_probes`` seed, and trajectories from the ``calibration_noise``
+    seed. The fit is computed when a reference first asks for it after a refresh
+    (:meth:`schedule`) and kept until the next (:meth:`forget`); every process computes the
+    same fit (no sharding).
+    """
+
+    def __init__(self, evaluation: Evaluation, settings: CalibrationSettings) -> None:
+        self.evaluation, self.settings = evaluation, settings
+        self._best_fit: BestFit | None = None
+        self._fits: Fits | None = None
+
+    def fits(self, kind: str) -> bool:
+        """Whether a schedule of ``kind`` is fitted (calibration on and ``kind`` in its kinds)."""
+        return self.settings.enabled and kind in self.settings.fit_kinds
+
+    def forget(self) -> None:
+        """The network changed: the next :meth:`schedule` fits again."""
+        self._fits = None
+
+    def best_fit(self) -> BestFit:
+        """The fit's probes and candidates (built once)."""
+        if self._best_fit is None:
+            ev, s = self.evaluation, self.settings
+            self._best_fit = BestFit(
+                ev.data.reference.to(ev.device),
+                ev.sigmas.tolist(),
+                calibration_probes(ev, s.num_probes),
+                fixed_noise(
+                    s.num_reverse_probes, ev.data.image_shape, ev.seeds.calibration_noise
+                ).to(ev.device),
+                s.candidates,
+                s.fit_kinds,
+                ev.batch_size,
+            )
+        return self._best_fit
+
+    def schedule(self, kind: str, network: Denoiser) -> tuple[list[float], list[int]] | None:
+        """``(sigmas, best sides)`` of ``kind`` for ``network`` on the evaluation's grid, largest
+        sigma first; ``None`` when :meth:`fits` is false."""
+        if not self.fits(kind):
+            return None
+        best_fit = self.best_fit()
+        if self._fits is None:
+            self._fits = best_fit.fit(network)
+        best, _ = self._fits[best_fit.pooled(self._fits)]
+        return list(best_fit.sigmas), list(best[kind])
+
+    def record(self) -> dict[str, Any] | None:
+        """The latest fit (``None`` before any): probes used, candidates and MSE tables."""
+        if self._fits is None or self._best_fit is None:
+            return None
+        used = self._best_fit.pooled(self._fits)
+        return {
+            "sigmas": list(self._best_fit.sigmas),
+            "probes": {
+                "used": used,
+                "forward": self.settings.num_probes,
+                "reverse": self.settings.num_reverse_probes,
+            },
+            "candidates": self._best_fit.candidates(),
+            "mse": self._fits[used][1],
+        }
+
+
+def calibration_probes(evaluation: Evaluation, num_images: int) -> ProbeSet:
+    """Forward probes of ``num_images`` held-out images at every grid sigma: the last images of
+    the permutation whose first images the scored held-out probes take
+    (:func:`~lightning_pspc.evaluation.probes.forward_probes` with the ``heldout_probes`` seed),
+    noise from the ``calibration_probes`` seed. Image-major, as forward probes."""
+    pool, seeds = evaluation.heldout_pool(), evaluation.seeds
+    n = min(num_images, pool.shape[0])
+    order = torch.randperm(
+        pool.shape[0], generator=torch.Generator().manual_seed(seeds.heldout_probes)
+    )
+    idx = order.flip(0)[:n]
+    gen = torch.Generator().manual_seed(seeds.calibration_probes)
+    s = evaluation.sigmas.double().cpu()
+    x = pool[idx].detach().float().cpu()  # [n, C, H, W]
+    eps = torch.randn((n, s.numel(), *x.shape[1:]), generator=gen)  # [n, S, C, H, W]
+    z = x.unsqueeze(1) + s.float().view(1, -1, 1, 1, 1) * eps
+    probes = ProbeSet(z.flatten(0, 1).contiguous(), s.repeat(n), idx.repeat_interleave(s.numel()))
+    return probes.to(evaluation.device)

@@ -1,0 +1,283 @@
+"""Evaluating saved checkpoints with nothing but their run folders (what ``eval.py`` runs).
+
+``python eval.py --ckpt RUN/last.ckpt [--ckpt ...] --out DIR`` rebuilds each run's model and data
+from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_run`), measures the
+EMA network's MSE to the reference denoisers per sigma on train / held-out / reverse probes and
+the memorization of its samples, and writes ``DIR/metrics.json`` and PNG charts; with checkpoints
+of runs at two or more training-set sizes it also draws the transition chart. It also measures
+linearity, the normalised MSE to the Gaussian denoiser and R^2 of the references per sigma, and
+the agreement of the network's samples with closed-form denoisers' from the same noise; twin runs
+(``--data.subset a`` / ``b``) found among the checkpoints get their twin similarity and
+reproducibility (``twins.png``), and memorization histories saved by a ``MemorizationMonitor``
+give ``phase_diagram.png`` (memorized fraction over N and images seen). Every input is
+checked before anything is written (W&B credentials with ``--wandb`` too), and results are
+staged in a temp folder that replaces ``DIR`` in one rename only when all checkpoints succeeded
+(files of ``DIR`` that eval.py does not write are kept). W&B logging comes after, from ``DIR``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..runs import RunSetupError, load_run, read_checkpoint, wandb_login_problem
+from .pipeline import EvalData, figures_of
+from .plots import (
+    draw_linearity_panel,
+    draw_twins_panel,
+    locality_transition_figure,
+    phase_diagram_figure,
+    save_figure,
+    transition_figure,
+    twins_figure,
+)
+from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
+from .settings import EvalError, EvalSettings
+from .twin_runs import TwinError, histories_by_size, memorization_history, twin_pairs, twin_record
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint with its rebuilt module and data, and the checkpoint's counters."""
+
+    path: Path
+    label: str
+    module: Any
+    datamodule: Any
+    meta: dict[str, int]
+    #: ``[{"epoch", "images_seen", "memorized_fraction"}]`` a MemorizationMonitor saved in it
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: the memorization samples ``[M, C, H, W]`` once evaluated (twin models compare them)
+    samples: torch.Tensor | None = None
+
+
+def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
+    """Rebuild model and data of one checkpoint; every failure is one :class:`EvalError`."""
+    path = Path(path)
+    fix = "Fix: pass a last.ckpt or best.ckpt that train.py wrote into its run folder"
+    if not path.is_file():
+        raise EvalError(
+            f"checkpoint {str(path)!r} does not exist. {fix} (e.g. checkpoints/<run>/last.ckpt)."
+        )
+    try:
+        ckpt = read_checkpoint(path)
+    except RunSetupError as err:
+        reason = str(err).split(" Fix:")[0]
+        raise EvalError(
+            f"{reason} {fix}; re-run or resume the training if no good one is left."
+        ) from None
+    if not (path.parent / "config.yaml").is_file():
+        raise EvalError(
+            f"no config.yaml next to checkpoint {str(path)!r}, so its model and data cannot be "
+            "rebuilt. Fix: keep the checkpoint in the run folder train.py wrote, or copy that "
+            "run's config.yaml beside it."
+        )
+    try:
+        module, dm = load_run(path, map_location=device)
+    except RunSetupError as err:
+        raise EvalError(str(err)) from None
+    try:
+        dm.setup("validate")
+        dm.reference_images()
+    except (OSError, ValueError) as err:
+        raise EvalError(
+            f"checkpoint {str(path)!r}: cannot load its training data ({err}). Fix: make the data "
+            f"set named in {str(path.parent / 'config.yaml')!r} available."
+        ) from None
+    if dm.train_images().shape[0] < 2:
+        raise EvalError(
+            f"checkpoint {str(path)!r} was trained on fewer than 2 images; nothing to compare"
+        )
+    meta = {k: int(ckpt.get(k, -1)) for k in ("epoch", "global_step", "images_seen")}
+    history = memorization_history(ckpt)
+    return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta, history)
+
+
+def check_comparable(runs: Sequence[LoadedRun]) -> None:
+    """All checkpoints must take images of one shape (one transition chart, one probe set);
+    a warning when runs of different training-set sizes stopped after different step counts."""
+    shapes = {r.label: tuple(r.datamodule.image_shape) for r in runs}
+    if len(set(shapes.values())) > 1:
+        raise EvalError(
+            f"the checkpoints were trained on images of different shapes {shapes}; their "
+            "metrics and transition chart would not be comparable. Fix: evaluate each image "
+            "shape in its own eval.py call (its own --out)."
+        )
+    steps = {r.label: r.meta["global_step"] for r in runs}
+    sizes = {r.datamodule.train_images().shape[0] for r in runs}
+    if len(sizes) > 1 and len(set(steps.values())) > 1:
+        print(
+            f"warning: the checkpoints were saved after different step counts {steps}: the "
+            "transition chart compares training-set sizes at different training lengths",
+            file=sys.stderr,
+        )
+
+
+@torch.no_grad()
+def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progress: bool) -> dict:
+    """All metrics of one checkpoint as a JSON-ready record; charts into ``plot_dir``.
+
+    Every member of the evaluation adds its own keys (:meth:`EvaluationMember.report`)."""
+    t0 = time.perf_counter()
+    evaluation = settings.build_evaluation(
+        EvalData.from_datamodule(run.datamodule), settings.torch_device()
+    )
+    bar = tqdm(
+        total=evaluation.work(),
+        desc=run.label,
+        unit="img",
+        disable=None if progress else True,
+        leave=False,
+    )
+    with bar:
+        results = evaluation.evaluate(run.module.denoiser, bar)
+    histories = {
+        name: [(run.meta["epoch"], member.record(results[name]))]
+        for name, member in evaluation.members.items()
+    }
+    stem = run.label.replace("/", "_")
+    plots = [
+        save_figure(fig, plot_dir / f"{stem}_{key.replace('/', '_')}.png").name
+        for key, fig in figures_of(evaluation, results, histories, over_time=False).items()
+    ]
+    record: dict[str, Any] = {
+        "checkpoint": str(run.path.resolve()),
+        "label": run.label,
+        "run": run.path.parent.name,
+        "num_train": int(evaluation.data.train.shape[0]),
+        "num_reference_images": int(evaluation.data.reference.shape[0]),
+        "image_shape": list(evaluation.data.image_shape),
+        **run.meta,
+    }
+    for name, member in evaluation.members.items():
+        record |= member.report(results[name])
+        samples = member.samples(results[name])
+        if samples is not None:
+            run.samples = samples.cpu()
+    if schedules := evaluation.reference_schedules():
+        record["local_schedules"] = schedules
+    if calibration := evaluation.calibration.record():
+        record["calibration"] = calibration
+    return record | {
+        "num_samples": settings.num_samples,
+        "memorization_history": run.history,
+        "plots": plots,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def evaluate_checkpoints(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    settings: EvalSettings | None = None,
+    wandb_project: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate every checkpoint, then write ``out/metrics.json`` and ``out/plots/`` at once.
+
+    All checkpoints, their configs and data, and ``out`` are validated first (:class:`EvalError`
+    naming the bad path and the fix); nothing is written into ``out`` unless every checkpoint
+    was evaluated. Returns the content of ``metrics.json``.
+    """
+    settings = settings or EvalSettings()
+    settings.check()
+    if wandb_project and (problem := wandb_login_problem("drop --wandb")):
+        raise EvalError(problem)
+    if not paths:
+        raise EvalError("no checkpoint given; pass --ckpt PATH (repeat it for several)")
+    try:
+        out = check_output_dir(out)
+    except ValueError as err:
+        raise EvalError(str(err)) from None
+    device = settings.torch_device()
+    runs = [load_checkpoint_run(p, device) for p in paths]  # validates everything first
+    try:
+        pairs = twin_pairs(paths)
+    except TwinError as err:
+        raise EvalError(str(err)) from None
+    labels = [r.label for r in runs]
+    for i, r in enumerate(runs):
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label}-{i}"
+    check_comparable(runs)
+    t0 = time.perf_counter()
+    with staged_output(out) as tmp:
+        records = []
+        for run in runs:
+            records.append(evaluate_run(run, settings, tmp / "plots", progress))
+            run.module.cpu()
+        report = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "settings": settings.flat() | {"device": str(device)},
+            "checkpoints": records,
+            "transition": None,
+            "transition_locality": None,
+            "seconds": None,
+        }
+        report |= twins_report(runs, records, pairs, tmp)
+        if len({r["num_train"] for r in records}) >= 2:
+            extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
+            if any("generalization" in r for r in records):
+                extra.append(lambda ax: draw_linearity_panel(ax, records))
+            save_figure(transition_figure(records, extra), tmp / "transition.png")
+            report["transition"] = "transition.png"
+        report["phase_diagram"] = None
+        histories = histories_by_size(records)  # twin halves averaged
+        if histories:
+            save_figure(phase_diagram_figure(histories), tmp / "phase_diagram.png")
+            report["phase_diagram"] = "phase_diagram.png"
+        if len({r["num_train"] for r in records if r.get("locality")}) >= 2:
+            save_figure(locality_transition_figure(records), tmp / "transition_locality.png")
+            report["transition_locality"] = "transition_locality.png"
+        report["seconds"] = time.perf_counter() - t0
+        write_json_atomic(tmp / "metrics.json", report)
+    if wandb_project:
+        log_to_wandb(report, out, wandb_project)
+    return report
+
+
+def log_to_wandb(report: dict, out: Path, project: str) -> bool:
+    """Log a written report to W&B (files under ``out/wandb``); a failure is one warning line,
+    the results stay in ``out``. Returns whether it succeeded."""
+    try:
+        log_report_to_wandb(report, out, project, f"eval-{out.name}")
+    except Exception as err:  # wandb raises many types (network, auth, usage)
+        reason = str(err).splitlines()[0] if str(err) else ""
+        print(
+            f"warning: W&B logging failed ({type(err).__name__}: {reason}); metrics.json and "
+            f"the charts are in {str(out)!r}",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def twins_report(
+    runs: Sequence[LoadedRun], records: Sequence[dict], pairs: Sequence[tuple[int, int]], out: Path
+) -> dict[str, Any]:
+    """``{"twins": [...], "twins_plot": ...}``: per twin pair (:func:`.twins.twin_pairs`) the
+    twin and nearest-training similarities and reproducibility of their memorization samples
+    (drawn from the same noise), and ``out/twins.png`` with the pairs side by side."""
+    twins, shown = [], []
+    for i, j in pairs:
+        a, b = runs[i], runs[j]
+        train_a, train_b = a.datamodule.train_images(), b.datamodule.train_images()
+        twins.append(
+            {
+                "num_train": records[i]["num_train"],
+                "runs": [a.label, b.label],
+                **twin_record(train_a, train_b, a.samples, b.samples),
+            }
+        )
+        shown.append((records[i]["num_train"], a.samples, b.samples))
+    if not twins:
+        return {"twins": [], "twins_plot": None}
+    save_figure(twins_figure(sorted(shown, key=lambda t: t[0])), out / "twins.png")
+    return {"twins": sorted(twins, key=lambda t: t["num_train"]), "twins_plot": "twins.png"}
