@@ -19,7 +19,7 @@ class DenoiserComparison(PeriodicEvaluation):
     """Every ``every_n_epochs`` epochs: MSE of the EMA network to each reference denoiser per sigma.
 
     The :class:`~lightning_pspc.evaluation.Comparison` member of the evaluation pipeline, on
-    probes fixed for the whole run (REFERENCE.md section 3):
+    probes fixed for the whole run (docs/reference.md section 3):
 
     * ``train`` / ``heldout``: ``num_train_probes`` training and ``num_heldout_probes`` held-out
       images, each noised once at every sigma; the reference denoisers' outputs on them are

@@ -1,6 +1,6 @@
 """One engine for the local family: Filtered Posterior Mean Collections (FPMC).
 
-Niedoba, Zwartsenberg, Wood (arXiv 2605.24192; REFERENCE.md section 2) show that PSPC, LS/ELS
+Niedoba, Zwartsenberg, Wood (arXiv 2605.24192; docs/reference.md section 2) show that PSPC, LS/ELS
 and Wiener locality are one model class, set by a **query precision** ``q_k >= 0``, a **response
 weight** ``r_k >= 0`` per element ``k`` and a source set (here the training set at the same
 location):
@@ -20,7 +20,7 @@ How it is computed (exact, float64 logits, any device, mixed sigmas in one batch
   matrix product ``[B*G, 2|U|] @ [2|U|, n]`` of ``[q_k z_b / s_b^2, -q_k / 2 s_b^2]`` against
   ``[x_n, x_n^2]`` on ``U``
   (``-||z||^2`` is constant over ``n`` and cancels; in float64 the expanded form loses nothing
-  that matters: REFERENCE.md section 2), and the numerators ``[B*G, n] @ [n, |V|]`` another one;
+  that matters: docs/reference.md section 2), and the numerators ``[B*G, n] @ [n, |V|]`` another one;
   a plain softmax when the training set fits one chunk, else streamed with an online softmax
   (:class:`.softmax.OnlineSoftmax`);
 * members order their elements so that a block is spatially compact (:func:`tile_order`), which

@@ -1,4 +1,4 @@
-"""Kamb & Ganguli's local score machines: LS (local) and ELS (equivariant local), REFERENCE.md
+"""Kamb & Ganguli's local score machines: LS (local) and ELS (equivariant local), docs/reference.md
 section 2 ("LS and ELS"; Kamb & Ganguli 2024, ICML 2025). FPMC members with one element per
 output pixel: query = the ``k x k`` window centred on it, response = that pixel (all channels).
 """
@@ -254,7 +254,7 @@ def els_posterior_centres(
 class EquivariantLocalDenoiser(_ScheduledLocal):
     """ELS, Kamb & Ganguli's equivariant local score machine: output pixel ``p`` is the centre
     (all channels) of the posterior mean, given ``z``'s ``k x k`` window at ``p``, over a set of
-    ``k x k`` patches from every position of every training image (REFERENCE.md section 2):
+    ``k x k`` patches from every position of every training image (docs/reference.md section 2):
 
     * ``padding="circular"`` (their ELS): ``z``'s window wraps around; the patch set is every
       valid (fully inside) patch of every training image. Commutes with circular shifts.

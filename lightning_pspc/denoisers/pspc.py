@@ -1,6 +1,6 @@
 """PSPC-Square: Patch Set Posterior Composites with square patches (Niedoba et al. 2024, sec. 5).
 
-Semantics are exactly those of the published implementation (REFERENCE.md section 2): every
+Semantics are exactly those of the published implementation (docs/reference.md section 2): every
 ``P x P`` window fully inside the image (stride 1, no padding) gets the empirical posterior mean
 over the crops of all training images at the SAME position; each output pixel is the mean of
 the windows that cover it. ``P >= H, W`` is the empirical denoiser.

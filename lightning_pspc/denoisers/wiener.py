@@ -1,5 +1,5 @@
 """Wiener locality (Lukoianov et al., NeurIPS 2025, "Locality in image diffusion models emerges
-from data statistics"; REFERENCE.md section 2): masks from the data's Wiener filter, an FPMC
+from data statistics"; docs/reference.md section 2): masks from the data's Wiener filter, an FPMC
 member (:mod:`.fpmc`) with per-dimension queries and responses."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class WienerLocalityDenoiser(ClosedFormDenoiser):
     ``max |W_hat|`` = 52 at sigma = 0.05 and 58 at 0.5, above ``1 / threshold`` = 50: then no mask
     holds its own pixel (all 784 diagonals fall below ``0.02 * max``), masks average 3-5
     neighbours, and the model denoises worse than the empirical denoiser at sigma <= 1. The
-    published data (CelebA-HQ, AFHQ) have no constant pixels. Kept as published (REFERENCE.md);
+    published data (CelebA-HQ, AFHQ) have no constant pixels. Kept as published (docs/reference.md);
     a smaller ``threshold`` or data without constant pixels avoid it.
 
     Args:

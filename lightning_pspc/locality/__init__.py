@@ -1,4 +1,4 @@
-"""Locality of denoisers: sensitivity heatmaps and the patch sizes they imply (REFERENCE.md 3b)."""
+"""Locality of denoisers: sensitivity heatmaps and the patch sizes they imply (docs/reference.md 3b)."""
 
 from .sensitivity import (
     heatmaps_at_sigmas,

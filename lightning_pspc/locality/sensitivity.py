@@ -1,4 +1,4 @@
-"""Sensitivity heatmaps of a denoiser and the patch sizes they imply (REFERENCE.md section 3b).
+"""Sensitivity heatmaps of a denoiser and the patch sizes they imply (docs/reference.md section 3b).
 
 ``G[r, c, i, j] = mean_z sum_{c_out, c_in} |dD(z, s)[c_out, r, c] / dz[c_in, i, j]|``: row ``(r, c)``
 is where output pixel ``(r, c)`` looks. Niedoba et al. (2024, sec. 5) cut PSPC-Flex's masks
@@ -140,7 +140,7 @@ def sensitivity_patch_size(
     heatmaps: Tensor, fraction: float, pixels: Tensor | None = None
 ) -> float:
     """Mean over output pixels of the side of the smallest centred odd square holding at least
-    ``fraction`` of the pixel's heatmap mass (REFERENCE.md section 3b; Niedoba et al. report about
+    ``fraction`` of the pixel's heatmap mass (docs/reference.md section 3b; Niedoba et al. report about
     13 at sigma = 30 down to 3 at sigma = 0.03 on CIFAR-10, ``fraction = 0.5``).
 
     ``heatmaps [H, W, H, W]``, or ``[P, H, W]`` with the rows' ``pixels [P, 2]``. The square is

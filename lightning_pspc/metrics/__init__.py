@@ -1,4 +1,4 @@
-"""Metrics of memorization and generalization (REFERENCE.md sections 3 and 3b).
+"""Metrics of memorization and generalization (docs/reference.md sections 3 and 3b).
 
 Each metric is a ``torchmetrics.Metric`` whose states declare their DDP reduction, built on a pure
 function in :mod:`lightning_pspc.metrics.functional`.

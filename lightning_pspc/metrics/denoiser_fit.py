@@ -12,7 +12,7 @@ class NormalizedMSE(PerSigmaMean):
     """Li et al. (2024): ``||D_net - D_gauss||^2 / ||D_gauss||^2`` per sigma.
 
     The **mean of per-sample ratios** (each probe's squared distance divided by its own Gaussian
-    output's energy, as REFERENCE.md suggests), not the ratio of sums over the probes.
+    output's energy, as docs/reference.md suggests), not the ratio of sums over the probes.
     ``update(out, ref, sigma)``: ``out [B, C, H, W]`` the network's output, ``ref`` the reference
     (Gaussian) denoiser's output on the same probes, ``sigma [B]`` or a float. ``compute()`` ->
     ``[num_sigmas]`` float64, NaN where no probe fell (nearest grid sigma in log space). A probe

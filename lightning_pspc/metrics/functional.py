@@ -1,4 +1,4 @@
-"""Pure functional cores of the metrics (REFERENCE.md section 3).
+"""Pure functional cores of the metrics (docs/reference.md section 3).
 
 The ``torchmetrics.Metric`` classes in this package only accumulate what these functions return,
 so the mathematics lives (and is tested) here once.
@@ -193,7 +193,7 @@ def _paired_flat(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 def paired_cosine_similarity(a: Tensor, b: Tensor) -> Tensor:
     """Cosine similarity ``[B]`` (float64) of flattened pairs ``a[i], b[i]`` of shape ``[B, ...]``.
 
-    Used for the reproducibility and generalization comparisons of REFERENCE.md section 3
+    Used for the reproducibility and generalization comparisons of docs/reference.md section 3
     (Zhang et al. 2023; Kadkhodaie et al. 2024): same-noise samples of two models. A zero vector
     has cosine 0 to everything.
     """

@@ -1,4 +1,4 @@
-"""Per-pair agreement of two sets of samples drawn from the same noise (REFERENCE.md 3b)."""
+"""Per-pair agreement of two sets of samples drawn from the same noise (docs/reference.md 3b)."""
 
 from __future__ import annotations
 

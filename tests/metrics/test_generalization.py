@@ -1,4 +1,4 @@
-"""Generalization metrics (REFERENCE.md 3 and 3b): hand-computed values and mathematical properties."""
+"""Generalization metrics (docs/reference.md 3 and 3b): hand-computed values and mathematical properties."""
 
 from __future__ import annotations
 

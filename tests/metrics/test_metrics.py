@@ -1,4 +1,4 @@
-"""Metrics against hand-computed values on tiny tensors (REFERENCE.md section 3)."""
+"""Metrics against hand-computed values on tiny tensors (docs/reference.md section 3)."""
 
 from __future__ import annotations
 
