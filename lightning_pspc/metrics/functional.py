@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..denoisers.schedules import nearest_grid_index
 from ..types import Denoiser
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -41,9 +42,7 @@ def nearest_sigma_index(sigma: Tensor, grid: Tensor) -> Tensor:
             f"sigma must be positive and finite, got min {sigma.min().item()}; "
             "drop the sigma = 0 step of a sampling trajectory before updating the metric"
         )
-    log_sigma = sigma.detach().double().log().reshape(-1, 1)  # [B, 1]
-    log_grid = grid.to(device=sigma.device, dtype=torch.float64).log().reshape(1, -1)  # [1, S]
-    return (log_sigma - log_grid).abs().argmin(dim=1)  # [B]
+    return nearest_grid_index(sigma.detach(), grid.to(sigma.device), "log")  # [B]
 
 
 def check_train_images(train: Tensor, min_images: int = 1) -> Tensor:

@@ -137,6 +137,33 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     assert report["transition"] is None
 
 
+def test_shared_errors_pair_runs_of_the_same_data_only(swept, tmp_path, capsys):
+    """The same checkpoint under two run folders: MSE 0 between them and error cosine 1; the
+    run trained on other data is paired with neither (skipped, with one line)."""
+    twin = tmp_path / "copy-n00016"
+    shutil.copytree(swept / "runs" / "t-n00016", twin)
+    ckpts = [
+        twin / "last.ckpt",
+        *(swept / "runs" / r / "last.ckpt" for r in ("t-n00016", "t-n00048")),
+    ]
+    args = [a for c in ckpts for a in ("--ckpt", str(c))] + ["--out", str(tmp_path / "ev")]
+    assert eval_main([*args, *EVAL_ARGS, "--references", "empirical"]) == 0
+    assert "pair(s) of checkpoints trained on different data skipped" in capsys.readouterr().err
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    (pair,) = report["pairwise"]
+    assert pair["runs"] == ["copy-n00016/last", "t-n00016/last"]
+    for kind in ("forward", "reverse"):
+        assert pair["mse_between"][kind] == [0.0] * len(pair["sigmas"])
+        assert pair["error_cosine"][kind] == pytest.approx([1.0] * len(pair["sigmas"]))
+        a, b = pair["mse_to_empirical"].values()
+        assert a[kind] == b[kind]
+    assert {tuple(p["runs"]) for p in report["pairwise_skipped"]} == {
+        ("copy-n00016/last", "t-n00048/last"),
+        ("t-n00016/last", "t-n00048/last"),
+    }
+    assert (tmp_path / "ev" / report["pairwise_plot"]).stat().st_size > 10_000
+
+
 def _eval_error(args: list[str], capsys) -> str:
     code = eval_main([*args, *EVAL_ARGS])
     err = capsys.readouterr().err.strip()
