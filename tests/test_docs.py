@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import lightning
 import pytest
 
 from lightning_pspc.commands import evaluate as eval_command
 from lightning_pspc.denoisers import REFERENCE_DENOISERS
+from lightning_pspc.evaluation import EvalData, Evaluation
 from lightning_pspc.evaluation import settings as eval_settings
 from lightning_pspc.evaluation.settings import EvalError
+from lightning_pspc.module import DiffusionModule
+from tests.helpers import TinyNet, tiny_datamodule
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURE = REPO / "docs" / "architecture.md"
@@ -133,6 +137,38 @@ def test_option_group_in_groups_gives_eval_py_its_flag_and_member(tmp_path, monk
     assert not [m for m in off.members() if isinstance(m, output_norm)]
     with pytest.raises(EvalError, match="--num-norm-probes -1"):
         eval_py_settings("--num-norm-probes=-1").check()
+
+
+def test_member_callback_measures_the_ema_denoiser_every_epoch(tmp_path, monkeypatch):
+    """The member example's callback, in a fit: one evaluation per epoch, logged under its
+    prefix, equal to the member on the EMA denoiser afterwards (the same seeded probes)."""
+    monkeypatch.chdir(tmp_path)
+    ns = run_section("An evaluation member")
+    sigmas = [1e4, 1.0, 0.002]
+    monitor = ns["OutputNormMonitor"](sigmas=sigmas, log_images=False, progress=False)
+    datamodule = tiny_datamodule(num_train=16, num_heldout=8, batch_size=8)
+    module = DiffusionModule(TinyNet())
+    trainer = lightning.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    history = monitor.histories["output_norm"]
+    assert [epoch for epoch, _ in history] == [1, 2]
+    assert history[0][1]["rms"] != history[1][1]["rms"]  # the network changed in between
+    data = EvalData.from_datamodule(datamodule)
+    after = Evaluation(data, [ns["OutputNorm"](num_probes=4)], sigmas=sigmas)
+    rms = after.evaluate(module.denoiser)["output_norm"].rms
+    assert history[1][1]["rms"] == pytest.approx(rms.tolist(), rel=1e-6)
+    logged = trainer.callback_metrics["output_norm/rms/sigma_1"]
+    assert float(logged) == pytest.approx(float(rms[1]), rel=1e-6)
 
 
 # --- the layer table ---------------------------------------------------------------------------
@@ -275,7 +311,7 @@ def cited_sections() -> dict[str, set[str]]:
     for folder in ("lightning_pspc", "benchmarks", "scripts", "tests", "docs"):
         files += [*(REPO / folder).rglob("*.py"), *(REPO / folder).rglob("*.md")]
     for path in files:
-        if path == REFERENCE:
+        if path in (REFERENCE, Path(__file__).resolve()):  # this file quotes made-up ones
             continue
         # one line of text: comment markers and line breaks between the words removed
         text = re.sub(r"\s*\n\s*(?:#:?\s*)?", " ", path.read_text())
