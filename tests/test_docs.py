@@ -42,7 +42,7 @@ MARKER = "<!-- test -->"
 
 @dataclass(frozen=True)
 class Block:
-    """A runnable ``python`` block: its code and the line of the doc it starts on (1-based)."""
+    """A runnable ``python`` block: its code and the line of the doc its code starts on (1-based)."""
 
     code: str
     line: int
@@ -57,13 +57,12 @@ def runnable_sections(text: str) -> dict[str, list[Block]]:
         line = lines[i]
         if re.match(r"#{2,3} ", line):
             heading = line.lstrip("#").strip()
+        elif line.strip() == MARKER and lines[i + 1 : i + 2] != ["```python"]:
+            raise AssertionError(f"line {i + 1}: {MARKER} is not directly before a ```python block")
         elif line.startswith("```"):
-            fence_line, marked = i, i > 0 and lines[i - 1].strip() == MARKER
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-            if marked:
-                if line.strip() != "```python":
-                    raise AssertionError(f"{ARCHITECTURE.name}:{i + 1}: {MARKER} before {line!r}")
-                sections[heading].append(Block("\n".join(lines[i + 1 : end]), fence_line + 2))
+            if i > 0 and lines[i - 1].strip() == MARKER:
+                sections[heading].append(Block("\n".join(lines[i + 1 : end]), i + 2))
             i = end
         i += 1
     return dict(sections)
@@ -89,6 +88,14 @@ def run_section(heading: str) -> dict[str, Any]:
             code = compile(source, str(ARCHITECTURE), "exec", dont_inherit=True)
             exec(code, module.__dict__)  # noqa: S102
     return module.__dict__
+
+
+def test_marked_blocks_are_found_and_a_stray_marker_is_an_error():
+    text = "## A\n<!-- test -->\n```python\nx = 1\n```\n```python\nnot run\n```\n### B\n"
+    text += "<!-- test -->\n```python\ny = 2\n```\n"
+    assert runnable_sections(text) == {"A": [Block("x = 1", 4)], "B": [Block("y = 2", 12)]}
+    with pytest.raises(AssertionError, match="line 2"):
+        runnable_sections("## A\n<!-- test -->\n\n```python\nx = 1\n```\n")
 
 
 def test_the_examples_are_found():
