@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..data.datamodule import ImageDataModule
+from ..denoisers.network_fitted import ReferenceOptions
 from ..evaluation.members.comparison import Comparison, distance_table
 from ..evaluation.members.panel import Panel
 from ..evaluation.pipeline import EvalData, Evaluation
@@ -44,6 +45,7 @@ def compare(num_train: int, num_probes: int, seed: int = 0) -> tuple[Evaluation,
         [Comparison(0, num_probes, 0), Panel()],
         references=REFERENCES,
         seed=seed,
+        reference_options=ReferenceOptions(pspc_schedule="scaled"),  # no network to fit
     )
     comparer = evaluation.members[Comparison.name].comparer
     probes = comparer.forward["heldout"]

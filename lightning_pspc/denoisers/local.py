@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .base import DEFAULT_CHUNK_ELEMENTS, ClosedFormDenoiser, check_images
 from .fpmc import DEFAULT_BLOCK_SIZE, FilteredPosteriorMeans, tile_order
+from .schedules import NEAREST_RULES, nearest_grid_index
 from .softmax import OnlineSoftmax
 
 Padding = Literal["circular", "zeros"]
@@ -87,18 +88,21 @@ def resolve_odd_schedule(
 class _ScheduledLocal(ClosedFormDenoiser):
     """Shared schedule handling: a window side per grid sigma, nearest grid sigma wins."""
 
-    def __init__(self, images, patch_size, sigmas, patch_sizes, chunk_elements) -> None:
+    def __init__(self, images, patch_size, sigmas, patch_sizes, chunk_elements, nearest) -> None:
         images = check_images(images)
         super().__init__(images, chunk_elements)
+        if nearest not in NEAREST_RULES:
+            raise ValueError(f"nearest={nearest!r}: use one of {NEAREST_RULES}")
+        self.nearest = nearest
         grid, self.patch_sizes = resolve_odd_schedule(patch_size, sigmas, patch_sizes)
         self.register_buffer("images", images.contiguous(), persistent=False)
         self.register_buffer("grid_sigmas", grid, persistent=False)
 
     def patch_size_for(self, sigma: Tensor) -> Tensor:
-        """Window side ``[B]`` (long) for noise levels ``sigma [B]``: nearest grid sigma."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=self.grid_sigmas.device)
-        nearest = (sigma.reshape(-1, 1) - self.grid_sigmas).abs().argmin(1)
-        return torch.tensor(self.patch_sizes, device=sigma.device)[nearest]
+        """Window side ``[B]`` (long) for noise levels ``sigma [B]``: nearest grid sigma
+        (:func:`~lightning_pspc.denoisers.schedules.nearest_grid_index` by ``nearest``)."""
+        nearest = nearest_grid_index(sigma, self.grid_sigmas, self.nearest)
+        return torch.tensor(self.patch_sizes, device=nearest.device)[nearest]
 
     def _denoise(self, z: Tensor, sigma: Tensor) -> Tensor:
         sizes = self.patch_size_for(sigma)
@@ -134,8 +138,8 @@ class LocalDenoiser(_ScheduledLocal):
     the ``k x k`` window centred at ``p`` truncated at the image border.
 
     ``k >= 2 max(H, W) - 1`` (every window the whole image) is the empirical denoiser. Give
-    ``patch_size=k`` (odd) or ``sigmas=[...], patch_sizes=[...]`` (nearest grid sigma).
-    Computed by the FPMC engine (:mod:`.fpmc`; windows merged when equal, blocks of neighbours).
+    ``patch_size=k`` (odd) or ``sigmas=[...], patch_sizes=[...]`` (nearest grid sigma by
+    ``nearest``, ``"absolute"`` or ``"log"``). Computed by the FPMC engine (:mod:`.fpmc`; windows merged when equal, blocks of neighbours).
     """
 
     def __init__(
@@ -146,8 +150,9 @@ class LocalDenoiser(_ScheduledLocal):
         patch_sizes: Sequence[int] | None = None,
         block_size: int = DEFAULT_BLOCK_SIZE,
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        nearest: str = "absolute",
     ) -> None:
-        super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements)
+        super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements, nearest)
         self.block_size = int(block_size)
         self._collections: dict[int, FilteredPosteriorMeans] = {}
 
@@ -278,10 +283,11 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         sigmas: Sequence[float] | Tensor | None = None,
         patch_sizes: Sequence[int] | None = None,
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        nearest: str = "absolute",
     ) -> None:
         if padding not in ("circular", "zeros"):
             raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
-        super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements)
+        super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements, nearest)
         self.padding: Padding = padding
         #: ``"auto"``: the fused numba kernel (:func:`.kernels.fpmc_cpu.els_centres_cpu`) on the CPU for
         #: windows of at most ``ELS_FUSED_MAX_FEATURES`` features, the fused Triton kernel

@@ -23,8 +23,9 @@ from ..diffusion.schedule import edm_sigmas
 from ..locality import heatmaps_at_sigmas
 from ..types import Denoiser
 from .local import EquivariantLocalDenoiser, LocalDenoiser
+from .pspc import PSPCSquareDenoiser
 from .pspc_flex import PSPCFlexDenoiser
-from .schedules import CIFAR10_TAUS
+from .schedules import CIFAR10_TAUS, default_patch_schedule
 
 #: Best-fit PSPC-Square patch sides of the small UNet preset (Fashion-MNIST 28x28, N = 1,024,
 #: 20 epochs; docs/reference.md section 3b), the default LS / ELS window schedule for 28x28 until the
@@ -41,14 +42,26 @@ DEFAULT_FLEX_PROBES = 2
 class ReferenceOptions:
     """Settings of the network-dependent references of an evaluation.
 
-    ``flex_probes``: held-out probes per sigma of the PSPC-Flex references' full heatmaps.
+    ``flex_probes``: held-out probes per sigma of the PSPC-Flex references' full heatmaps;
+    ``pspc_schedule``: the patch sides of the ``pspc`` reference, ``"calibrated"`` (the best fit
+    to the network per sigma of the evaluation's grid), ``"scaled"`` (the CIFAR-10 schedule
+    scaled to the image size) or one side per sigma of the evaluation's grid (a tuple).
     """
 
     flex_probes: int = DEFAULT_FLEX_PROBES
+    pspc_schedule: str | tuple[int, ...] = "calibrated"
 
     def __post_init__(self) -> None:
         if self.flex_probes < 1:
             raise ValueError(f"flex_probes={self.flex_probes} must be >= 1")
+        choice = self.pspc_schedule
+        if isinstance(choice, str):
+            if choice not in ("calibrated", "scaled"):
+                raise ValueError(
+                    f"pspc_schedule={choice!r}: use calibrated, scaled or one patch side per sigma"
+                )
+        elif not choice or any(int(k) != k or k < 1 for k in choice):
+            raise ValueError(f"pspc_schedule={list(choice)}: patch sides must be integers >= 1")
 
 
 def default_local_schedule(height: int, width: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -134,22 +147,40 @@ class NetworkFlexReference(NetworkDependentReference):
         return cache[key].clone()
 
 
-class CalibratedLocalReference(NetworkDependentReference):
-    """LS (or ELS, ``equivariant``, zero padding) with the window sides that fit the network best.
+class CalibratedReference(NetworkDependentReference):
+    """PSPC-Square, LS or ELS (zero padding) with the window sides that fit the network best.
 
-    At each :meth:`refresh` the sides come from the evaluation's calibration
-    (``evaluation.calibration.schedule(kind, network)``, best fit per sigma of the evaluation's
-    grid): LS's own fit for LS; for ELS its own fit when the calibration fits ELS (Kamb & Ganguli
-    calibrate ELS itself; off by default for its CPU cost), else LS's. Without a calibration
-    (no calibration probes) it keeps :func:`default_local_schedule`. :attr:`calibrated_by` names
-    the fit in use (``None``: the default schedule)."""
+    ``kind`` is ``"pspc"``, ``"ls"`` or ``"els"``. At each :meth:`refresh` the sides come from the
+    evaluation's calibration (``evaluation.calibration.schedule(kind, network)``: the best fit
+    per sigma of the evaluation's grid; a sigma between grid sigmas takes the nearest in log
+    sigma); ELS takes its own fit when the calibration fits ELS (Kamb & Ganguli calibrate ELS
+    itself; off by default for its CPU cost), else LS's. Without a calibration it keeps its
+    default sides: for PSPC the CIFAR-10 schedule scaled to the image size
+    (:func:`~lightning_pspc.denoisers.schedules.default_patch_schedule`), for LS / ELS
+    :func:`default_local_schedule`. PSPC follows ``evaluation.reference_options.pspc_schedule``:
+    ``"calibrated"`` (default), ``"scaled"`` (always the scaled schedule) or one side per sigma
+    of the evaluation's grid. :attr:`calibrated_by` names the fit in use (``None``: not fitted).
+    """
 
-    def __init__(self, images: Tensor, equivariant: bool = False) -> None:
+    KINDS = ("pspc", "ls", "els")
+
+    def __init__(self, images: Tensor, kind: str) -> None:
         super().__init__()
-        self.images, self.equivariant = images, equivariant
-        self.schedule = default_local_schedule(*images.shape[-2:])
+        if kind not in self.KINDS:
+            raise ValueError(f"calibrated reference kind {kind!r}: use one of {self.KINDS}")
+        self.images, self.kind = images, kind
+        if kind == "pspc":
+            grid, sizes = default_patch_schedule(*images.shape[-2:])
+            self.default = (tuple(grid.tolist()), tuple(sizes))
+        else:
+            self.default = default_local_schedule(*images.shape[-2:])
+        self.schedule, self.source = self.default, "default"
         self.calibrated_by: str | None = None
         self.denoiser = self._build(self.schedule)
+
+    @property
+    def equivariant(self) -> bool:
+        return self.kind == "els"
 
     @property
     def calibrated(self) -> bool:
@@ -158,31 +189,54 @@ class CalibratedLocalReference(NetworkDependentReference):
 
     def _build(self, schedule: tuple[Sequence[float], Sequence[int]]) -> nn.Module:
         sigmas, sizes = schedule
-        if self.equivariant:
+        if self.kind == "pspc":
+            return PSPCSquareDenoiser(self.images, sigmas=sigmas, patch_sizes=sizes, nearest="log")
+        if self.kind == "els":
             return EquivariantLocalDenoiser(
-                self.images, padding="zeros", sigmas=sigmas, patch_sizes=sizes
+                self.images, padding="zeros", sigmas=sigmas, patch_sizes=sizes, nearest="log"
             )
-        return LocalDenoiser(self.images, sigmas=sigmas, patch_sizes=sizes)
+        return LocalDenoiser(self.images, sigmas=sigmas, patch_sizes=sizes, nearest="log")
 
-    def refresh(self, network: Denoiser, evaluation: Any) -> bool:
+    def _target(self, network: Denoiser, evaluation: Any) -> tuple[tuple, str, str | None]:
+        """``(schedule, source, calibrated_by)`` this reference should use now."""
+        if self.kind == "pspc":
+            choice = evaluation.reference_options.pspc_schedule
+            if choice == "scaled":
+                return self.default, "scaled", None
+            if choice != "calibrated":  # one side per grid sigma
+                grid = tuple(float(s) for s in evaluation.sigmas.tolist())
+                return (grid, tuple(int(k) for k in choice)), "given", None
         calibration = evaluation.calibration
-        kinds = ("els", "ls") if self.equivariant else ("ls",)
+        kinds = ("els", "ls") if self.kind == "els" else (self.kind,)
         kind = next((k for k in kinds if calibration.fits(k)), None)
         found = calibration.schedule(kind, network) if kind is not None else None
         if found is None:
-            return False
+            return self.default, "scaled" if self.kind == "pspc" else "default", None
         schedule = (tuple(float(s) for s in found[0]), tuple(int(k) for k in found[1]))
+        return schedule, "calibrated", kind
+
+    def refresh(self, network: Denoiser, evaluation: Any) -> bool:
+        schedule, self.source, self.calibrated_by = self._target(network, evaluation)
         changed = schedule != self.schedule
-        self.schedule, self.calibrated_by = schedule, kind
+        self.schedule = schedule
         if changed:
             self.denoiser = self._build(schedule)
         return changed
 
     def schedule_record(self) -> dict[str, Any]:
-        """``{"sigmas", "patch_sizes", "calibrated", "calibrated_by"}`` of the schedule in use."""
+        """``{"sigmas", "patch_sizes", "schedule", "calibrated", "calibrated_by"}`` of the
+        schedule in use (``schedule``: ``calibrated``, ``scaled``, ``given`` or ``default``)."""
         return {
             "sigmas": list(self.schedule[0]),
             "patch_sizes": list(self.schedule[1]),
+            "schedule": self.source,
             "calibrated": self.calibrated,
             "calibrated_by": self.calibrated_by,
         }
+
+
+class CalibratedLocalReference(CalibratedReference):
+    """LS, or ELS with ``equivariant``: the :class:`CalibratedReference` of kind ``ls`` / ``els``."""
+
+    def __init__(self, images: Tensor, equivariant: bool = False) -> None:
+        super().__init__(images, "els" if equivariant else "ls")

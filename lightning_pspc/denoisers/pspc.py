@@ -41,7 +41,7 @@ from torch import Tensor
 from . import kernels
 from .base import DEFAULT_CHUNK_ELEMENTS, ClosedFormDenoiser, check_images
 from .empirical import empirical_posterior_mean
-from .schedules import default_patch_schedule
+from .schedules import NEAREST_RULES, default_patch_schedule, nearest_grid_index
 from .softmax import OnlineSoftmax, streaming_logsumexp
 
 Method = Literal["auto", "fused", "gemm", "pixel"]
@@ -204,7 +204,7 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
 
     * ``patch_size=P``: one side for every sigma;
     * ``sigmas=[...], patch_sizes=[...]``: a schedule; an input sigma takes the size of the
-      nearest grid sigma (absolute difference), as in the published code;
+      nearest grid sigma (``nearest="absolute"``, as in the published code, or ``"log"``);
     * nothing: the default schedule for the image size (the paper's CIFAR-10 schedule on the
       18 EDM sigmas for 32x32; :func:`~lightning_pspc.denoisers.schedules.scale_patch_sizes`
       for other sizes, e.g. ``28 x7, 21, 13, 9, 7, 5, 3 x6`` for 28x28).
@@ -216,6 +216,8 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
         images: training set ``[N, C, H, W]`` in [-1, 1] (``ImageDataModule.reference_images()``).
         method: ``"auto"``, ``"fused"`` (CPU), ``"gemm"`` or ``"pixel"`` (see the module
             docstring); all agree to float64 rounding.
+        nearest: how a sigma off the schedule's grid picks its grid sigma
+            (:func:`~lightning_pspc.denoisers.schedules.nearest_grid_index`).
     """
 
     def __init__(
@@ -226,12 +228,15 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
         patch_sizes: Sequence[int] | None = None,
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
         method: Method = "auto",
+        nearest: str = "absolute",
     ) -> None:
         images = check_images(images)
         super().__init__(images, chunk_elements)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.method = method
+        if nearest not in NEAREST_RULES:
+            raise ValueError(f"nearest={nearest!r}: use one of {NEAREST_RULES}")
+        self.method, self.nearest = method, nearest
         self._layouts: dict[str, tuple] = {}  # CPU kernel layouts of images, built lazily
         grid, sizes = self._resolve_schedule(images.shape[-2:], patch_size, sigmas, patch_sizes)
         self.register_buffer("images", images.contiguous(), persistent=False)
@@ -271,12 +276,8 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
 
     def patch_size_for(self, sigma: Tensor) -> Tensor:
         """Patch side ``[B]`` (long) for noise levels ``sigma [B]``: nearest grid sigma."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=self.grid_sigmas.device).reshape(
-            -1
-        )
-        nearest = (sigma.unsqueeze(1) - self.grid_sigmas).abs().argmin(1)  # [B]
-        sizes = torch.tensor(self.patch_sizes, device=sigma.device)
-        return sizes[nearest]
+        nearest = nearest_grid_index(sigma, self.grid_sigmas, self.nearest)  # [B]
+        return torch.tensor(self.patch_sizes, device=nearest.device)[nearest]
 
     def _cpu_layout(self, kind: Literal["kernel", "values"]) -> object | None:
         """The training set in a CPU kernel's layout (``"kernel"``: a

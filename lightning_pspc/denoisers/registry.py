@@ -2,10 +2,10 @@
 
 A name is used in configs (``references: [empirical, pspc, gaussian]``), metric keys and file
 names. Each entry builds the denoiser from the training set ``[N, C, H, W]`` as the network sees
-it (``ImageDataModule.reference_images()``). The closed forms depend on the training set alone;
-``pspc_flex``, ``pspc_flex_soft``, ``ls`` and ``els`` also depend on the network being evaluated
-(its heatmaps, its best-fit window sides) and are refreshed by the evaluation
-(:mod:`.network_fitted`).
+it (``ImageDataModule.reference_images()``). ``empirical``, ``gaussian`` and ``wiener_locality``
+depend on the training set alone; ``pspc``, ``ls`` and ``els`` take the window sides that fit the
+network being evaluated (its calibration), ``pspc_flex`` and ``pspc_flex_soft`` its heatmaps:
+the evaluation refreshes them with the network (:mod:`.network_fitted`).
 """
 
 from __future__ import annotations
@@ -17,19 +17,18 @@ from torch import Tensor, nn
 
 from .empirical import EmpiricalDenoiser
 from .gaussian import GaussianDenoiser
-from .network_fitted import CalibratedLocalReference, NetworkFlexReference
-from .pspc import PSPCSquareDenoiser
+from .network_fitted import CalibratedReference, NetworkFlexReference
 from .wiener import WienerLocalityDenoiser
 
 #: Reference denoisers by the name used in configs, metric keys and files.
 REFERENCE_DENOISERS: dict[str, Callable[[Tensor], nn.Module]] = {
     "empirical": EmpiricalDenoiser,
-    "pspc": PSPCSquareDenoiser,
+    "pspc": lambda images: CalibratedReference(images, "pspc"),
     "gaussian": GaussianDenoiser,
     "pspc_flex": lambda images: NetworkFlexReference(images, soft=False),
     "pspc_flex_soft": lambda images: NetworkFlexReference(images, soft=True),
-    "ls": lambda images: CalibratedLocalReference(images, equivariant=False),
-    "els": lambda images: CalibratedLocalReference(images, equivariant=True),
+    "ls": lambda images: CalibratedReference(images, "ls"),
+    "els": lambda images: CalibratedReference(images, "els"),
     "wiener_locality": WienerLocalityDenoiser,
 }
 
@@ -53,7 +52,8 @@ def build_references(
     """The named reference denoisers of the training set ``images [N, C, H, W]``, on ``device``.
 
     Pass the training set as the network sees it (``ImageDataModule.reference_images()``).
-    PSPC uses the default patch-size schedule for the image size.
+    Until an evaluation refreshes them, ``pspc`` uses the default patch-size schedule for the
+    image size and ``ls`` / ``els`` their default window sides.
     """
     images = images.to(device)
     return {n: REFERENCE_DENOISERS[n](images).to(device) for n in check_reference_names(names)}

@@ -233,12 +233,13 @@ class BestFit:
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """How an evaluation calibrates its local references (LS, ELS).
+    """How an evaluation calibrates its references to the network (PSPC, LS, ELS).
 
     ``num_probes`` held-out forward probes and ``num_reverse_probes`` reverse trajectories per
     sigma of the evaluation's grid (0 and 0: no calibration, the references keep their default
-    windows); ``candidates`` and ``fit_kinds`` as for :class:`BestFit` (ELS is fitted only when
-    ``"els"`` is listed, else it takes LS's sides).
+    sides); ``candidates`` as for :class:`BestFit`; ``fit_kinds``: ELS is fitted only when
+    ``"els"`` is listed (else the ``els`` reference takes LS's sides); PSPC and LS are fitted
+    whenever a reference asks.
     """
 
     num_probes: int = 4
@@ -258,7 +259,7 @@ class CalibrationSettings:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.num_probes or self.num_reverse_probes) and bool(self.fit_kinds)
+        return bool(self.num_probes or self.num_reverse_probes)
 
 
 class Calibration:
@@ -268,66 +269,78 @@ class Calibration:
     Its probes are its own: held-out images taken from the end of the permutation that picks the
     scored held-out probes (so the two sets share no image while the held-out pool holds both),
     noised with the ``calibration_probes`` seed, and trajectories from the ``calibration_noise``
-    seed. The fit is computed when a reference first asks for it after a refresh
-    (:meth:`schedule`) and kept until the next (:meth:`forget`); every process computes the
-    same fit (no sharding).
+    seed. A kind is fitted when a reference first asks for it after a refresh (:meth:`schedule`)
+    and kept until the next (:meth:`forget`); every process computes the same fit (no
+    sharding), so every reference of the evaluation gets the same sides.
     """
 
     def __init__(self, evaluation: Evaluation, settings: CalibrationSettings) -> None:
         self.evaluation, self.settings = evaluation, settings
-        self._best_fit: BestFit | None = None
-        self._fits: Fits | None = None
+        self._best_fits: dict[str, BestFit] = {}
+        self._fits: dict[str, Fits] = {}
+        self._forward: ProbeSet | None = None
 
     def fits(self, kind: str) -> bool:
-        """Whether a schedule of ``kind`` is fitted (calibration on and ``kind`` in its kinds)."""
-        return self.settings.enabled and kind in self.settings.fit_kinds
+        """Whether ``kind`` gets a fit of its own (calibration on; ELS only when listed)."""
+        if not self.settings.enabled or kind not in FIT_KINDS:
+            return False
+        return kind != "els" or "els" in self.settings.fit_kinds
 
     def forget(self) -> None:
         """The network changed: the next :meth:`schedule` fits again."""
-        self._fits = None
+        self._fits = {}
 
-    def best_fit(self) -> BestFit:
-        """The fit's probes and candidates (built once)."""
-        if self._best_fit is None:
+    def best_fit(self, kind: str = "pspc") -> BestFit:
+        """The fit of ``kind``: its probes (shared by every kind) and candidates (built once)."""
+        if kind not in self._best_fits:
             ev, s = self.evaluation, self.settings
-            self._best_fit = BestFit(
+            if self._forward is None:
+                self._forward = calibration_probes(ev, s.num_probes)
+            self._best_fits[kind] = BestFit(
                 ev.data.reference.to(ev.device),
                 ev.sigmas.tolist(),
-                calibration_probes(ev, s.num_probes),
+                self._forward,
                 fixed_noise(
                     s.num_reverse_probes, ev.data.image_shape, ev.seeds.calibration_noise
                 ).to(ev.device),
                 s.candidates,
-                s.fit_kinds,
+                (kind,),
                 ev.batch_size,
             )
-        return self._best_fit
+        return self._best_fits[kind]
 
     def schedule(self, kind: str, network: Denoiser) -> tuple[list[float], list[int]] | None:
         """``(sigmas, best sides)`` of ``kind`` for ``network`` on the evaluation's grid, largest
         sigma first; ``None`` when :meth:`fits` is false."""
         if not self.fits(kind):
             return None
-        best_fit = self.best_fit()
-        if self._fits is None:
-            self._fits = best_fit.fit(network)
-        best, _ = self._fits[best_fit.pooled(self._fits)]
+        best_fit = self.best_fit(kind)
+        if kind not in self._fits:
+            self._fits[kind] = best_fit.fit(network)
+        best, _ = self._fits[kind][best_fit.pooled(self._fits[kind])]
         return list(best_fit.sigmas), list(best[kind])
 
     def record(self) -> dict[str, Any] | None:
-        """The latest fit (``None`` before any): probes used, candidates and MSE tables."""
-        if self._fits is None or self._best_fit is None:
+        """The latest fits (``None`` before any): probes used, candidates and MSE tables."""
+        if not self._fits:
             return None
-        used = self._best_fit.pooled(self._fits)
+        kinds = {}
+        for kind, fits in self._fits.items():
+            best_fit = self._best_fits[kind]
+            used = best_fit.pooled(fits)
+            kinds[kind] = {
+                "patch_sizes": fits[used][0][kind],
+                "candidates": best_fit.kind_candidates[kind],
+                "mse": fits[used][1][kind],
+            }
         return {
-            "sigmas": list(self._best_fit.sigmas),
+            "sigmas": self.evaluation.sigmas.tolist(),
             "probes": {
-                "used": used,
+                "used": "forward+reverse" if self.settings.num_reverse_probes else "forward",
                 "forward": self.settings.num_probes,
                 "reverse": self.settings.num_reverse_probes,
             },
-            "candidates": self._best_fit.candidates(),
-            "mse": self._fits[used][1],
+            "kinds": kinds,
         }
 
 

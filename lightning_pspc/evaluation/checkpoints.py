@@ -8,8 +8,9 @@ of runs at two or more training-set sizes it also draws the transition chart. It
 linearity, the normalised MSE to the Gaussian denoiser and R^2 of the references per sigma, and
 the agreement of the network's samples with closed-form denoisers' from the same noise; twin runs
 (``--data.subset a`` / ``b``) found among the checkpoints get their twin similarity and
-reproducibility (``twins.png``), and memorization histories saved by a ``MemorizationMonitor``
-give ``phase_diagram.png`` (memorized fraction over N and images seen). Every input is
+reproducibility (``twins.png``), memorization histories saved by a ``MemorizationMonitor``
+give ``phase_diagram.png`` (memorized fraction over N and images seen), and checkpoints trained on
+the same data get their shared errors (``pairwise``, ``pairwise.png``; Niedoba et al. sec. 3). Every input is
 checked before anything is written (W&B credentials with ``--wandb`` too), and results are
 staged in a temp folder that replaces ``DIR`` in one rename only when all checkpoints succeeded
 (files of ``DIR`` that eval.py does not write are kept). W&B logging comes after, from ``DIR``.
@@ -17,6 +18,7 @@ staged in a temp folder that replaces ``DIR`` in one rename only when all checkp
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +35,7 @@ from .plots import (
     draw_linearity_panel,
     draw_twins_panel,
     locality_transition_figure,
+    pairwise_figure,
     phase_diagram_figure,
     save_figure,
     transition_figure,
@@ -40,6 +43,7 @@ from .plots import (
 )
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
 from .settings import EvalError, EvalSettings
+from .shared_errors import data_fingerprint, shared_errors_report
 from .twin_runs import TwinError, histories_by_size, memorization_history, twin_pairs, twin_record
 
 
@@ -222,6 +226,7 @@ def evaluate_checkpoints(
             "seconds": None,
         }
         report |= twins_report(runs, records, pairs, tmp)
+        report |= pairwise_report(runs, settings, device, tmp)
         if len({r["num_train"] for r in records}) >= 2:
             extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
             if any("generalization" in r for r in records):
@@ -257,6 +262,53 @@ def log_to_wandb(report: dict, out: Path, project: str) -> bool:
         )
         return False
     return True
+
+
+def pairwise_report(
+    runs: Sequence[LoadedRun], settings: EvalSettings, device: torch.device, out: Path
+) -> dict[str, Any]:
+    """``{"pairwise": [...], "pairwise_skipped": [...], "pairwise_plot": ...}``: shared errors
+    (:mod:`.shared_errors`) of every pair of runs trained on the same data, on shared probes of
+    the evaluation's settings; pairs trained on different data are listed as skipped (one line
+    on the console) and ``out/pairwise.png`` draws the pairs."""
+    data = {r.label: EvalData.from_datamodule(r.datamodule) for r in runs}
+    groups: dict[str, list[LoadedRun]] = {}
+    for run in runs:
+        groups.setdefault(data_fingerprint(data[run.label]), []).append(run)
+    keys = {r.label: k for k, members in groups.items() for r in members}
+    skipped = [
+        {"runs": [a.label, b.label], "reason": "trained on different data"}
+        for a, b in itertools.combinations(runs, 2)
+        if keys[a.label] != keys[b.label]
+    ]
+    if skipped and len(runs) >= 2:
+        print(
+            f"pairwise: {len(skipped)} pair(s) of checkpoints trained on different data "
+            "skipped (shared errors compare networks trained on the same data)",
+            file=sys.stderr,
+        )
+    ev = settings.evaluation
+    report = shared_errors_report(
+        [
+            (data[members[0].label], {r.label: r.module.to(device).denoiser for r in members})
+            for members in groups.values()
+        ],
+        skipped,
+        sigmas=ev.sigmas,
+        seed=ev.seed,
+        num_train_probes=settings.num_train_probes,
+        num_heldout_probes=settings.num_heldout_probes,
+        num_reverse_probes=settings.num_reverse_probes,
+        batch_size=ev.batch_size,
+        device=device,
+    )
+    for run in runs:
+        run.module.cpu()
+    report["pairwise_plot"] = None
+    if report["pairwise"]:
+        save_figure(pairwise_figure(report["pairwise"]), out / "pairwise.png")
+        report["pairwise_plot"] = "pairwise.png"
+    return report
 
 
 def twins_report(

@@ -125,7 +125,8 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
     Per checkpoint: the memorized fraction, the band means of every reference and probe kind,
     the lowest linearity over sigma, the median Pearson r of the sample agreement with each
     closed-form sampler, and its charts (``folder/plots``); then a summary table, the twin table
-    and the transition, twins and phase-diagram charts.
+    and the transition, twins, phase-diagram and shared-errors charts, with the shared errors
+    as a table (one row per pair, probe kind and sigma).
     """
     import wandb
 
@@ -158,12 +159,35 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
         rows.append([rec["label"], rec["num_train"], rec["epoch"], rec["memorized_fraction"], mid])
     columns = ["checkpoint", "num_train", "epoch", "memorized_fraction", "mse_empirical_train_mid"]
     log = {"summary": wandb.Table(columns=columns, data=rows)}
-    for key in ("transition", "transition_locality", "twins_plot", "phase_diagram"):
+    for key in (
+        "transition",
+        "transition_locality",
+        "twins_plot",
+        "phase_diagram",
+        "pairwise_plot",
+    ):
         if report.get(key):
             log[key] = wandb.Image(str(folder / report[key]))
     if report.get("twins"):
         columns = ["num_train", "twin_cos_median", "train_cos_median", "reproducibility"]
         rows = [[t.get(c) for c in columns] for t in report["twins"]]
         log["twins"] = wandb.Table(columns=columns, data=rows)
+    if report.get("pairwise"):
+        columns = ["run_a", "run_b", "kind", "sigma", "mse_between", "mse_a_empirical"]
+        columns += ["mse_b_empirical", "error_cosine"]
+        rows = [
+            [a, b, kind, s, between, to_a, to_b, cos]
+            for pair in report["pairwise"]
+            for a, b in [pair["runs"]]
+            for kind in pair["mse_between"]
+            for s, between, to_a, to_b, cos in zip(
+                pair["sigmas"],
+                pair["mse_between"][kind],
+                pair["mse_to_empirical"][a][kind],
+                pair["mse_to_empirical"][b][kind],
+                pair["error_cosine"][kind],
+            )
+        ]
+        log["pairwise"] = wandb.Table(columns=columns, data=rows)
     run.log(log)
     run.finish()

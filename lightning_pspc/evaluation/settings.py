@@ -54,6 +54,12 @@ class EvaluationOptions(OptionGroup):
     flex_probes: int = option(
         2, "held-out probes per sigma of the pspc_flex references' full heatmaps"
     )
+    pspc_schedule: str = option(
+        "calibrated",
+        "patch sides of the pspc reference: calibrated (best fit to the network at each sigma, "
+        "on the calibration probes), scaled (the CIFAR-10 schedule scaled to the image size) or "
+        "P1,P2,... (one side per evaluation sigma, largest sigma first)",
+    )
     calibration_probes: int = option(
         4,
         "held-out probes per sigma on which the ls / els references fit their window sides "
@@ -68,6 +74,7 @@ class EvaluationOptions(OptionGroup):
         probe_sigmas(self.sigmas)
         if self.flex_probes < 1:
             raise ValueError(f"--flex-probes {self.flex_probes} must be >= 1")
+        self.reference_options()
         if min(self.num_steps, self.batch_size) < 1:
             raise ValueError(
                 f"--num-steps {self.num_steps} and --batch-size {self.batch_size} must be >= 1"
@@ -78,6 +85,24 @@ class EvaluationOptions(OptionGroup):
                 f"--calibration-reverse-probes {self.calibration_reverse_probes} must be >= 0"
             )
         check_device(self.device)
+
+    def reference_options(self) -> ReferenceOptions:
+        """The options of the network-dependent references (``--pspc-schedule`` parsed and
+        checked against the sigma grid)."""
+        choice: str | tuple[int, ...] = self.pspc_schedule
+        if choice not in ("calibrated", "scaled"):
+            num = probe_sigmas(self.sigmas).numel()
+            try:
+                choice = tuple(int(k) for k in str(choice).split(","))
+            except ValueError:
+                choice = ()
+            if len(choice) != num or min(choice, default=0) < 1:
+                raise ValueError(
+                    f"--pspc-schedule {self.pspc_schedule!r}: give calibrated, scaled or {num} "
+                    "patch sides >= 1 separated by commas (one per evaluation sigma, largest "
+                    "sigma first)"
+                )
+        return ReferenceOptions(self.flex_probes, choice)
 
     def torch_device(self) -> torch.device:
         """``auto``: CUDA when available, else CPU."""
@@ -187,6 +212,6 @@ class EvalSettings:
             ev.seed,
             ev.batch_size,
             device,
-            reference_options=ReferenceOptions(ev.flex_probes),
+            reference_options=ev.reference_options(),
             calibration=calibration,
         )

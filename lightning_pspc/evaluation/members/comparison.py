@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ...denoisers.schedules import nearest_grid_index
 from ...metrics import DenoiserDistance
 from ...types import Denoiser
 from ..batching import denoise_batched
@@ -32,6 +33,14 @@ from ..probes import (
     forward_probes,
     reverse_probes,
 )
+
+
+def nearest_sides(schedule: dict[str, Any], sigmas: Tensor) -> list[int]:
+    """The window side ``schedule`` (a :meth:`schedule_record`) gives each of ``sigmas [S]``
+    (nearest schedule sigma in log sigma)."""
+    grid = torch.tensor(schedule["sigmas"], dtype=torch.float64)
+    index = nearest_grid_index(sigmas.double().cpu(), grid, "log")
+    return [int(schedule["patch_sizes"][i]) for i in index.tolist()]
 
 
 def distance_table(
@@ -55,12 +64,15 @@ class ComparisonResult:
     """Output of :meth:`DenoiserComparer.evaluate`.
 
     ``mse[kind][reference]`` is ``[S]`` float64 (NaN where no probe fell) over ``sigmas [S]``;
-    ``samples`` are this process's reverse-trajectory end points ``[R_local, C, H, W]``.
+    ``samples`` are this process's reverse-trajectory end points ``[R_local, C, H, W]``;
+    ``schedules[reference]`` the window schedule a calibrated reference used
+    (:meth:`~lightning_pspc.evaluation.Evaluation.reference_schedules`).
     """
 
     sigmas: Tensor
     mse: dict[str, dict[str, Tensor]]
     samples: Tensor = field(repr=False)
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def table(self) -> dict[str, dict[str, list[float]]]:
         """``{kind: {reference: [S] floats}}``: the record kept per evaluation for charts."""
@@ -77,6 +89,10 @@ class ComparisonResult:
                 for band, v in band_means(self.sigmas, values).items():
                     if math.isfinite(v):
                         out[f"{prefix}/{ref}/{kind}/{band}"] = v
+        for ref, schedule in self.schedules.items():  # the window side used at each sigma
+            sides = nearest_sides(schedule, self.sigmas)
+            for s, k in zip(self.sigmas.tolist(), sides):
+                out[f"{prefix}/{ref}/patch_size/sigma_{s:.3g}"] = float(k)
         return out
 
     def to_json(self) -> dict:
@@ -270,7 +286,13 @@ class Comparison(EvaluationMember):
         self.comparer.forget(names)
 
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> ComparisonResult:
-        return self.comparer.evaluate(network, bar)
+        result = self.comparer.evaluate(network, bar)
+        result.schedules = {
+            name: schedule
+            for name, schedule in self.evaluation.reference_schedules().items()
+            if name in self.evaluation.references
+        }
+        return result
 
     def record(self, result: ComparisonResult) -> dict[str, dict[str, list[float]]]:
         return result.table()
@@ -294,7 +316,8 @@ class Comparison(EvaluationMember):
                 (e, {k: torch.tensor(t[ref]) for k, t in table.items() if ref in t})
                 for e, table in history
             ]
-            figs[f"{ref}/mse_vs_sigma"] = mse_vs_sigma_figure(sigmas, lines, ref)
+            schedule = result.schedules.get(ref, {}).get("schedule", "")
+            figs[f"{ref}/mse_vs_sigma"] = mse_vs_sigma_figure(sigmas, lines, ref, schedule)
         if over_time and "empirical" in self.evaluation.references:
             tables = {
                 k: torch.tensor([t[k]["empirical"] for _, t in history if k in t])

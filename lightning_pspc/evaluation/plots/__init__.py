@@ -21,7 +21,13 @@ from .common import (
     tile_start,
     to_display,
 )
-from .comparison_charts import heatmap_figure, mse_vs_sigma_figure, neighbours_figure, panel_figure
+from .comparison_charts import (
+    heatmap_figure,
+    mse_vs_sigma_figure,
+    neighbours_figure,
+    pairwise_figure,
+    panel_figure,
+)
 from .generalization_charts import (
     agreement_figure,
     memorized_vs_images_figure,
@@ -63,6 +69,7 @@ __all__ = [
     "memorized_vs_images_figure",
     "mse_vs_sigma_figure",
     "neighbours_figure",
+    "pairwise_figure",
     "panel_figure",
     "patch_size_heatmap_figure",
     "patch_size_vs_sigma_figure",

@@ -17,7 +17,12 @@ from torchvision.utils import make_grid
 
 from ...runs.files import write_atomic
 
-KIND_LABELS = {"train": "train probes", "heldout": "held-out probes", "reverse": "reverse probes"}
+KIND_LABELS = {
+    "train": "train probes",
+    "heldout": "held-out probes",
+    "reverse": "reverse probes",
+    "forward": "forward probes",
+}
 KIND_STYLES = {"train": "-", "heldout": "--", "reverse": ":"}
 BAND_COLORS = {"low": "tab:blue", "mid": "tab:orange", "high": "tab:green"}
 

@@ -24,12 +24,16 @@ from .common import (
 
 
 def mse_vs_sigma_figure(
-    sigmas: Tensor, history: Sequence[tuple[int, Mapping[str, Tensor]]], reference: str
+    sigmas: Tensor,
+    history: Sequence[tuple[int, Mapping[str, Tensor]]],
+    reference: str,
+    schedule: str = "",
 ) -> Figure:
     """MSE of the network to ``reference`` against sigma (log-log), one panel per probe kind.
 
     ``history``: ``(epoch, {kind: mse [S]})`` in order; the last one (this epoch) is drawn bold
     in black, earlier epochs thin, coloured from light to dark by epoch (Niedoba et al., fig. 2).
+    ``schedule``: the reference's window schedule, named in the title (e.g. ``calibrated``).
     """
     kinds = [k for k in KIND_LABELS if any(k in table for _, table in history)]
     fig = Figure(figsize=(4.2 * max(len(kinds), 1), 3.4))
@@ -60,7 +64,8 @@ def mse_vs_sigma_figure(
         if i == 0:
             ax.set_ylabel(f"MSE(network, {reference})")
             ax.legend(fontsize=8)
-    fig.suptitle(f"Distance to the {reference} denoiser")
+    named = f" ({schedule} windows)" if schedule else ""
+    fig.suptitle(f"Distance to the {reference} denoiser{named}")
     return fig
 
 
@@ -147,4 +152,37 @@ def neighbours_figure(
     fig.suptitle(
         f"Samples above their nearest training images (d1/d2; red < {threshold:.2g})", fontsize=9
     )
+    return fig
+
+
+def pairwise_figure(pairs: Sequence[Mapping], max_pairs: int = 6) -> Figure:
+    """Shared errors of networks trained on the same data (Niedoba et al. 2025, fig. 2), one row
+    per pair (at most ``max_pairs``), one panel per probe kind: ``MSE(D_a, D_b)`` beside each
+    network's MSE to the empirical denoiser (log-log, left axis) and the cosine similarity of
+    their errors ``D - D_emp`` (right axis). ``pairs``: records of
+    :class:`~lightning_pspc.evaluation.shared_errors.SharedErrors`."""
+    shown = list(pairs)[:max_pairs]
+    kinds = list(shown[0]["mse_between"]) if shown else []
+    fig = Figure(figsize=(5.0 * max(len(kinds), 1), 3.6 * max(len(shown), 1)))
+    fig.subplots_adjust(left=0.09, right=0.9, bottom=0.08, top=0.9, wspace=0.45, hspace=0.5)
+    for i, pair in enumerate(shown):
+        a, b = pair["runs"]
+        s = np.array(pair["sigmas"], dtype=float)
+        for j, kind in enumerate(kinds):
+            ax = fig.add_subplot(len(shown), len(kinds), i * len(kinds) + j + 1)
+            ax.plot(s, pair["mse_between"][kind], "o-", ms=3, color="black", label=f"{a} vs {b}")
+            for label, color in ((a, "tab:blue"), (b, "tab:orange")):
+                ys = pair["mse_to_empirical"][label][kind]
+                ax.plot(s, ys, "--", color=color, label=f"{label} vs empirical")
+            log_axes(ax)
+            ax.set_xlabel("sigma")
+            ax.set_ylabel("MSE")
+            ax.set_title(f"{KIND_LABELS.get(kind, kind + ' probes')}", fontsize=9)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6, loc="upper left")
+            twin = ax.twinx()
+            twin.plot(s, pair["error_cosine"][kind], "s:", ms=3, color="tab:red")
+            twin.set_ylim(-1.05, 1.05)
+            twin.set_ylabel("cos(D_a - D_emp, D_b - D_emp)", color="tab:red", fontsize=8)
+    fig.suptitle("Shared errors: network vs network beside network vs empirical")
     return fig
