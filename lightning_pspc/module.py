@@ -239,7 +239,8 @@ class DiffusionModule(lightning.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the image counter (lr warm-up, EMA ramp-up), the epoch a resume starts at and
-        the SHA-256 of the weights (verified by ``cli.read_checkpoint``)."""
+        the SHA-256 of the weights (verified by
+        :func:`lightning_pspc.runs.checkpoints.read_checkpoint`)."""
         checkpoint["images_seen"] = self.images_seen
         checkpoint["resume_seed_epoch"] = self.current_epoch + int(self._epoch_done)
         add_checksum(checkpoint)
