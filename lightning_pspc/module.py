@@ -101,7 +101,8 @@ class DiffusionModule(lightning.LightningModule):
 
     @torch.no_grad()
     def sample(self, noise: Tensor, num_steps: int = 18) -> Tensor:
-        """Heun PF-ODE samples from unit ``noise [B,C,H,W]`` with the EMA denoiser -> ``[B,C,H,W]``."""
+        """Heun PF-ODE samples from unit ``noise [B,C,H,W]`` with the EMA denoiser ->
+        ``[B,C,H,W]``."""
         return heun_sample(self.denoiser, noise.to(self.device), num_steps=num_steps)
 
     def train(self, mode: bool = True) -> DiffusionModule:

@@ -59,8 +59,8 @@ GEMM_COST_RATIO = 2.0
 
 
 def box_sum(x: Tensor, ph: int, pw: int) -> Tensor:
-    """Sums over every ``ph x pw`` window fully inside ``x [..., H, W]`` -> ``[..., H-ph+1,
-    W-pw+1]``.
+    """Sums over every ``ph x pw`` window fully inside ``x [..., H, W]``
+    -> ``[..., H-ph+1, W-pw+1]``.
 
     Separable running sums; use float64 (float32 prefix sums lose the small distances that
     matter at small sigma).

@@ -151,10 +151,10 @@ def els_centres_triton(
     splits: int | None = None,
     num_warps: int = 4,
 ) -> Tensor:
-    """The fused form of :func:`~lightning_pspc.denoisers.local.els_posterior_centres`: ``queries
-    [B, P, K]``, a patch set from :func:`triton_patch_set`, ``inv_s2 [B]`` -> ``[B, P, C]`` in
-    float64. ``splits`` (default: enough programs to fill a large GPU) divides the patch set; block
-    sizes must be powers of 2, at least 16 (the matrix product's smallest tile)."""
+    """The fused form of :func:`~lightning_pspc.denoisers.local.els_posterior_centres`:
+    ``queries [B, P, K]``, a patch set from :func:`triton_patch_set`, ``inv_s2 [B]`` ->
+    ``[B, P, C]`` in float64. ``splits`` (default: enough programs to fill a large GPU) divides the
+    patch set; block sizes must be powers of 2, at least 16 (the matrix product's smallest tile)."""
     b, p, k = queries.shape
     if k != patch_set.features:
         raise ValueError(f"queries of {k} features against a patch set of {patch_set.features}")

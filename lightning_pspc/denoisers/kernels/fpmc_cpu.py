@@ -234,8 +234,8 @@ def _els_centres(qz, half_inv, pt, logc, ct, out):
 
 def els_centres_cpu(queries: Tensor, rhs: Tensor, centres: Tensor, inv_s2: Tensor) -> Tensor:
     """The fused form of :func:`~lightning_pspc.denoisers.local.els_posterior_centres`:
-    ``queries [B, P, K]``, ``rhs [M, K+2] = [x, ||x||^2, log c]``, ``centres [M, C]``, ``inv_s2
-    [B]`` -> ``[B, P, C]``."""
+    ``queries [B, P, K]``, ``rhs [M, K+2] = [x, ||x||^2, log c]``, ``centres [M, C]``,
+    ``inv_s2 [B]`` -> ``[B, P, C]``."""
     b, p, k = queries.shape
     qz = np.ascontiguousarray(queries.reshape(b * p, k).to(torch.float64).cpu().numpy())
     h = (0.5 * inv_s2.to(torch.float64).cpu()).repeat_interleave(p).numpy()

@@ -1,11 +1,11 @@
 """Fused CPU kernel of PSPC-Square (numba): the ``"fused"`` strategy of
 :class:`~lightning_pspc.denoisers.pspc.PSPCSquareDenoiser` (docs/reference.md sections 2.3, 2.8).
 
-The torch strategies in :mod:`lightning_pspc.denoisers.pspc` write every ``(noisy image, training
-image, window)`` logit to memory several times (logits, max, exp, sum, weighted sum); on a CPU that
-traffic, not the arithmetic, is the cost. This kernel streams the training set in blocks of
-``BLOCK`` images laid out image-last (``[C, H, W, BLOCK]``), so every step is a contiguous vector
-loop over the block that stays in cache:
+The torch strategies in :mod:`lightning_pspc.denoisers.pspc` write every
+``(noisy image, training image, window)`` logit to memory several times (logits, max, exp, sum,
+weighted sum); on a CPU that traffic, not the arithmetic, is the cost. This kernel streams the
+training set in blocks of ``BLOCK`` images laid out image-last (``[C, H, W, BLOCK]``), so every step
+is a contiguous vector loop over the block that stays in cache:
 
 1. window distances ``d2[l, v] = ||crop_l(z) - crop_l(x_v)||^2`` in float64 from exact
    per-pixel differences and running box sums, streamed row by row (no ``||z||^2 - 2 z.x +
@@ -212,10 +212,10 @@ def _distance_row(zb, xb, i, ph, pw, er, ring, dprev, dcur):
     """Streams image row ``i`` into the window distances of block ``xb [C,H,W,NV]``.
 
     ``er [W + 1, NV]`` receives the row's squared errors (and a scratch row), ``ring [ph, Lw, NV]``
-    keeps the horizontal window sums of the last ``ph`` rows. Returns ``True`` when ``dcur [Lw,
-    NV]`` holds the float64 squared distances of window row ``i - ph + 1`` (from ``dprev``, the row
-    above, after the first). Exact per-pixel differences, running sums: no cancellation of large
-    terms.
+    keeps the horizontal window sums of the last ``ph`` rows. Returns ``True`` when
+    ``dcur [Lw, NV]`` holds the float64 squared distances of window row ``i - ph + 1`` (from
+    ``dprev``, the row above, after the first). Exact per-pixel differences, running sums: no
+    cancellation of large terms.
     """
     C, H, W = zb.shape
     Lw = W - pw + 1
