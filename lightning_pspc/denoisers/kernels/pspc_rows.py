@@ -4,56 +4,42 @@
 in cache (:data:`ROWS_STREAM_VALUES`). The maths is docs/reference.md sections 2.3 and 2.8.
 
 A work item is one noisy image and a band of up to :data:`ROWS_PER_ITEM` consecutive rows of
-window positions; the ``B x bands`` items run in parallel. Items are band-major, so that
-consecutive items of a thread read the same training rows while they are in cache; the bands
-split the rows evenly, larger and smaller ones alternating (:func:`band_order`), so that the
-threads get equal work. The band shrinks until there are ``4 x threads`` items, so a batch of one
-keeps every thread busy, and until its kept weights fit in ``keep_elements``
+window positions; the ``B x bands`` items run in parallel, band-major, so that consecutive items
+of a thread read the same training rows while they are in cache. Bands split the rows evenly,
+larger and smaller ones alternating (:func:`band_order`), so that the threads get equal work; a
+band shrinks until there are ``4 x threads`` items and its kept weights fit in ``keep_elements``
 (:func:`auto_rows_per_item`). The training set is laid out in chunks of :data:`~.simd.LANES`
-images, image index last (:func:`to_lanes`), and every step works on one chunk in vector
-registers (:mod:`.simd`), not on arrays in memory:
+images, image index last (:func:`to_lanes`); every step works on one chunk in vector registers
+(:mod:`.simd`), and its vector buffers start at a 64-byte boundary (:func:`_empty64`; numba
+aligns to 32 bytes only, which makes 64-byte vector loads straddle two cache lines).
 
-1. **Pass 1**, per chunk and window row of the band: the column sums of squared differences
-   over the ``P`` image rows of the window row (:func:`_columns`, float64 from exact per-pixel
-   differences; summed directly for the band's first row, then updated from the row above:
-   two pixel terms per column whatever ``P``), and from them (:func:`_row_lse`) the window
-   distances ``d`` (running sums over ``P`` columns). Each window keeps a reference distance
-   ``ref`` (the smallest seen, updated only when a distance falls more than ``T_DROP / k``
-   below it, ``k = 1 / 2 sigma^2``) and accumulates ``exp(k (ref - d))`` per lane (exponent
-   rounded to float32, exponential in float32; sums flushed to float64 every :data:`FLUSH`
-   chunks). These weights, ``<= e^T_DROP``, are kept (float32, ``band x N x (W - P + 1)`` per
-   item) with the reference they were taken against; windows whose weights are all below
-   ``e^CUT`` keep nothing.
-2. **Pass 2**, per chunk: the kept weights times ``exp(-k (ref_then - ref_final)) / sum`` are
-   the normalised weights, written back in place (those below :data:`TINY` set to 0: never
-   subnormal; windows that kept nothing 0; :func:`_normalize_row`). Then (:func:`_sweep`) the
-   sum ``G`` of the normalised weights of the windows covering each image pixel, a box filter
-   done as two running sums: down each window column over the ``P`` window rows covering the
-   image row (the window row entering added, the one leaving subtracted), then along the image
-   row over the ``P`` windows covering the column; each image pixel of the item adds ``G``
-   times its training pixels (float32 per lane, flushed to float64 every :data:`FLUSH` chunks).
-   Only the columns of the chunk's live windows (``lo..hi``) and the image rows that live
-   window rows cover are swept, so at small sigma pass 2 costs almost nothing.
+1. **Pass 1**, per chunk and window row of the band: the column sums of squared differences over
+   the ``P`` image rows of the window row (:func:`_columns`: float64 from exact differences,
+   summed for the band's first row, then updated from the row above with two pixel terms per
+   column whatever ``P``), and from them the window distances ``d`` as running sums over ``P``
+   columns (:func:`_row_lse`). Each window keeps a reference distance ``ref`` (the smallest seen,
+   moved only when a distance falls more than ``T_DROP / k`` below it, ``k = 1 / 2 sigma^2``),
+   sums ``exp(k (ref - d))`` per lane and keeps these float32 weights, ``<= e^T_DROP``, with the
+   reference they were taken against (``band x N x (W - P + 1)`` per item; windows whose weights
+   are all below ``e^CUT`` keep nothing).
+2. **Pass 2**, per chunk: the kept weights times ``exp(-k (ref_then - ref_final)) / sum`` are the
+   normalised weights, in place, those below :data:`TINY` set to 0 (:func:`_normalize_row`).
+   :func:`_sweep` then forms ``G``, the sum of the normalised weights of the windows covering
+   each image pixel, as two running sums (down each window column, then along the image row), and
+   each pixel adds ``G`` times its training pixels. Only the chunk's live windows and the image
+   rows they cover are swept, so at small sigma pass 2 costs almost nothing.
 
-Every buffer a work item allocates starts at a 64-byte boundary (:func:`_empty64`): numba aligns
-its arrays to 32 bytes only, and a buffer off a 64-byte boundary has every 64-byte vector load
-and store straddle two cache lines.
-
-Exactness: distances are float64 sums of exact float64 differences (the running column and
-window sums in float64 too). The float32 steps act on weights and partial sums only: the
-exponent ``t = k (ref - d) <= T_DROP`` rounded to float32 (relative error ``|t| x 6e-8`` on
-the weight: at most 5e-7 for weights within ``e^T_DROP`` of the reference one, which weighs 1;
-more only on smaller weights, in proportion to their size), the exponential (relative error
-< 4e-7, :func:`.simd.exp_weights`), the running covering sums (weights ``<= 1`` added and
-subtracted over at most ``band + P`` window rows down a window column, then over at most ``W``
-columns along a row), and partial sums of at most ``FLUSH`` chunks per lane. Tests check the
-result within 1e-5 of the float64 definition on the same (float32) training values, at every
+Exactness: distances, column and window sums are float64 from exact differences; the float32
+steps act on weights and partial sums only: the exponent ``t = k (ref - d) <= T_DROP`` rounded to
+float32 (relative error ``|t| x 6e-8`` on a weight, at most 5e-7 within ``e^T_DROP`` of the
+reference), the exponential (< 4e-7, :func:`.simd.exp_weights`), the running covering sums of
+weights ``<= 1``, and per-lane sums of at most :data:`FLUSH` chunks before a float64 flush. Tests
+check the result within 1e-5 of the float64 definition on the same training values at every
 sigma from 0.002 to 80 (tests/denoisers/test_pspc.py).
 
 Cost per (window, training image): about ``2 + 2 / band`` pixel terms and one exponential in
-pass 1; in pass 2 one multiply, two running-sum terms down the window columns, two along the
-image rows and one multiply-add per image pixel. The kernel is bound by vector arithmetic, not
-by memory. Timings against the other paths: ``benchmarks/denoisers.py``, docs/benchmarks.md.
+pass 1, a few running-sum terms and one multiply-add per image pixel in pass 2; the kernel is bound
+by vector arithmetic, not memory (timings: ``benchmarks/denoisers.py``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -84,9 +70,9 @@ from .simd import (
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks an unset reference
 #: Patches of at most this many pixels (up to 9 x 9) take the ``"rows"`` path under ``"auto"``,
-#: where it is faster than the block kernel (:func:`.pspc_cpu._one_pass`); larger
-#: ones while the training rows one work item reads, ``N x (ROWS_PER_ITEM + P - 1) x C x W``
-#: values, are at most :data:`ROWS_STREAM_VALUES`.
+#: where it is faster than the block kernel (:func:`.pspc_cpu._one_pass`); larger ones while the
+#: training rows one work item reads, ``N x (ROWS_PER_ITEM + P - 1) x C x W`` values, are at most
+#: :data:`ROWS_STREAM_VALUES`.
 ROWS_MAX_PATCH = 81
 #: Training values one work item may read for a patch above :data:`ROWS_MAX_PATCH` to take the
 #: ``"rows"`` path: while they stay in the last-level cache the rows path is the faster one for

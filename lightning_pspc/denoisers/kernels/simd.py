@@ -1,16 +1,14 @@
 """Vector values of :data:`LANES` lanes for the numba kernels (:mod:`.pspc_rows`).
 
-numba vectorises loops over arrays, so every intermediate of a multi-step computation goes
-through memory; and a loop over a few lanes is fully unrolled by LLVM, which then cannot
-vectorise it (it cannot prove that the arrays do not alias), so it runs as scalar code. A value
-of type :data:`vf64` or
-:data:`vf32` is instead an LLVM ``<LANES x double>`` / ``<LANES x float>`` kept in registers
-(LLVM splits it into as many AVX-512, AVX2 or SSE registers as it needs): a kernel loads the
-lanes once, computes on them, and stores the result once.
+numba vectorises loops over arrays, so every intermediate of a multi-step computation goes through
+memory; and a loop over a few lanes is fully unrolled by LLVM, which then cannot vectorise it (it
+cannot prove that the arrays do not alias), so it runs as scalar code. A value of type :data:`vf64`
+or :data:`vf32` is instead an LLVM ``<LANES x double>`` / ``<LANES x float>`` kept in registers
+(LLVM splits it into as many AVX-512, AVX2 or SSE registers as it needs): a kernel loads the lanes
+once, computes on them, and stores the result once.
 
-``LANES = 32`` (four / two AVX-512 registers): with 16 lanes the kernels are bound by the
-latency of their dependency chains; with 32 two independent halves overlap; with 64 the
-registers spill.
+``LANES = 32`` (four / two AVX-512 registers): with 16 lanes the kernels are bound by the latency of
+their dependency chains; with 32 two independent halves overlap; with 64 the registers spill.
 
 numba stamps a cached kernel with its own source file only; :mod:`.numba_target` adds this
 module to the stamp of every kernel of the package, so editing it recompiles them
