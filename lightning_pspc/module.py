@@ -101,7 +101,8 @@ class DiffusionModule(lightning.LightningModule):
 
     @torch.no_grad()
     def sample(self, noise: Tensor, num_steps: int = 18) -> Tensor:
-        """Heun PF-ODE samples from unit ``noise [B,C,H,W]`` with the EMA denoiser -> ``[B,C,H,W]``."""
+        """Heun PF-ODE samples from unit ``noise [B,C,H,W]`` with the EMA denoiser ->
+        ``[B,C,H,W]``."""
         return heun_sample(self.denoiser, noise.to(self.device), num_steps=num_steps)
 
     def train(self, mode: bool = True) -> DiffusionModule:
@@ -239,7 +240,8 @@ class DiffusionModule(lightning.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the image counter (lr warm-up, EMA ramp-up), the epoch a resume starts at and
-        the SHA-256 of the weights (verified by ``cli.read_checkpoint``)."""
+        the SHA-256 of the weights (verified by
+        :func:`lightning_pspc.runs.checkpoints.read_checkpoint`)."""
         checkpoint["images_seen"] = self.images_seen
         checkpoint["resume_seed_epoch"] = self.current_epoch + int(self._epoch_done)
         add_checksum(checkpoint)

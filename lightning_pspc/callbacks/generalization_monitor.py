@@ -16,7 +16,7 @@ from .periodic import PeriodicEvaluation
 class GeneralizationMonitor(PeriodicEvaluation):
     """Every ``every_n_epochs`` epochs: linearity, normalised Gaussian MSE and ``R^2`` per sigma.
 
-    The :class:`~lightning_pspc.evaluation.generalization.Generalization` member of the
+    The :class:`~lightning_pspc.evaluation.members.generalization.Generalization` member of the
     evaluation pipeline on ``num_pairs`` held-out pairs fixed for the whole run (seeded through
     :class:`~lightning_pspc.evaluation.EvalSeeds` from ``seed``), each noised once at every sigma:
 

@@ -1,5 +1,5 @@
 """Per-epoch locality of the EMA network: sensitivity and best-fit patch sizes (docs/reference.md
-3b)."""
+section 3b)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from .periodic import PeriodicEvaluation
 class LocalityMonitor(PeriodicEvaluation):
     """Every ``every_n_epochs`` epochs: how local the EMA network is, per noise level.
 
-    The :class:`~lightning_pspc.evaluation.locality.Locality` member of the evaluation pipeline.
+    The :class:`~lightning_pspc.evaluation.members.patch_sizes.Locality` member of the evaluation
+    pipeline.
     At each of ``sigmas`` it computes the network's sensitivity heatmaps (mean ``|dD/dz|``, through
     the EDM preconditioner) on ``num_probes`` fixed held-out forward probes (the evaluation's
     held-out images and seed, so the same probes every epoch) for the output pixels of a grid with
@@ -47,8 +48,8 @@ class LocalityMonitor(PeriodicEvaluation):
     (no sharding under DDP).
 
     Settings and what they do to the estimate (cost ~ ``len(sigmas) * num_probes * C*H*W /
-    stride^2`` vector-Jacobian products per evaluation; ~30 s per probe per sigma at stride 1 for
-    the small UNet on 2 loaded CPU cores):
+    stride^2`` vector-Jacobian products per evaluation; timings: ``benchmarks/locality.py``,
+    docs/benchmarks.md):
 
     Args:
         every_n_epochs: evaluation period (also after the last epoch).
@@ -67,8 +68,7 @@ class LocalityMonitor(PeriodicEvaluation):
             candidate, against ``num_probes * len(sigmas)`` once per fit): in the small preset
             (2 probes, 6 sigmas, 16 candidates, 4 evaluations) one seed adds 96 closed-form
             calls to every evaluation, where the forward fit makes 192 once (so 576 in all
-            instead of 192), plus a Heun trajectory, on a monitor at 6 % of the wall time with
-            the callbacks at 17.7 % of a 25 % budget; ``eval.py`` pools 2 by default.
+            instead of 192), plus a Heun trajectory; ``eval.py`` pools 2 by default.
         num_pixels_shown: output pixels whose heatmaps are drawn.
         seed: evaluation seed (:class:`~lightning_pspc.evaluation.EvalSeeds`).
         batch_size: probes per denoiser call.

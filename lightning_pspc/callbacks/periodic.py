@@ -31,15 +31,16 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
     """Runs an :class:`~lightning_pspc.evaluation.Evaluation` every ``every_n_epochs`` epochs and
     after the last one.
 
-    Subclasses say what to measure (:meth:`members`); this class builds the evaluation at setup
-    from the data module's images on the training device (each DDP process its share), logs every
+    Subclasses say what to measure (:meth:`members`); this class builds the evaluation at setup from
+    the data module's images on the training device (each DDP process its share), logs every
     member's scalars under :attr:`prefix`, keeps each member's record per evaluation in
     :attr:`histories` (saved in checkpoints, so the charts of a resumed run go on) and, on rank 0
-    with ``log_images``, draws the members' charts. The evaluation runs under ``torch.no_grad()`` with the module in eval mode (its mode is
-    restored afterwards) and its wall time, together with :meth:`prepare`, is charged to
-    :attr:`clock`; at the end of the fit rank 0 prints the fraction of the fit's wall time it
-    took and logs it as ``<prefix>/overhead_fraction``. Charts go to ``<run folder>/plots/``
-    (the Trainer's ``default_root_dir``, or ``dirpath``) and, with a ``WandbLogger``, to W&B.
+    with ``log_images``, draws the members' charts. The evaluation runs under ``torch.no_grad()``
+    with the module in eval mode (its mode is restored afterwards) and its wall time, together with
+    :meth:`prepare`, is charged to :attr:`clock`; at the end of the fit rank 0 prints the fraction
+    of the fit's wall time it took and logs it as ``<prefix>/overhead_fraction``. Charts go to
+    ``<run folder>/plots/`` (the Trainer's ``default_root_dir``, or ``dirpath``) and, with a
+    ``WandbLogger``, to W&B.
     """
 
     prefix = "eval"

@@ -6,16 +6,17 @@ at a time on a CPU; it ends by printing whether the transition is resolved
 (:mod:`lightning_pspc.evaluation.transition`). Another preset or sizes:
 ``python sweep.py --config configs/sweep_fmnist.yaml --sizes 16 64 256``.
 
-Each run trains in its own ``python -m lightning_pspc.commands.train fit`` subprocess (run ``<name>-n<N>``
-under ``--run-root``), with ``--data.num_train=N``; the preset's ``data.epoch_length`` makes every
-size train the same number of steps. ``--jobs`` runs train side by side (default: 2 on a CPU with
-two or more cores, where a small network's step barely uses a second core; 1 on a GPU), each
-with ``cores / jobs`` threads and its output in ``RUN_ROOT/logs/<run>.log``. Then the evaluation
-pipeline (:func:`lightning_pspc.evaluation.checkpoints.evaluate_checkpoints`, what ``eval.py``
-runs) evaluates every run's ``last.ckpt`` and, with two or more sizes, draws the transition chart
-(memorized fraction and distances to the reference denoisers against N) into ``--out``.
-Arguments after ``--`` go to every training call unchanged (e.g. ``-- --trainer.max_epochs=2``).
-Every path is resolved once against the caller's working directory.
+Each run trains in its own ``python -m lightning_pspc.commands.train fit`` subprocess (run
+``<name>-n<N>`` under ``--run-root``), with ``--data.num_train=N``; the preset's
+``data.epoch_length`` makes every size train the same number of steps. ``--jobs`` runs train side by
+side (default: 2 on a CPU with two or more cores, where a small network's step barely uses a second
+core; 1 on a GPU), each with ``cores / jobs`` threads and its output in ``RUN_ROOT/logs/<run>.log``.
+Then the evaluation pipeline (:func:`lightning_pspc.evaluation.checkpoints.evaluate_checkpoints`,
+what ``eval.py`` runs) evaluates every run's ``last.ckpt`` and, with two or more sizes, draws the
+transition chart (memorized fraction and distances to the reference denoisers against N) into
+``--out``. Arguments after ``--`` go to every training call unchanged
+(e.g. ``-- --trainer.max_epochs=2``). Every path is resolved once against the caller's working
+directory.
 
 Twin runs (default; ``--no-twins`` trains one run per size on N images), ``<name>-n<N>-a`` and
 ``-b``, train on the disjoint halves of a ``2N`` subset (``--data.subset a|b``); the evaluation
@@ -54,11 +55,12 @@ from .evaluate import add_settings_arguments, settings_from_args, summary_lines
 #: working directory).
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = "configs/sweep_fmnist.yaml"
-#: Training-set sizes of the main job (``configs/sweep_fmnist.yaml``: at its 800 steps N = 8
-#: memorizes, N = 16 and 24 are in the transition, N = 32 nearly and N = 64, 128 fully generalize).
+#: Training-set sizes of the main job (``configs/sweep_fmnist.yaml``): they bracket the preset's
+#: memorization-to-generalization transition at its 800 steps, and the sweep's transition checks
+#: test that they resolve it.
 DEFAULT_SIZES = (8, 16, 24, 32, 64, 128)
-#: Evaluation sizes of the sweep (smaller than ``eval.py``'s: twelve 16x16 runs in ~5 minutes;
-#: with twin runs every size gets 2 x 64 samples).
+#: Evaluation sizes of the sweep (smaller than ``eval.py``'s, so that evaluating a dozen small runs
+#: stays short; with twin runs every size gets 2 x 64 samples).
 SWEEP_EVAL_DEFAULTS = {
     "num_train_probes": 16,
     "num_heldout_probes": 16,
@@ -68,7 +70,7 @@ SWEEP_EVAL_DEFAULTS = {
     "num_agreement_samples": 8,
     "locality_probes": 2,
     # the transition chart reads the sensitivity patch size; the best fit stays on forward probes
-    # (the eval.py default adds 2 reverse trajectories per run: not in the measured main job)
+    # (the eval.py default adds 2 reverse trajectories per run: left out of the main job)
     "locality_reverse_probes": 0,
 }
 
@@ -162,8 +164,8 @@ class TrainJob(NamedTuple):
 
 def default_jobs() -> int:
     """Training runs at once when ``--jobs`` is 0: one on a GPU (the runs would share it), two
-    on a CPU with two or more cores (a small UNet's step uses 2 cores at ~1.2x the speed of 1,
-    so two runs on one core each train ~1.7x faster than one after the other)."""
+    on a CPU with two or more cores (a small UNet's step barely gains from a second core, so two
+    runs with one core each finish sooner than one after the other with two)."""
     import torch
 
     if torch.cuda.is_available():

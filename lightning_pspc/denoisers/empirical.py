@@ -1,4 +1,5 @@
-"""Empirical denoiser: the posterior mean under the training set (docs/reference.md section 2)."""
+"""Empirical denoiser: the posterior mean under the training set (docs/reference.md section
+2.1)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def empirical_posterior_mean(
 
 class EmpiricalDenoiser(ClosedFormDenoiser):
     """Optimal denoiser for the training set: ``D(z, s) = sum_i w_i x_i``,
-    ``w = softmax_i(-||z - x_i||^2 / (2 s^2))`` (docs/reference.md section 2; Niedoba et al. 2024 eq. 3).
+    ``w = softmax_i(-||z - x_i||^2 / (2 s^2))`` (docs/reference.md section 2.1; Niedoba et al. 2024
+    eq. 3).
 
     A network that matches it has memorized its training set: it reproduces training images.
 

@@ -1,6 +1,6 @@
 """One engine for the local family: Filtered Posterior Mean Collections (FPMC).
 
-Niedoba, Zwartsenberg, Wood (arXiv 2605.24192; docs/reference.md section 2) show that PSPC, LS/ELS
+Niedoba, Zwartsenberg, Wood (arXiv 2605.24192; docs/reference.md section 2.4) show that PSPC, LS/ELS
 and Wiener locality are one model class, set by a **query precision** ``q_k >= 0``, a **response
 weight** ``r_k >= 0`` per element ``k`` and a source set (here the training set at the same
 location):
@@ -18,11 +18,10 @@ How it is computed (exact, float64 logits, any device, mixed sigmas in one batch
 * elements are processed in blocks of ``block_size``; a block only touches the union ``U`` of its
   queries' supports and the union ``V`` of its responses' supports, so the logits are one dense
   matrix product ``[B*G, 2|U|] @ [2|U|, n]`` of ``[q_k z_b / s_b^2, -q_k / 2 s_b^2]`` against
-  ``[x_n, x_n^2]`` on ``U``
-  (``-||z||^2`` is constant over ``n`` and cancels; in float64 the expanded form loses nothing
-  that matters: docs/reference.md section 2), and the numerators ``[B*G, n] @ [n, |V|]`` another one;
-  a plain softmax when the training set fits one chunk, else streamed with an online softmax
-  (:class:`.softmax.OnlineSoftmax`);
+  ``[x_n, x_n^2]`` on ``U`` (``-||z||^2`` is constant over ``n`` and cancels; in float64 the
+  expanded form loses nothing that matters: docs/reference.md section 2.8), and the numerators
+  ``[B*G, n] @ [n, |V|]`` another one; a plain softmax when the training set fits one chunk, else
+  streamed with an online softmax (:class:`.softmax.OnlineSoftmax`);
 * members order their elements so that a block is spatially compact (:func:`tile_order`), which
   keeps ``|U|`` near the size of one mask: cost ~ ``2 B K N |U|`` multiply-adds against the
   floor ``2 B K N |mask|`` (logits and numerators over each element's own mask).
@@ -31,9 +30,9 @@ Memory is bounded by ``chunk_elements`` (float64 elements of the largest tempora
 
 On the CPU (``engine="auto"``) the posterior means are instead computed by a fused numba kernel
 (:mod:`.kernels.fpmc_cpu`): per element, exact float64 distances over its own support only (no
-union), the softmax and the numerators in one streamed sweep over the training set. Measured
-4-5x faster than the blocks above for PSPC-Flex masks (Fashion-MNIST, N = 2000, B = 16, 2
-cores); ``chunk_elements`` does not apply to it (its buffers are ``B x 512`` per thread).
+union), the softmax and the numerators in one streamed sweep over the training set, so no
+block's logits go through memory; ``chunk_elements`` does not apply to it (its buffers are
+``B x 512`` per thread).
 """
 
 from __future__ import annotations
@@ -50,7 +49,8 @@ from .softmax import OnlineSoftmax
 #: Elements per block: larger blocks make bigger matrix products but wider support unions.
 DEFAULT_BLOCK_SIZE = 16
 
-#: ``"auto"``: the fused numba kernel (:mod:`.kernels.fpmc_cpu`) on the CPU, the torch engine elsewhere.
+#: ``"auto"``: the fused numba kernel (:mod:`.kernels.fpmc_cpu`) on the CPU, the torch engine
+#: elsewhere.
 ENGINES = ("auto", "torch", "fused")
 
 

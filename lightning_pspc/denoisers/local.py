@@ -1,6 +1,7 @@
-"""Kamb & Ganguli's local score machines: LS (local) and ELS (equivariant local), docs/reference.md
-section 2 ("LS and ELS"; Kamb & Ganguli 2024, ICML 2025). FPMC members with one element per
-output pixel: query = the ``k x k`` window centred on it, response = that pixel (all channels).
+"""Kamb & Ganguli's local score machines: LS (local) and ELS (equivariant local),
+docs/reference.md section 2.6 (Kamb & Ganguli 2024, ICML 2025). FPMC members with one element
+per output pixel: query = the ``k x k`` window centred on it, response = that pixel (all
+channels).
 """
 
 from __future__ import annotations
@@ -33,19 +34,18 @@ ELS_QUERY_ROWS = 128
 ELS_CACHE_ELEMENTS = 2**28
 
 #: ``engine="auto"`` on the CPU uses the fused kernel for windows of at most this many features
-#: (C k^2); wider windows use the matrix-product engine, whose blocked float64 GEMM beats the
-#: kernel's per-feature difference sweeps there (Fashion-MNIST, N = 100, B = 16, 2 cores: fused
-#: 4x faster at k = 3, 1.3x slower at k = 5, 1.5x slower at k = 7).
+#: (C k^2, so ``k = 3`` on one channel); wider windows use the matrix-product engine, whose
+#: blocked float64 GEMM beats the kernel's per-feature difference sweeps there.
 ELS_FUSED_MAX_FEATURES = 9
 
 #: Query windows per ELS step of the torch engine on an accelerator (CUDA without Triton, or
 #: ``engine="torch"``), whose steps are bounded by ``chunk_elements`` logits instead of the
-#: cache: 128-row cache-sized steps made ~50,000 small kernels per batch (N = 100, k = 3),
-#: launch-bound (an H100 took 0.5 s, 2x the per-pixel cdist loop; 4096 rows: 23-29 ms, 7.5x).
+#: cache: cache-sized steps of :data:`ELS_QUERY_ROWS` rows would make tens of thousands of small
+#: kernels per batch, bound by their launches.
 ELS_DEVICE_QUERY_ROWS = 4096
 
 #: ``engine="auto"`` on CUDA uses the fused Triton kernel when Triton is installed (it ships with
-#: torch's Linux CUDA wheels): 5-11x the torch engine on an H100 (N = 100-2,000, k = 3, 7).
+#: torch's Linux CUDA wheels); it keeps no logit in memory (:mod:`.kernels.els_triton`).
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
@@ -139,7 +139,8 @@ class LocalDenoiser(_ScheduledLocal):
 
     ``k >= 2 max(H, W) - 1`` (every window the whole image) is the empirical denoiser. Give
     ``patch_size=k`` (odd) or ``sigmas=[...], patch_sizes=[...]`` (nearest grid sigma by
-    ``nearest``, ``"absolute"`` or ``"log"``). Computed by the FPMC engine (:mod:`.fpmc`; windows merged when equal, blocks of neighbours).
+    ``nearest``, ``"absolute"`` or ``"log"``). Computed by the FPMC engine (:mod:`.fpmc`;
+    windows merged when equal, blocks of neighbours).
     """
 
     def __init__(
@@ -185,7 +186,7 @@ def _unfold_windows(x: Tensor, k: int, padding: Padding) -> Tensor:
 def _windows_at(padded: Tensor, k: int, pix: Tensor) -> Tensor:
     """The ``k x k`` windows of ``padded [B, C, H + 2h, W + 2h]`` (zero-padded by ``h = k // 2``)
     centred on the flat pixel indices ``pix [P]`` of the ``H x W`` image -> ``[B, P, C*k*k]``
-    (features ordered as :func:`F.unfold`'s: channel, row, col)."""
+    (features ordered as :func:`torch.nn.functional.unfold`'s: channel, row, col)."""
     b, c, _, w = padded.shape
     w -= 2 * (k // 2)  # the image's width
     offsets = torch.arange(k, device=padded.device)
@@ -235,16 +236,16 @@ def els_posterior_centres(
     :func:`prepare_patch_set` (``rhs [M, K+2]``, ``centres [M, C]``), ``inv_s2 [B]`` ->
     ``[B, P, C]``. Logits ``(2 z.x - ||x||^2) / 2 s^2 + log c`` in float64 (the ``||z||^2`` term
     cancels), streamed over the patch set with an online softmax in blocks of about ``block``
-    logits so every step stays in cache (a float32 exponential was measured 3x slower here: the
-    casts cost more than they save).
+    logits so every step stays in cache (the exponential stays float64: casts to float32 would
+    cost more than they save).
     """
     b, p, k = queries.shape
     s2 = inv_s2.view(b, 1, 1)
     ones = queries.new_ones(b, p, 1)
     lhs = torch.cat([queries * s2, -0.5 * s2 * ones, ones], 2).reshape(b * p, k + 2)
     out = torch.empty(b * p, centres.shape[1], dtype=queries.dtype, device=queries.device)
-    # 128 query rows x (block / 128) patches per step measured fastest on CPU (vs 32-1024 rows);
-    # row slices of the [M, K+2] layout feed the product without a copy.
+    # query_rows x (block / query_rows) logits per step stay in cache; row slices of the
+    # [M, K+2] layout feed the product without a copy.
     rows = max(1, min(b * p, query_rows))
     step = max(256, block // rows)
     for r0 in range(0, b * p, rows):
@@ -259,7 +260,7 @@ def els_posterior_centres(
 class EquivariantLocalDenoiser(_ScheduledLocal):
     """ELS, Kamb & Ganguli's equivariant local score machine: output pixel ``p`` is the centre
     (all channels) of the posterior mean, given ``z``'s ``k x k`` window at ``p``, over a set of
-    ``k x k`` patches from every position of every training image (docs/reference.md section 2):
+    ``k x k`` patches from every position of every training image (docs/reference.md section 2.6):
 
     * ``padding="circular"`` (their ELS): ``z``'s window wraps around; the patch set is every
       valid (fully inside) patch of every training image. Commutes with circular shifts.
@@ -269,9 +270,9 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
       interior rows each other; columns alike). ``k >= H, W`` is LS.
 
     Give ``patch_size=k`` (odd) or ``sigmas=[...], patch_sizes=[...]`` (nearest grid sigma).
-    All windows of all pixels are one matrix product against the patch set per class of pixels,
-    in cache-sized blocks with a float64 online softmax (:func:`els_posterior_centres`); on the
-    CPU a fused numba kernel (:func:`.kernels.fpmc_cpu.els_centres_cpu`), on CUDA a fused Triton kernel
+    All windows of all pixels are one matrix product against the patch set per class of pixels, in
+    cache-sized blocks with a float64 online softmax (:func:`els_posterior_centres`); on the CPU a
+    fused numba kernel (:func:`.kernels.fpmc_cpu.els_centres_cpu`), on CUDA a fused Triton kernel
     (:func:`.kernels.els_triton.els_centres_triton`; attribute ``engine``).
     """
 
@@ -289,11 +290,11 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
             raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
         super().__init__(images, patch_size, sigmas, patch_sizes, chunk_elements, nearest)
         self.padding: Padding = padding
-        #: ``"auto"``: the fused numba kernel (:func:`.kernels.fpmc_cpu.els_centres_cpu`) on the CPU for
-        #: windows of at most ``ELS_FUSED_MAX_FEATURES`` features, the fused Triton kernel
-        #: (:func:`.kernels.els_triton.els_centres_triton`) on CUDA, else :func:`els_posterior_centres`
-        #: (torch); ``"torch"``, ``"fused"`` or ``"triton"`` force one (``"triton"`` on the CPU
-        #: needs ``TRITON_INTERPRET=1``, for tests).
+        #: ``"auto"``: the fused numba kernel (:func:`.kernels.fpmc_cpu.els_centres_cpu`) on the CPU
+        #: for windows of at most ``ELS_FUSED_MAX_FEATURES`` features, the fused Triton kernel
+        #: (:func:`.kernels.els_triton.els_centres_triton`) on CUDA, else
+        #: :func:`els_posterior_centres` (torch); ``"torch"``, ``"fused"`` or ``"triton"`` force one
+        #: (``"triton"`` on the CPU needs ``TRITON_INTERPRET=1``, for tests).
         self.engine = "auto"
         self._patch_sets: dict[tuple, tuple] = {}
         self._same_location: dict[tuple, LocalDenoiser] = {}
@@ -314,16 +315,16 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
     ) -> tuple:
         """Prepared source set (:func:`prepare_patch_set`) of side ``k``: every valid patch
         (``pix=None``), or the windows centred at pixels ``pix`` of ``padded()`` (the images
-        zero-padded by ``k // 2``, made once per call and side, not per class); with ``triton``
-        in the Triton kernel's layout (:func:`.kernels.els_triton.triton_patch_set`) instead. Cached (up
-        to :data:`ELS_CACHE_ELEMENTS`)."""
+        zero-padded by ``k // 2``, made once per call and side, not per class); with ``triton`` in
+        the Triton kernel's layout (:func:`.kernels.els_triton.triton_patch_set`) instead. Cached
+        (up to :data:`ELS_CACHE_ELEMENTS`)."""
         key = (k, None if pix is None else tuple(pix.tolist()), self.images.device, triton)
         if key not in self._patch_sets:
             c = self.image_shape[0]
             if pix is None:
                 x = self.images.to(torch.float64)
                 patches = F.unfold(x, k).transpose(1, 2).reshape(-1, c * k * k)  # [N L, C k^2]
-            else:  # only the windows at pix: unfolding all H*W windows per class cost minutes
+            else:  # only the windows at pix, not all H*W windows again for every class
                 patches = _windows_at(padded(), k, pix).reshape(-1, c * k * k)
             prepared = prepare_patch_set(patches, centre)  # [N |pix|, C k^2] merged
             if triton:
@@ -342,7 +343,7 @@ class EquivariantLocalDenoiser(_ScheduledLocal):
         if self.padding == "zeros" and k > h and k > w:
             # every row and column is a border one: each pixel matches only its own location,
             # and zero padding adds 0 to every distance, so this is LS (the FPMC engine, no
-            # N H W C k^2 patch set; k = 55 at N = 1,024 took 24 GB that way)
+            # N H W C k^2 patch set, which grows with k^2)
             key = (k, self.images.device)
             if key not in self._same_location:
                 self._same_location[key] = LocalDenoiser(

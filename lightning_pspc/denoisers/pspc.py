@@ -1,6 +1,7 @@
-"""PSPC-Square: Patch Set Posterior Composites with square patches (Niedoba et al. 2024, sec. 5).
+"""PSPC-Square: Patch Set Posterior Composites with square patches (Niedoba et al. 2024,
+sec. 5).
 
-Semantics are exactly those of the published implementation (docs/reference.md section 2): every
+Semantics are exactly those of the published implementation (docs/reference.md section 2.3): every
 ``P x P`` window fully inside the image (stride 1, no padding) gets the empirical posterior mean
 over the crops of all training images at the SAME position; each output pixel is the mean of
 the windows that cover it. ``P >= H, W`` is the empirical denoiser.
@@ -17,16 +18,17 @@ float64 (logits of ~1e5 at sigma = 0.002 need it), streaming over the training s
   box-summed back onto pixels. Cost ~ ``C H W`` per pair whatever ``P`` is; two passes (a
   log-sum-exp pass, then the weighted sum) when the training set does not fit in one chunk.
 
-* ``"fused"`` (CPU only): the pixel-space computation as numba kernels (:mod:`.pspc_cpu`; for
-  patches up to 9 x 9, and larger ones on smaller training sets, :mod:`.pspc_rows`, one work
-  item per band of window rows, in vector registers), streaming the training set with an
-  online log-sum-exp, float64 distances and float32 weights. On CPU it is 4-10x faster than
-  both torch strategies, which are bound by memory traffic. For ``P = 1`` it uses
-  :mod:`.pspc_values` instead: per pixel, the posterior mean over the DISTINCT training values
-  there, weighted by their counts (8-bit images have at most 256 per pixel and channel).
+* ``"fused"`` (CPU only): the pixel-space computation as compiled kernels
+  (:func:`.kernels.pspc_fused_sum`), streaming the training set with an online log-sum-exp,
+  float64 distances and float32 weights, without the torch strategies' round trips of every
+  logit through memory, which bound them on a CPU. For ``P = 1`` it uses
+  :func:`.kernels.pspc_values_posterior_mean` instead: per pixel, the posterior mean over the
+  DISTINCT training values there, weighted by their counts (8-bit images have at most 256 per
+  pixel and channel).
 
 ``method="auto"`` uses ``"fused"`` on CPU; on other devices it picks ``"gemm"`` or ``"pixel"`` by a
-cost model measured on an H100 (:func:`device_method`).
+cost model (:func:`device_method`, :data:`GEMM_COST_RATIO`). Timings of every strategy:
+``benchmarks/denoisers.py``, docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -48,18 +50,17 @@ Method = Literal["auto", "fused", "gemm", "pixel"]
 METHODS = ("auto", "fused", "gemm", "pixel")
 
 #: "auto" off the CPU uses the GEMM strategy when ``L * K <= GEMM_COST_RATIO * B * C * H * W``
-#: (:func:`device_method`). Measured on one H100 (28 x 28, N = 2,000 and 10,000, sigma 0.03 and
-#: 3, both strategies forced): "gemm" costs about ``N L K`` whatever B (its training windows are
-#: built per call; 0.051 / 0.054 s at P = 15, B = 16 / 64, N = 2,000), "pixel" about ``N B H W``
-#: (0.029-0.035 s at B = 16, 0.115-0.141 s at B = 64). "gemm" took 0.15-0.29x the "pixel" time
-#: at B = 64 for P = 3, 5, 7 and 0.41-0.52x at P = 15; at B = 16 0.49-0.91x at P = 5 and 7,
-#: but 1.5-2.0x at P = 15 (``L K / (B C H W) = 3.5``). The ratio 2 picks the faster strategy in
-#: every measured cell; batches below 16 are not measured.
+#: (:func:`device_method`). "gemm" costs about ``N L K`` per call whatever ``B`` (it unfolds the
+#: training windows on every call), "pixel" about ``N B C H W``, so the rule compares the two
+#: costs, a term of the batched product weighing about half a term of the pixel strategy's
+#: elementwise passes. The factor was set by timing both strategies forced on a GPU at batches
+#: of 16 and more (``benchmarks/denoisers.py --method gemm|pixel``, docs/benchmarks.md).
 GEMM_COST_RATIO = 2.0
 
 
 def box_sum(x: Tensor, ph: int, pw: int) -> Tensor:
-    """Sums over every ``ph x pw`` window fully inside ``x [..., H, W]`` -> ``[..., H-ph+1, W-pw+1]``.
+    """Sums over every ``ph x pw`` window fully inside ``x [..., H, W]``
+    -> ``[..., H-ph+1, W-pw+1]``.
 
     Separable running sums; use float64 (float32 prefix sums lose the small distances that
     matter at small sigma).
@@ -281,9 +282,8 @@ class PSPCSquareDenoiser(ClosedFormDenoiser):
 
     def _cpu_layout(self, kind: Literal["kernel", "values"]) -> object | None:
         """The training set in a CPU kernel's layout (``"kernel"``: a
-        :class:`.kernels.TrainingLayout`,
-        ``"values"``: :func:`.kernels.value_table`), built on first use and rebuilt if
-        ``images`` changed; None where the fused kernel is not used."""
+        :class:`.kernels.TrainingLayout`, ``"values"``: :func:`.kernels.value_table`), built on
+        first use and rebuilt if ``images`` changed; None where the fused kernel is not used."""
         if self.images.device.type != "cpu" or self.method not in ("auto", "fused"):
             return None
         key = (self.images.data_ptr(), self.images._version, tuple(self.images.shape))

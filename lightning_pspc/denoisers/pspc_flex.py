@@ -1,5 +1,6 @@
 """PSPC-Flex: patch-set posterior composites with masks cut from sensitivity heatmaps
-(Niedoba et al. 2024, sec. 5; docs/reference.md section 2), a member of the FPMC class (:mod:`.fpmc`).
+(Niedoba et al. 2024, sec. 5; docs/reference.md section 2.5), a member of the FPMC class
+(:mod:`.fpmc`).
 """
 
 from __future__ import annotations

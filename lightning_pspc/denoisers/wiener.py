@@ -1,5 +1,5 @@
 """Wiener locality (Lukoianov et al., NeurIPS 2025, "Locality in image diffusion models emerges
-from data statistics"; docs/reference.md section 2): masks from the data's Wiener filter, an FPMC
+from data statistics"; docs/reference.md section 2.7): masks from the data's Wiener filter, an FPMC
 member (:mod:`.fpmc`) with per-dimension queries and responses."""
 
 from __future__ import annotations

@@ -314,7 +314,7 @@ def pairwise_report(
 def twins_report(
     runs: Sequence[LoadedRun], records: Sequence[dict], pairs: Sequence[tuple[int, int]], out: Path
 ) -> dict[str, Any]:
-    """``{"twins": [...], "twins_plot": ...}``: per twin pair (:func:`.twins.twin_pairs`) the
+    """``{"twins": [...], "twins_plot": ...}``: per twin pair (:func:`.twin_runs.twin_pairs`) the
     twin and nearest-training similarities and reproducibility of their memorization samples
     (drawn from the same noise), and ``out/twins.png`` with the pairs side by side."""
     twins, shown = [], []

@@ -28,7 +28,8 @@ class OverheadClock:
 
     @contextmanager
     def measure(self, device: torch.device | None = None) -> Iterator[None]:
-        """Add the wall time of the ``with`` block to :attr:`spent` (and keep it in :attr:`last`)."""
+        """Add the wall time of the ``with`` block to :attr:`spent` (and keep it in
+        :attr:`last`)."""
         _sync(device)
         t0 = time.perf_counter()
         try:

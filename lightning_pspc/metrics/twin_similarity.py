@@ -35,12 +35,10 @@ class TwinSimilarity(Metric):
         threshold: a twin pair is reproducible when its centred cosine is above it. Default
             :data:`REPRODUCIBILITY_THRESHOLD` = 0.95. Zhang et al.'s 0.6 lives in SSCD
             (copy-detection) space and means "the same image"; in centred pixel space distinct
-            images reach far higher cosines. Measured on Fashion-MNIST (seed 0, 500 held-out
-            images): a held-out image's most similar training image has median centred cosine
-            0.74 / 0.83 / 0.89 among 64 / 1,024 / 16,384 training images, and is above 0.95 for
-            0 % / 2 % / 9 % of them (above 0.9: 3 % / 20 % / 43 %). So 0.95 (a centred relative
-            L2 difference of about 0.32 at equal norms) rarely calls two distinct images the same,
-            where 0.9 or 0.6 would. It is data-dependent: recheck it for another data set.
+            images reach far higher cosines (on Fashion-MNIST: docs/reference.md section 3b.7).
+            So 0.95 (a centred relative L2 difference of about 0.32 at equal norms) rarely calls
+            two distinct images the same, where 0.9 or 0.6 would. It is data-dependent: recheck
+            it for another data set.
         mean: optional ``[C, H, W]`` centring image.
         chunk_size: training images compared at once.
 

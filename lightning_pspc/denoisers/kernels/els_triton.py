@@ -1,16 +1,16 @@
 """ELS posterior means of patch centres as one fused Triton kernel (the CUDA form of
-:func:`.fpmc_cpu.els_centres_cpu`).
+:func:`.fpmc_cpu.els_centres_cpu`; docs/reference.md section 2.6).
 
-The torch engine (:func:`.local.els_posterior_centres`) writes every float64 logit to memory and
-reads it back five times (maximum, shift, exponential, sum, product): on a GPU that is memory
-traffic, not arithmetic. Here each program holds a tile of ``BQ`` query windows and streams a
-share of the patch set through registers, ``BM`` patches at a time:
+The torch engine (:func:`~lightning_pspc.denoisers.local.els_posterior_centres`) writes every
+float64 logit to memory and reads it back five times (maximum, shift, exponential, sum, product): on
+a GPU that is memory traffic, not arithmetic. Here each program holds a tile of ``BQ`` query windows
+and streams a share of the patch set through registers, ``BM`` patches at a time:
 
 * logits ``log c_m + (2 z.x_m - ||x_m||^2) / 2 s^2`` (the ``||z||^2`` term cancels), with ``z.x``
   a float64 matrix product on the tensor cores (features zero-padded to a power of 2, in tiles
   of at most ``FEATURE_BLOCK``). Float64 keeps the expansion exact enough at small sigma (in
-  float32 it would cancel catastrophically): within 1.2e-9 of the torch engine at sigma = 0.002
-  on Fashion-MNIST;
+  float32 it would cancel catastrophically, docs/reference.md section 2.8), and the product
+  runs on the tensor cores, where exact differences feature by feature could not;
 * an online softmax per query row (running maximum in float64, weights ``exp`` in float32 of the
   float64 logit minus the maximum, so in ``[0, 1]`` with relative error ~1e-7), sums in float64;
 * the patch set is split across ``S`` programs per query tile so that small batches still fill the
@@ -19,12 +19,8 @@ share of the patch set through registers, ``BM`` patches at a time:
 Nothing of size ``rows x patches`` is ever stored. The patch set's padded float64 layout
 (:class:`TritonPatchSet`, ``KP x M`` values: 450 MB at k = 7, N = 2,000) is made once per patch
 set and cached by the ELS denoiser within its ``ELS_CACHE_ELEMENTS`` budget, not rebuilt per
-call. Measured on one H100 (Fashion-MNIST, B = 16, circular, N = 2,000): 49.5 ms at k = 3 and
-79 ms at k = 7, against 404 / 397 ms for the torch engine; 51 / 79 / 183 ms at k = 3 / 7 / 9
-with the cached layout (k = 9: 81 features, two feature tiles). The same kernel with the
-distances from exact float64 differences, feature by feature, took 125-802 ms and 359-1,196 ms
-(float64 arithmetic outside the tensor cores). Set ``TRITON_INTERPRET=1`` before ``triton`` is
-first imported to run it on the CPU (tests do).
+call. Set ``TRITON_INTERPRET=1`` before ``triton`` is first imported to run it on the CPU (tests
+do). Timings: ``benchmarks/locality.py``, docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -36,13 +32,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-#: Query windows per program and patches per step (fastest of 6 tiles measured on an H100:
-#: 32-128 x 64-128).
+#: Query windows per program and patches per step.
 BLOCK_QUERIES = 64
 BLOCK_PATCHES = 64
 
-#: Features per matrix-product tile: windows of up to 64 features (k <= 7 on one channel, the
-#: measured cases) keep the query tile in registers; wider ones loop over tiles of 64.
+#: Features per matrix-product tile: windows of up to 64 features (k <= 7 on one channel) keep
+#: the query tile in registers; wider ones loop over tiles of 64.
 FEATURE_BLOCK = 64
 
 #: Programs to aim for when splitting the patch set (a few per SM of a large GPU).
@@ -122,9 +117,9 @@ def _els_partial_kernel(
 
 
 class TritonPatchSet(NamedTuple):
-    """A prepared patch set (:func:`.local.prepare_patch_set`) in the kernel's layout, made once
-    per patch set by :func:`triton_patch_set` (the ELS denoiser caches it in place of the
-    ``(rhs, centres)`` pair)."""
+    """A prepared patch set (:func:`~lightning_pspc.denoisers.local.prepare_patch_set`) in the
+    kernel's layout, made once per patch set by :func:`triton_patch_set` (the ELS denoiser caches it
+    in place of the ``(rhs, centres)`` pair)."""
 
     x: Tensor  # [KP, M] float64, feature-major, features zero-padded to a power of 2 (>= 16)
     sqx: Tensor  # [M] float64 ||x||^2
@@ -156,10 +151,10 @@ def els_centres_triton(
     splits: int | None = None,
     num_warps: int = 4,
 ) -> Tensor:
-    """The fused form of :func:`.local.els_posterior_centres`: ``queries [B, P, K]``, a patch set
-    from :func:`triton_patch_set`, ``inv_s2 [B]`` -> ``[B, P, C]`` in float64. ``splits``
-    (default: enough programs to fill a large GPU) divides the patch set; block sizes must be
-    powers of 2, at least 16 (the matrix product's smallest tile)."""
+    """The fused form of :func:`~lightning_pspc.denoisers.local.els_posterior_centres`:
+    ``queries [B, P, K]``, a patch set from :func:`triton_patch_set`, ``inv_s2 [B]`` ->
+    ``[B, P, C]`` in float64. ``splits`` (default: enough programs to fill a large GPU) divides the
+    patch set; block sizes must be powers of 2, at least 16 (the matrix product's smallest tile)."""
     b, p, k = queries.shape
     if k != patch_set.features:
         raise ValueError(f"queries of {k} features against a patch set of {patch_set.features}")

@@ -1,11 +1,11 @@
 """Fused CPU kernels of the local family (numba): the FPMC engine per element, and ELS.
 
-The torch engine (:mod:`.fpmc`) computes the logits of a block of elements as one float64 matrix
-product over the union of their supports, then softmaxes ``B * G * N`` float64 logits in
-separate passes: on a CPU the passes over memory, and union supports wider than one mask, cost
-more than the arithmetic. These kernels follow :mod:`.pspc_cpu`: per element (or query window)
-the training set is streamed in chunks laid out feature-major (``xt [F, N]``: each feature's
-values over the chunk are one contiguous vector), and in one sweep per chunk
+The torch engine (:mod:`lightning_pspc.denoisers.fpmc`) computes the logits of a block of elements
+as one float64 matrix product over the union of their supports, then softmaxes ``B * G * N`` float64
+logits in separate passes: on a CPU the passes over memory, and union supports wider than one mask,
+cost more than the arithmetic. These kernels follow :mod:`.pspc_cpu`: per element (or query window)
+the training set is streamed in chunks laid out feature-major (``xt [F, N]``: each feature's values
+over the chunk are one contiguous vector), and in one sweep per chunk
 
 1. distances ``d2[b, n] = sum_f q_f (z_bf - x_nf)^2`` in float64 from exact differences, only
    over the element's own support;
@@ -123,7 +123,8 @@ def _csr(t: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class FusedCollection:
-    """CSR form of an FPMC collection for :func:`fpmc_means_cpu` (built once per collection)."""
+    """CSR form of an FPMC collection for the fused engine, :meth:`numerator` (built once per
+    collection)."""
 
     def __init__(self, q: Tensor, r: Tensor) -> None:
         self.q_ptr, self.q_idx, self.q_val = _csr(q.cpu())
@@ -232,8 +233,9 @@ def _els_centres(qz, half_inv, pt, logc, ct, out):
 
 
 def els_centres_cpu(queries: Tensor, rhs: Tensor, centres: Tensor, inv_s2: Tensor) -> Tensor:
-    """The fused form of :func:`.local.els_posterior_centres`: ``queries [B, P, K]``, ``rhs
-    [M, K+2] = [x, ||x||^2, log c]``, ``centres [M, C]``, ``inv_s2 [B]`` -> ``[B, P, C]``."""
+    """The fused form of :func:`~lightning_pspc.denoisers.local.els_posterior_centres`:
+    ``queries [B, P, K]``, ``rhs [M, K+2] = [x, ||x||^2, log c]``, ``centres [M, C]``,
+    ``inv_s2 [B]`` -> ``[B, P, C]``."""
     b, p, k = queries.shape
     qz = np.ascontiguousarray(queries.reshape(b * p, k).to(torch.float64).cpu().numpy())
     h = (0.5 * inv_s2.to(torch.float64).cpu()).repeat_interleave(p).numpy()

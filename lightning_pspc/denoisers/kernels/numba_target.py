@@ -4,12 +4,10 @@ thread count (:func:`torch_threads`).
 
 LLVM's tuning for Intel server CPUs (Skylake-X, Cascade Lake, Ice Lake) prefers 256-bit vectors
 even where 512-bit ones exist, so numba's loops use half the width the kernels could. Removing the
-``prefer-256-bit`` tuning from numba's target features makes them 20-25 % faster on this
-project's development machine, a Cascade Lake (CPU time on one core, Fashion-MNIST, N = 2,000,
-B = 64: PSPC-Square P = 3 from 6.4 to 5.1 ns per (noisy image, training image, pixel), P = 5 from
-5.3 to 4.0, P = 7 from 4.9 to 4.1;
-``benchmarks/denoisers.py`` prints the current figures). Results are unchanged: the same
-operations, wider registers (the exactness tests run with whichever width the machine gets).
+``prefer-256-bit`` tuning from numba's target features lets them use the full width
+(``benchmarks/denoisers.py`` records :data:`WIDE_VECTORS` with its figures). Results are
+unchanged: the same operations, wider registers (the exactness tests run with whichever width the
+machine gets).
 
 The choice is made once, before numba compiles or loads anything, and only when the user has not
 chosen: ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` (numba's own settings) win, and
@@ -19,8 +17,8 @@ keys include the features, so kernels cached with either width are never mixed.
 
 numba's on-disk cache (``cache=True``) is stamped with the content of the kernel's own source file
 only. The kernels of :mod:`.pspc_rows` are built from :mod:`.simd`'s intrinsics, so an edit of
-``simd.py`` alone left them cached as they were, silently. :func:`track_cache_dependencies` makes
-the stamp of every kernel in this package also cover the files in :data:`CACHE_DEPENDENCIES`:
+``simd.py`` alone would leave them cached as they were, silently. :func:`track_cache_dependencies`
+makes the stamp of every kernel in this package also cover the files in :data:`CACHE_DEPENDENCIES`:
 editing one recompiles the package's kernels once.
 """
 

@@ -1,10 +1,11 @@
-"""Fused CPU kernel of PSPC-Square (numba): the ``"fused"`` strategy of :class:`PSPCSquareDenoiser`.
+"""Fused CPU kernel of PSPC-Square (numba): the ``"fused"`` strategy of
+:class:`~lightning_pspc.denoisers.pspc.PSPCSquareDenoiser` (docs/reference.md sections 2.3, 2.8).
 
-The torch strategies in :mod:`.pspc` write every ``(noisy image, training image, window)`` logit
-to memory several times (logits, max, exp, sum, weighted sum); on a CPU that traffic, not the
-arithmetic, is the cost. This kernel streams the training set in blocks of ``BLOCK`` images laid
-out image-last (``[C, H, W, BLOCK]``), so every step is a contiguous vector loop over the block
-that stays in cache:
+The torch strategies in :mod:`lightning_pspc.denoisers.pspc` write every
+``(noisy image, training image, window)`` logit to memory several times (logits, max, exp, sum,
+weighted sum); on a CPU that traffic, not the arithmetic, is the cost. This kernel streams the
+training set in blocks of ``BLOCK`` images laid out image-last (``[C, H, W, BLOCK]``), so every step
+is a contiguous vector loop over the block that stays in cache:
 
 1. window distances ``d2[l, v] = ||crop_l(z) - crop_l(x_v)||^2`` in float64 from exact
    per-pixel differences and running box sums, streamed row by row (no ``||z||^2 - 2 z.x +
@@ -12,8 +13,8 @@ that stays in cache:
 2. as soon as a window row is complete (still in cache), per window a running minimum distance
    and the sum of ``exp(-(d2 - min) / 2 s^2)`` (online log-sum-exp); the weights, ``<= 1``
    relative to the minimum, are float32, and those below ``exp(-64)`` are 0 (near the float32
-   minimum their products with pixels would be subnormal numbers, ~100x slower: at small
-   sigma most weights are there);
+   minimum their products with pixels would be subnormal numbers, which are slow on x86, and at
+   small sigma most weights are there);
 3. the normalised weights spread onto the pixels each window covers (transposed running box
    sums) and contracted with the block, accumulated in float64.
 
@@ -27,26 +28,25 @@ its own functions:
 * ``"one_pass"`` (:func:`_one_pass`): each noisy image takes one pass over the training set on
   one thread; the block weights are kept (float32, ``N x windows`` per image, bounded by
   ``keep_elements``) and rescaled by the final minimum and sum before the spread;
-* ``"one_pass_windows"`` (:func:`_one_pass_windows`, only when forced; before the rows path it
-  was auto for patches of at most 4 pixels): one pass, but each window keeps its posterior-mean
-  numerator (``P^2`` dot products per window, rescaled when its minimum drops): nothing kept or
-  spread; from ``P = 3`` the dot products cost more than the spread;
+* ``"one_pass_windows"`` (:func:`_one_pass_windows`, only when forced): one pass, but each window
+  keeps its posterior-mean numerator (``P^2`` dot products per window, rescaled when its minimum
+  drops): nothing kept or spread; from ``P = 3`` the dot products cost more than the spread;
 * ``"two_pass"`` (:func:`_lse_part`, then :func:`_spread_part`): for batches too small to keep
   every thread busy or weights too many to keep, the training set is split into ``parts``; pass
   1 gives each part's log-sum-exp, merged per image, pass 2 recomputes the distances and spreads
   the normalised weights.
 
-:class:`~.pspc.PSPCSquareDenoiser` does not use this kernel for ``1 x 1`` patches: there
-:mod:`.pspc_values` sums over the distinct training values at each pixel (on Fashion-MNIST ~10x
-fewer than the training images at N = 2,000, ~40x at N = 10,000), same exactness scheme.
+:class:`~lightning_pspc.denoisers.pspc.PSPCSquareDenoiser` does not use this kernel for ``1 x 1``
+patches: there :mod:`.pspc_values` sums over the distinct training values at each pixel (at most
+256 per channel on 8-bit images, whatever ``N``), same exactness scheme.
 
 Memory beyond the kept weights is a few ``H * W * BLOCK`` buffers per thread (:class:`Scratch`),
 whatever ``N``.
 
 Exactness: the only float32 steps act on weights in ``[0, 1]`` (the exponential of a float64
 argument, relative error < 4e-7 + 6e-8 ``|x|``, i.e. < 3e-8 absolute on a normalised weight);
-sums and the contraction are float64. Results match the float64 definition to ~1e-7
-(tests/denoisers/test_pspc.py: every sigma from 0.002 to 80, per-position loop).
+sums and the contraction are float64. Tests check every path within 1e-5 of the float64
+definition (tests/denoisers/test_pspc.py: every sigma from 0.002 to 80, per-position loop).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ from . import (
     pspc_rows,
 )
 
-#: Training images per block (the vector length of every inner loop). 512 measured fastest here
-#: (vs 128 and 256): each helper call then does more vector work per loop set-up.
+#: Training images per block (the vector length of every inner loop): the longer the block, the
+#: more vector work each helper call does per loop set-up.
 BLOCK = 512
 
 Path = Literal["auto", "rows", "one_pass", "one_pass_windows", "two_pass"]
@@ -81,9 +81,8 @@ _LN2_HI = F32(0.693359375)  # ln 2 = hi + lo, hi exact in a few bits
 _LN2_LO = F32(-2.12194440e-4)
 #: Weights below exp(-64) ~ 1.6e-28 (relative to the window's largest, 1) are flushed to 0: a
 #: weight near the float32 minimum (exp(-87) ~ 1.6e-38) times a pixel value < 1 is a subnormal
-#: number, and subnormal arithmetic is ~100x slower on x86 (at sigma <= 0.3 most weights are
-#: there: 37% of the products at sigma = 0.002, 10% at 0.3, P = 3). The error, < N * 1.6e-28 on
-#: a normalised weight, is far below float32 rounding.
+#: number, and subnormal arithmetic is slow on x86 (at small sigma many weights are there).
+#: The error, < N * 1.6e-28 on a normalised weight, is far below float32 rounding.
 _EXP_CUT = F32(-64.0)
 _C = tuple(F32(1.0 / math.factorial(i)) for i in range(8))
 
@@ -212,10 +211,11 @@ def _slide_vertical(hr, hleft, add, sub, dprev, dcur):
 def _distance_row(zb, xb, i, ph, pw, er, ring, dprev, dcur):
     """Streams image row ``i`` into the window distances of block ``xb [C,H,W,NV]``.
 
-    ``er [W + 1, NV]`` receives the row's squared errors (and a scratch row), ``ring [ph, Lw, NV]`` keeps the horizontal
-    window sums of the last ``ph`` rows. Returns ``True`` when ``dcur [Lw, NV]`` holds the float64
-    squared distances of window row ``i - ph + 1`` (from ``dprev``, the row above, after the
-    first). Exact per-pixel differences, running sums: no cancellation of large terms.
+    ``er [W + 1, NV]`` receives the row's squared errors (and a scratch row), ``ring [ph, Lw, NV]``
+    keeps the horizontal window sums of the last ``ph`` rows. Returns ``True`` when
+    ``dcur [Lw, NV]`` holds the float64 squared distances of window row ``i - ph + 1`` (from
+    ``dprev``, the row above, after the first). Exact per-pixel differences, running sums: no
+    cancellation of large terms.
     """
     C, H, W = zb.shape
     Lw = W - pw + 1

@@ -1,97 +1,45 @@
 """Window-row CPU kernel of PSPC-Square (numba): the ``"rows"`` path of
-:func:`.pspc_cpu.pspc_fused_sum`, auto for patches of at most :data:`ROWS_MAX_PATCH` pixels and
-for larger ones on training sets small enough (:data:`ROWS_STREAM_VALUES`).
+:func:`.pspc_cpu.pspc_fused_sum`, chosen under ``"auto"`` for patches of at most
+:data:`ROWS_MAX_PATCH` pixels, and for larger ones while the training rows a work item reads stay
+in cache (:data:`ROWS_STREAM_VALUES`). The maths is docs/reference.md sections 2.3 and 2.8.
 
 A work item is one noisy image and a band of up to :data:`ROWS_PER_ITEM` consecutive rows of
-window positions; items run in parallel (``B x (H - P + 1) / band`` of them, band-major, so
-that consecutive items of a thread read the same training rows, which stay in cache: 8-13 %
-faster than image-major at N = 2,000-10,000, B = 64, one core; the bands split the rows evenly
-and alternate larger and smaller ones, :func:`band_order`, so that threads get equal work:
-1.1-1.2x on two threads at P = 3-7 against bands in row order with a short last one). The band
-shrinks until there are ``4 x threads`` items, so a batch of one keeps every thread busy, and
-until its kept weights fit in ``keep_elements`` (:func:`auto_rows_per_item`). The training set
-is laid out in chunks of :data:`~.simd.LANES` images, image-last (:func:`to_lanes`), and
-every step works on one chunk in vector registers (:mod:`.simd`), not on arrays in memory:
+window positions; the ``B x bands`` items run in parallel, band-major, so that consecutive items
+of a thread read the same training rows while they are in cache. Bands split the rows evenly,
+larger and smaller ones alternating (:func:`band_order`), so that the threads get equal work; a
+band shrinks until there are ``4 x threads`` items and its kept weights fit in ``keep_elements``
+(:func:`auto_rows_per_item`). The training set is laid out in chunks of :data:`~.simd.LANES`
+images, image index last (:func:`to_lanes`); every step works on one chunk in vector registers
+(:mod:`.simd`), and its vector buffers start at a 64-byte boundary (:func:`_empty64`; numba
+aligns to 32 bytes only, which makes 64-byte vector loads straddle two cache lines).
 
-1. **Pass 1**, per chunk and window row of the band: the column sums of squared differences
-   over the ``P`` image rows of the window row (:func:`_columns`, float64 from exact per-pixel
-   differences; summed directly for the band's first row, then updated from the row above:
-   two pixel terms per column whatever ``P``), and from them (:func:`_row_lse`) the window
-   distances ``d`` (running sums over ``P`` columns). Each window keeps a reference distance
-   ``ref`` (the smallest seen, updated only when a distance falls more than ``T_DROP / k``
-   below it, ``k = 1 / 2 sigma^2``) and accumulates ``exp(k (ref - d))`` per lane (exponent
-   rounded to float32, exponential in float32; sums flushed to float64 every :data:`FLUSH`
-   chunks). These weights, ``<= e^T_DROP``, are kept (float32, ``band x N x (W - P + 1)`` per
-   item) with the reference they were taken against; windows whose weights are all below
-   ``e^CUT`` keep nothing.
-2. **Pass 2**, per chunk: the kept weights times ``exp(-k (ref_then - ref_final)) / sum`` are
-   the normalised weights, written back in place (those below :data:`TINY` set to 0: never
-   subnormal; windows that kept nothing 0; :func:`_normalize_row`). Then (:func:`_sweep`) the
-   sum ``G`` of the normalised weights of the windows covering each image pixel, a box filter
-   done as two running sums: down each window column over the ``P`` window rows covering the
-   image row (the window row entering added, the one leaving subtracted), then along the image
-   row over the ``P`` windows covering the column; each image pixel of the item adds ``G``
-   times its training pixels (float32 per lane, flushed to float64 every :data:`FLUSH` chunks).
-   Only the columns of the chunk's live windows (``lo..hi``) and the image rows that live
-   window rows cover are swept, so at small sigma pass 2 costs almost nothing.
+1. **Pass 1**, per chunk and window row of the band: the column sums of squared differences over
+   the ``P`` image rows of the window row (:func:`_columns`: float64 from exact differences,
+   summed for the band's first row, then updated from the row above with two pixel terms per
+   column whatever ``P``), and from them the window distances ``d`` as running sums over ``P``
+   columns (:func:`_row_lse`). Each window keeps a reference distance ``ref`` (the smallest seen,
+   moved only when a distance falls more than ``T_DROP / k`` below it, ``k = 1 / 2 sigma^2``),
+   sums ``exp(k (ref - d))`` per lane and keeps these float32 weights, ``<= e^T_DROP``, with the
+   reference they were taken against (``band x N x (W - P + 1)`` per item; windows whose weights
+   are all below ``e^CUT`` keep nothing).
+2. **Pass 2**, per chunk: the kept weights times ``exp(-k (ref_then - ref_final)) / sum`` are the
+   normalised weights, in place, those below :data:`TINY` set to 0 (:func:`_normalize_row`).
+   :func:`_sweep` then forms ``G``, the sum of the normalised weights of the windows covering
+   each image pixel, as two running sums (down each window column, then along the image row), and
+   each pixel adds ``G`` times its training pixels. Only the chunk's live windows and the image
+   rows they cover are swept, so at small sigma pass 2 costs almost nothing.
 
-Every buffer a work item allocates starts at a 64-byte boundary (:func:`_empty64`): numba aligns
-its arrays to 32 bytes, so half of them had every 64-byte vector load and store straddle two
-cache lines (8 % of the time; one core, N = 2,000, B = 64, P = 3 and 7).
+Exactness: distances, column and window sums are float64 from exact differences; the float32
+steps act on weights and partial sums only: the exponent ``t = k (ref - d) <= T_DROP`` rounded to
+float32 (relative error ``|t| x 6e-8`` on a weight, at most 5e-7 within ``e^T_DROP`` of the
+reference), the exponential (< 4e-7, :func:`.simd.exp_weights`), the running covering sums of
+weights ``<= 1``, and per-lane sums of at most :data:`FLUSH` chunks before a float64 flush. Tests
+check the result within 1e-5 of the float64 definition on the same training values at every
+sigma from 0.002 to 80 (tests/denoisers/test_pspc.py).
 
-Exactness: distances are float64 sums of exact float64 differences (the running column and
-window sums in float64 too). The float32 steps act on weights and partial sums only: the
-exponent ``t = k (ref - d) <= T_DROP`` rounded to float32 (relative error ``|t| x 6e-8`` on
-the weight: at most 5e-7 for weights within ``e^T_DROP`` of the reference one, which weighs 1;
-more only on smaller weights, in proportion to their size), the exponential (relative error
-< 4e-7, :func:`.simd.exp_weights`), the running covering sums (weights ``<= 1`` added and
-subtracted over at most ``band + P`` window rows down a window column, then over at most ``W``
-columns along a row), and partial sums
-of at most ``FLUSH`` chunks per lane. Results are within 2e-6 of
-the float64 definition on the same (float32) training values (Fashion-MNIST, N = 2,000, sigma
-0.002-80, P = 3, 7, 15; a float64 exponent gave the same figures), and tests check 1e-5
-(tests/denoisers/test_pspc.py, every sigma from 0.002 to 80).
-
-Cost per (window, training image): about 2 + 2 / band pixel terms and one exponential in pass
-1; in pass 2 one multiply, two running-sum terms down the window columns, two along the image
-rows and one multiply-add per image pixel. The kernel is bound by the two AVX-512 ports, not by
-memory (its training rows read from L1 instead of L2/L3: 5 % faster; its kept weights: 1 %).
-On one core of the development machine (N = 2,000, B = 64, CPU time, best of 21 calls
-interleaved with the previous kernel, whose pass 2 summed the covering windows of each image
-column into a buffer, then spread those sums down the columns per pair of chunks): 1-9 % less
-at P = 3, 5, 7 and sigma = 0.002, 0.3, 3 (P = 3, sigma = 3: 169 against 171 ms; P = 5,
-sigma = 0.3: 164 against 179 ms). Alignment and the exponential (:mod:`.simd`) took a further
-8 % and 5-9 % off, grayscale images without the channel loop 5-7 %. Pass 1 is about two thirds
-of the time (sigma = 3, P = 3: :func:`_row_lse` about 40 %, :func:`_columns` about 20 %).
-Against :func:`.pspc_cpu._one_pass` (B = 64, one core, sigma = 3, before these changes): P = 9
-0.25 against 0.29 s, P = 11 0.25 against 0.26 s, P = 15 0.23 against 0.19 s (at sigma = 0.03
-the rows path takes half the time at every P; the 28 x 28 schedule uses its large patches at
-large sigma), hence :data:`ROWS_MAX_PATCH`. With running sums in pass 2 the rows path became
-the faster one for larger patches too, while an item's training rows stay in cache
-(:data:`ROWS_STREAM_VALUES`).
-
-Where the time goes (``perf`` samples of the compiled code, one core, N = 2,000, B = 64, P = 3,
-sigma = 0.03): :func:`_row_lse` 32 %, :func:`_columns` 23 % (its float32 -> float64 conversions
-are about 16 of its 36 vector operations per column), pass 2's image rows and running sums
-(:func:`_sweep`, :func:`_image_row`) 24 %, :func:`_normalize_row` 14 %, the flushes 2 %. With
-N = 256 (every buffer of a work item in L2) pass 2 costs 0-30 % less per chunk, so it is not
-bound by memory either. Tried and not kept (interleaved with this kernel, one core, P = 3-7,
-sigma = 0.03-3):
-
-* normalising inside the sweep (each window's factor applied as its weights enter and leave the
-  running sums, subnormals flushed by the MXCSR instead of :data:`TINY`): no change; the MXCSR
-  flush alone, without :data:`TINY`'s comparisons: 1-2 %;
-* software prefetch of the next chunk's training rows and kept weights: 5-7 % slower; of the
-  kept weights alone in :func:`_normalize_row`: no change;
-* the row's running sum with one add on its dependency chain instead of two: no change;
-* the per-pixel sums folded to 16 lanes (half the accumulator, which then stays in L1): 0-2 %;
-* branches aligned within 32-byte boundaries (LLVM's mitigation of the JCC erratum): no change;
-  glibc's malloc on transparent huge pages: no change.
-
-:func:`_sweep` has one loop over the window columns and one along each image row
-(:func:`_image_row`), with the entering and leaving windows as branches; copies of those loops
-without branches (one per case) gave identical results in the same time (-4 to +3 % at P = 3-7,
-+1 % at P = 9 and 11).
+Cost per (window, training image): about ``2 + 2 / band`` pixel terms and one exponential in
+pass 1, a few running-sum terms and one multiply-add per image pixel in pass 2; the kernel is bound
+by vector arithmetic, not memory (timings: ``benchmarks/denoisers.py``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -121,15 +69,14 @@ from .simd import (
 )
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: +inf marks an unset reference
-#: Patches of at most this many pixels take the ``"rows"`` path under ``"auto"`` (up to 9 x 9;
-#: measured in the module docstring), larger ones while the training rows one work item reads,
-#: ``N x (ROWS_PER_ITEM + P - 1) x C x W`` values, are at most :data:`ROWS_STREAM_VALUES`.
+#: Patches of at most this many pixels (up to 9 x 9) take the ``"rows"`` path under ``"auto"``,
+#: where it is faster than the block kernel (:func:`.pspc_cpu._one_pass`); larger ones while the
+#: training rows one work item reads, ``N x (ROWS_PER_ITEM + P - 1) x C x W`` values, are at most
+#: :data:`ROWS_STREAM_VALUES`.
 ROWS_MAX_PATCH = 81
-#: Measured against :func:`.pspc_cpu._one_pass` (B = 64; sigma 0.03-30; P = 11-27): at
-#: N = 2,000 (at most 1.95 M values, P = 27) the rows path takes 0.3-0.75 of the time (one and
-#: two cores); at N = 10,000 (two cores) 0.68-0.83 at P = 11 (5.2 M values), but at P = 15 and
-#: 21 (6.3-7.9 M values) 1.30 and 1.09 at sigma = 3 (0.35-0.51 at sigma = 0.03), where the
-#: training rows of the two threads' items no longer stay in the last-level cache.
+#: Training values one work item may read for a patch above :data:`ROWS_MAX_PATCH` to take the
+#: ``"rows"`` path: while they stay in the last-level cache the rows path is the faster one for
+#: large patches too; beyond, the block kernel (:func:`.pspc_cpu._one_pass`) can be faster.
 ROWS_STREAM_VALUES = 2**21
 #: A window's reference distance drops when a weight would exceed ``e^T_DROP``: the larger, the
 #: rarer the (scalar) rescaling, but the exponent is rounded to float32, an error of
@@ -140,12 +87,11 @@ CUT = -64.0
 #: Window rows per work item: the column sums of one row are updated from the row above (two
 #: pixel terms per column instead of ``P``), and an item reads ``band + P - 1`` training rows
 #: for ``band`` window rows, while ``B x rows / ROWS_PER_ITEM`` items keep every thread busy.
-#: Measured (one core, B = 64, sigma = 3): 8 rows 7-14 % faster than 4 at P = 5-9 and alike at
-#: P = 3 (N = 2,000 and 10,000); 12 alike; 16 slower (20-60 %).
+#: Larger bands amortise the ``P - 1`` extra rows better but keep more weights per item.
 ROWS_PER_ITEM = 8
 #: Normalised weights below this are 0 in pass 2: kept weights down to ``e^CUT`` against a
-#: reference up to ``e^T_DROP`` below the largest would otherwise become subnormal numbers
-#: (~100x slower products; they made sigma = 0.3 the slowest noise level).
+#: reference up to ``e^T_DROP`` below the largest would otherwise become subnormal numbers,
+#: whose products are slow on x86 (docs/reference.md section 2.8).
 TINY = math.exp(CUT)
 #: Chunks summed per lane in float32 before a float64 flush.
 FLUSH = 8
@@ -191,7 +137,7 @@ def _columns(zf, xf, base, C, H, W, li, ph, first, cols):
             for c in range(C):
                 for di in range(ph):
                     s = s + _sq(zf, xf, base, (c * H + li + di) * W + j)
-        elif C == 1:  # grayscale without the channel loop: 5-7 % of the kernel's time
+        elif C == 1:  # grayscale: no channel loop in the innermost code
             s = load(cols, j * L) + (
                 _sq(zf, xf, base, (li + ph - 1) * W + j) - _sq(zf, xf, base, (li - 1) * W + j)
             )
@@ -276,11 +222,10 @@ def _normalize_row(k, kept, ref_at, a, Lw, ref, inv, seen, factor, lo, hi):
 def _image_row(xf, xo, acc, ao, astep, xstep, C, vcol, lo, hi, pw):
     """Pass 2, one image row of a chunk: ``acc[ao + c astep + j L] += G_j x[xo + c xstep + j L]``
     per lane for the columns ``j`` of windows ``lo..hi``, ``G_j`` the running sum of ``vcol`` over
-    the windows covering column ``j``. Grayscale has a loop of its own: with the channel loop
-    inside, the test of ``C`` ran for every pixel and its registers spilled (1-5 % of the
-    kernel's time; without the channel loop at all, 5-7 %). The running-sum steps are written out
-    in both loops: an inlined helper taking ``vcol`` kept numba's reference counting of the array
-    in the loop, 1.5x slower."""
+    the windows covering column ``j``. Grayscale has a loop of its own, so that no test of ``C``
+    runs per pixel and the loop's registers do not spill. The running-sum steps are written out
+    in both loops: an inlined helper taking ``vcol`` would keep numba's reference counting of the
+    array inside the loop."""
     L = LANES
     h = splat32(0.0)
     if C == 1:
@@ -370,7 +315,7 @@ def band_order(row_positions: int, band: int) -> np.ndarray:
     """The bands of at most ``band`` window rows that split ``row_positions`` rows as evenly as
     possible, in the order their work items run: larger and smaller bands alternate, so that
     the contiguous ranges of items the threads take hold about as many window rows each (with
-    bands in row order, a short last band left a thread up to 20 % of the batch idle)."""
+    bands in row order, a short last band would leave a thread idle)."""
     nbands = -(-row_positions // band)
     extra = row_positions % nbands
     big, small = list(range(extra)), list(range(extra, nbands))

@@ -2,7 +2,7 @@
 
 With ``P = 1`` every window is one pixel (all its channels), no two windows overlap, and the
 composite is, per pixel ``p``, the empirical posterior mean over the training images' values
-at ``p`` (docs/reference.md section 2):
+at ``p`` (docs/reference.md section 2.3):
 
     ``D(z)_p = sum_n w_n x_n[p] / sum_n w_n``,  ``w_n = exp(-||z_p - x_n[p]||^2 / 2 s^2)``
 

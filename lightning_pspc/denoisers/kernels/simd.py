@@ -1,16 +1,14 @@
 """Vector values of :data:`LANES` lanes for the numba kernels (:mod:`.pspc_rows`).
 
-numba vectorises loops over arrays, so every intermediate of a multi-step computation goes
-through memory; and a loop over a few lanes is fully unrolled by LLVM, which then cannot
-vectorise it (it cannot prove that the arrays do not alias): measured, such loops ran at about
-one element per cycle, 10x slower than vector code. A value of type :data:`vf64` or
-:data:`vf32` is instead an LLVM ``<LANES x double>`` / ``<LANES x float>`` kept in registers
-(LLVM splits it into as many AVX-512, AVX2 or SSE registers as it needs): a kernel loads the
-lanes once, computes on them, and stores the result once.
+numba vectorises loops over arrays, so every intermediate of a multi-step computation goes through
+memory; and a loop over a few lanes is fully unrolled by LLVM, which then cannot vectorise it (it
+cannot prove that the arrays do not alias), so it runs as scalar code. A value of type :data:`vf64`
+or :data:`vf32` is instead an LLVM ``<LANES x double>`` / ``<LANES x float>`` kept in registers
+(LLVM splits it into as many AVX-512, AVX2 or SSE registers as it needs): a kernel loads the lanes
+once, computes on them, and stores the result once.
 
-``LANES = 32`` (four / two AVX-512 registers): with 16 lanes the kernels were bound by the
-latency of their dependency chains (pass 1 of :mod:`.pspc_rows` 4.1 ns per window pair on one
-core), with 32 two independent halves overlap (1.8 ns), with 64 the registers spill (2.3 ns).
+``LANES = 32`` (four / two AVX-512 registers): with 16 lanes the kernels are bound by the latency of
+their dependency chains; with 32 two independent halves overlap; with 64 the registers spill.
 
 numba stamps a cached kernel with its own source file only; :mod:`.numba_target` adds this
 module to the stamp of every kernel of the package, so editing it recompiles them
@@ -32,14 +30,11 @@ Functions (all usable only inside ``@njit`` code):
 * :func:`exp_weights`: ``exp(t)`` of float64 or float32 ``t`` as float32 (0 below ``cut``), the
   weights of the kernels (range reduction in ``t``'s type, polynomial in float32).
 
-Instruction counts matter: the kernels are bound by the two AVX-512 ports, not by memory. Three
-changes cut :func:`.pspc_rows._row_lse` from about 49 to 37 cycles per window and 32 lanes
-(``llvm-mca -mcpu=cascadelake`` on its loop): the comparisons above (LLVM had also turned the
-comparison of a narrowed float32 vector back into two float64 ones per register), the
-exponential's rounding by a shifter constant whose sum also holds the exponent bits (no floor,
-float-to-int conversion or add) with a degree-5 fitted polynomial instead of degree-7 Taylor
-(relative error 2.0e-7, was below 4e-7 too), and one FMA for the exponent. Measured: 5-9 % off
-the PSPC-Square rows kernel (one core, N = 2,000, B = 64, P = 3 and 7, sigma 0.002-30).
+Instruction counts matter: the kernels are bound by the vector arithmetic ports, not by memory.
+Hence the comparisons above (one per value, where LLVM would otherwise compare a narrowed float32
+vector as two float64 ones per register), the exponential's rounding by a shifter constant whose
+sum also holds the exponent bits (no floor, float-to-int conversion or add) with a degree-5
+fitted polynomial, and one FMA for the exponent.
 """
 
 from __future__ import annotations
@@ -198,7 +193,7 @@ def vmin(typingctx, a, b):
 @intrinsic
 def flush_below(typingctx, a, bound):
     """``a`` with the lanes below the scalar ``bound`` set to 0 (e.g. to keep products of tiny
-    weights from becoming subnormal numbers, ~100x slower on x86)."""
+    weights from becoming subnormal numbers, which are slow on x86)."""
     if not (isinstance(a, Vec) and isinstance(bound, (types.Float, types.Integer))):
         return None
 
@@ -327,8 +322,8 @@ def exp_weights(typingctx, t, cut):
     (:data:`_POLY`) in float32, times ``2^n`` built from the bits of the rounded sum. For
     float64 ``t`` the reduction is in float64 (relative error < 4e-7 however large ``|t|``);
     for float32 ``t`` it is in float32 with ``ln2`` in two parts (relative error < 4e-7 for the
-    float32 ``t`` given; a float64 value rounded to float32 first adds ``|t| 6e-8``). Measured:
-    2.0e-7 at most on ``[-64, 40]``."""
+    float32 ``t`` given; a float64 value rounded to float32 first adds ``|t| 6e-8``); on
+    ``[-64, 40]`` it is at most 2.0e-7."""
     if not (isinstance(t, Vec) and isinstance(cut, (types.Float, types.Integer))):
         return None
 

@@ -1,9 +1,9 @@
 """Straightforward loops of the local family's definitions, for verification and benchmarks only.
 
-The ``*_loop`` functions follow docs/reference.md section 2 literally, one element (output pixel) at a
-time in float64 with exact differences; :func:`pspc_flex_published` and :func:`els_cdist_loop`
-have the structure of the published code (a Python loop over anchors or pixels, float32
-``cdist``), as speed baselines. Slow by design.
+The ``*_loop`` functions follow docs/reference.md sections 2.4-2.7 literally, one element (output
+pixel) at a time in float64 with exact differences; :func:`pspc_flex_published` and
+:func:`els_cdist_loop` have the structure of the published code (a Python loop over anchors or
+pixels, float32 ``cdist``), as speed baselines. Slow by design.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _window(x: Tensor, r: int, c: int, k: int, circular: bool) -> Tensor:
 
 
 def els_loop(z: Tensor, sigma: Tensor, images: Tensor, k: int, padding: str) -> Tensor:
-    """ELS by its definition (docs/reference.md section 2), pixel by pixel, float64."""
+    """ELS by its definition (docs/reference.md section 2.6), pixel by pixel, float64."""
     z, sigma, images = z.double(), sigma.double(), images.double()
     b, ch, h, w = z.shape
     hk = k // 2

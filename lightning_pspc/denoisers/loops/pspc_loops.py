@@ -40,8 +40,9 @@ def pspc_square_loop(
     chunk: int = 100,
     window_rows: int | None = None,
 ) -> Tensor:
-    """PSPC-Square by its definition (docs/reference.md section 2): ``z [B,C,H,W]``, ``sigma [B]``,
-    ``images [N,C,H,W]``, one patch size for the batch -> ``[B,C,H,W]`` in z's dtype.
+    """PSPC-Square by its definition (docs/reference.md section 2.3): ``z [B,C,H,W]``,
+    ``sigma [B]``, ``images [N,C,H,W]``, one patch size for the batch -> ``[B,C,H,W]`` in z's
+    dtype.
 
     Every window fully inside the image (stride 1) gets the empirical posterior mean over the
     same-position crops of the training images; each pixel is the mean over its covering windows.

@@ -1,4 +1,5 @@
-"""The members of an evaluation, one kind of measurement each (:class:`~..pipeline.EvaluationMember`).
+"""The members of an evaluation, one kind of measurement each
+(:class:`~lightning_pspc.evaluation.pipeline.EvaluationMember`).
 
 * :class:`Comparison`: MSE of the network to every reference per sigma, on training, held-out
   and reverse probes (Niedoba et al. 2025, figs. 2 and 7);

@@ -1,4 +1,5 @@
-"""Agreement of samples: the network's and closed forms' from the same noise (Kamb & Ganguli 2024).
+"""Agreement of samples: the network's and closed forms' from the same noise (Kamb & Ganguli
+2024).
 
 :class:`Agreement` samples the network and closed-form denoisers from the same fixed noise with
 the same Heun sampler and compares them pair by pair (Pearson r, MSE, cosine; Niedoba et al. 2025,
@@ -72,9 +73,8 @@ class Agreement(EvaluationMember):
     ``num_samples`` of the memorization noise and the network's samples are the memorization's
     own, so the network costs nothing more; otherwise the noise comes from the evaluation's
     ``agreement_noise`` seed. The closed-form samples do not change between evaluations and are
-    computed once (PSPC runs at each of the ``2 * num_steps - 1`` sampler calls: 0.4 s / 3.7 s
-    for 4 / 8 samples of 18 steps at N = 1,024 on 2 idle CPU cores, 1.5 s for 4 at N = 4,096;
-    ``benchmarks/generalization.py``).
+    computed once (each closed form runs at each of the ``2 * num_steps - 1`` sampler calls;
+    timings: ``benchmarks/generalization.py``, docs/benchmarks.md).
     """
 
     name = "agreement"

@@ -139,7 +139,7 @@ def phase_diagram_figure(histories: Mapping[int, Sequence[Mapping]]) -> Figure:
     """Memorization over training-set size x training time (Bonnaire et al. 2025).
 
     ``histories``: ``{N: [{"images_seen", "memorized_fraction"}, ...]}`` (runs of one N averaged:
-    :func:`lightning_pspc.evaluation.twins.histories_by_size`). Left: memorized
+    :func:`lightning_pspc.evaluation.twin_runs.histories_by_size`). Left: memorized
     fraction against images seen, one line per N; right: the phase diagram, a heat map over
     N (rows) and images seen (columns; the union of the evaluation points, gaps left blank).
     """

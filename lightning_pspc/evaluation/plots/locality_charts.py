@@ -1,5 +1,6 @@
-"""Charts of the locality measurements (:mod:`.locality`): patch sizes against sigma, over epochs,
-heatmaps of output pixels, and the sensitivity patch size against training-set size."""
+"""Charts of the locality measurements (:mod:`lightning_pspc.evaluation.members.patch_sizes`):
+patch sizes against sigma, over epochs, heatmaps of output pixels, and the sensitivity patch size
+against training-set size."""
 
 from __future__ import annotations
 
