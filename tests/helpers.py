@@ -139,9 +139,9 @@ def run_clean_together(
 
 
 class RankLosses(lightning.Callback):
-    """Test probe: every process appends its own per-step training loss to
-    ``<dirpath>/train_loss_rank<r>.jsonl`` (Lightning's loggers write on rank 0 only, and there
-    the mean over processes). Configure it like any callback:
+    """Test probe: every process appends its own per-step training loss (and the class of its
+    checkpoint IO) to ``<dirpath>/train_loss_rank<r>.jsonl`` (Lightning's loggers write on rank 0
+    only, and there the mean over processes). Configure it like any callback:
     ``--trainer.callbacks=[{"class_path": "tests.helpers.RankLosses", "init_args": {...}}]``."""
 
     def __init__(self, dirpath: str) -> None:
@@ -155,6 +155,7 @@ class RankLosses(lightning.Callback):
             "epoch": trainer.current_epoch,
             "loss": float(outputs["loss"]),
             "n": int(batch.shape[0]),
+            "checkpoint_io": type(trainer.strategy.checkpoint_io).__name__,
         }
         with path.open("a") as f:
             f.write(json.dumps(row) + "\n")

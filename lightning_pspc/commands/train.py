@@ -28,6 +28,7 @@ from ..callbacks.checkpoint import LastCheckpoint, RunCheckpoint
 from ..callbacks.progress import EpochLines
 from ..data.datamodule import ImageDataModule
 from ..module import DiffusionModule
+from ..runs.checkpoint_io import CheckpointWriteError, use_atomic_checkpoint_io
 from ..runs.checkpoints import check_checkpoint_matches, read_checkpoint
 from ..runs.files import write_atomic
 from ..runs.folders import (
@@ -159,13 +160,15 @@ class TrainCLI(LightningCLI):
                 self._wandb_init["id"] = None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The configured Trainer plus a :class:`LastCheckpoint` beside its ``ModelCheckpoint``.
+        """The configured Trainer plus a :class:`LastCheckpoint` beside its ``ModelCheckpoint``;
+        checkpoints are written by :class:`~lightning_pspc.runs.checkpoint_io.AtomicCheckpointIO`.
 
         Logs stay readable when standard error is not a terminal: Lightning's default progress
         bar becomes :class:`EpochLines` (one line per epoch), and W&B is not handed the
         ``anonymous`` setting it warns about.
         """
         trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoint_io(trainer.strategy)  # every process, DDP ranks included
         bar = trainer.progress_bar_callback
         if type(bar) is TQDMProgressBar and not sys.stderr.isatty():
             trainer.callbacks[trainer.callbacks.index(bar)] = EpochLines()
@@ -216,10 +219,11 @@ class _DropTips(logging.Filter):
 
 
 def main(args: list[str] | None = None) -> TrainCLI:
-    """Entry point of ``train.py``: a :class:`RunSetupError` prints one line and exits with 2."""
+    """Entry point of ``train.py``: a :class:`RunSetupError` (bad input) or a
+    :class:`CheckpointWriteError` (full disk) prints one line and exits with 2."""
     try:
         return TrainCLI(args=args)
-    except RunSetupError as err:
+    except (RunSetupError, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
