@@ -37,11 +37,13 @@ from ..runs.folders import (
     refuse_to_clobber,
     store_wandb_id,
 )
-from ..runs.rebuild import check_network_accepts, image_shape_of
+from ..runs.rebuild import check_config_syntax, check_network_accepts, image_shape_of
 from .train_config import (
     SPECIAL_CKPT,
     assign_wandb_id,
+    check_accelerator,
     check_wandb_can_log,
+    config_files,
     default_logger_dir,
     follow_moved_run,
     point_loggers_at,
@@ -121,6 +123,8 @@ class TrainCLI(LightningCLI):
         from_argv = args is None
         if args is None or isinstance(args, (list, tuple)):
             args = default_logger_dir(list(sys.argv[1:] if args is None else args))
+            for path in config_files(args):  # the parser's own message names no file
+                check_config_syntax(path)
         with warnings.catch_warnings():
             if from_argv:  # the command line itself comes back as args: not the misuse warned of
                 warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
@@ -132,6 +136,7 @@ class TrainCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        check_accelerator(cfg.trainer)
         check_wandb_can_log(cfg.trainer)
         saved = saved_run_dirs(cfg)
         run_dir = run_dir_of(cfg)

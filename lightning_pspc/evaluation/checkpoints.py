@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..runs import RunSetupError, load_run, read_checkpoint, wandb_login_problem
+from ..runs.checkpoints import folder_given
 from .pipeline import EvalData, figures_of
 from .plots import (
     draw_linearity_panel,
@@ -62,6 +63,8 @@ def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
     """Rebuild model and data of one checkpoint; every failure is one :class:`EvalError`."""
     path = Path(path)
     fix = "Fix: pass a last.ckpt or best.ckpt that train.py wrote into its run folder"
+    if path.is_dir():
+        raise EvalError(folder_given(path, "--ckpt"))
     if not path.is_file():
         raise EvalError(
             f"checkpoint {str(path)!r} does not exist. {fix} (e.g. checkpoints/<run>/last.ckpt)."

@@ -104,6 +104,7 @@ def test_bad_checkpoints_give_one_error_and_write_nothing(swept, tmp_path, capsy
         truncated: "corrupt",
         garbage: "corrupt",
         lonely: "config.yaml",
+        good.parent: "is a folder, not a checkpoint file; it holds ['best.ckpt', 'last.ckpt']",
     }
     for bad, why in cases.items():
         for out in (tmp_path / "out", existing):

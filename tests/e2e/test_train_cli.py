@@ -471,3 +471,42 @@ def test_every_process_saves_through_the_atomic_checkpoint_io(train_args):
     cli = TrainCLI(args=args, run=False)  # a DDP trainer, not launched
     assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_yaml_syntax_error_names_the_file_and_the_line(train_args, capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  lr: [1, 2\ndata: {}\n")
+    for given in ([f"--config={bad}"], ["--config", str(bad)]):
+        err = _error_of([*train_args, *given], capsys)
+        assert err.startswith(
+            f"error: {str(bad)!r} is not valid YAML: expected ',' or ']', but got ':'"
+        )
+        assert "at line 3, column 5 (while parsing a flow sequence at line 2" in err
+        assert f"Fix: correct the YAML syntax near line 3 of {str(bad)!r}" in err
+        assert err.count("\n") == 1
+    # a section file a preset names (trainer: base/....yaml), as the presets share them
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("trainer: base/trainer.yaml\n")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "trainer.yaml").write_text("max_epochs: 1\n  devices: 2\n")
+    err = _error_of([*train_args, f"--config={preset}"], capsys)
+    assert f"(the trainer section of {preset}) is not valid YAML" in err and "line 2" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_gpu_accelerator_without_a_gpu_is_one_line(train_args, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name in ("gpu", "cuda"):
+        err = _error_of([*train_args, f"--trainer.accelerator={name}"], capsys)
+        assert err.startswith(f"error: --trainer.accelerator {name}: no CUDA GPU found")
+        assert "Fix: use --trainer.accelerator cpu (or auto" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_folder_as_ckpt_path_names_its_checkpoints(finished_run, train_args, capsys):
+    err = _error_of([*train_args, f"--ckpt_path={finished_run}"], capsys)
+    assert f"checkpoint {str(finished_run)!r} is a folder" in err
+    assert (
+        "['best.ckpt', 'last.ckpt']" in err and f"--ckpt_path {finished_run / 'last.ckpt'}" in err
+    )
