@@ -318,3 +318,33 @@ def test_metrics_json_has_locality_and_the_locality_transition(swept):
         for kind in ("pspc", "ls"):
             best = loc["best_fit_patch_size"][kind]
             assert all(p in loc["best_fit_candidates"][kind] for p in best)
+
+
+def test_sweep_over_a_run_without_a_readable_last_ckpt_gives_the_sweeps_fix(
+    tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "runs" / "t-n00016"
+    _fake_run(run, epochs_done=1)
+    (run / "last.ckpt").rename(run / "best.ckpt")  # stopped between the two saves of an epoch
+    calls, _ = _stub_sweep(monkeypatch)
+    args = ["--sizes", "16", "--no-twins", "--name", "t", f"--run-root={run.parent}"]
+    for why in ("holds ['best.ckpt'] but no last.ckpt", "is not a readable PyTorch checkpoint"):
+        assert sweep.main([*args, "--skip-existing", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1 and why in err
+        assert f"Fix: move or delete {str(run)!r} to train that size again" in err
+        assert "--ckpt_path" not in err  # a train.py flag the sweep's user never passed
+        (run / "last.ckpt").write_bytes(b"half a checkpoint")
+    assert calls == []
+
+
+def test_sweep_without_twins_checks_every_size_before_training(tmp_path, monkeypatch, capsys):
+    calls, _ = _stub_sweep(monkeypatch)
+    args = ["--sizes", "16", "60000", "--no-twins", "--name", "t", f"--run-root={tmp_path}"]
+    with pytest.raises(SystemExit) as info:
+        sweep.main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--sizes up to 60000" in err and "at most 59872" in err
+    assert "Fix: drop sizes above the limit" in err
+    assert calls == [] and not list(tmp_path.iterdir())  # N = 16 was not trained first
+    assert (sweep.REPO_CONFIGS / Path(sweep.DEFAULT_CONFIG).name).is_file()
