@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -104,7 +105,7 @@ def test_bad_checkpoints_give_one_error_and_write_nothing(swept, tmp_path, capsy
         truncated: "corrupt",
         garbage: "corrupt",
         lonely: "config.yaml",
-        good.parent: "is a folder, not a checkpoint file; it holds ['best.ckpt', 'last.ckpt']",
+        good.parent: "is a folder, not a checkpoint file; it holds ['last.ckpt']. Fix: pass",
     }
     for bad, why in cases.items():
         for out in (tmp_path / "out", existing):
@@ -348,3 +349,39 @@ def test_sweep_without_twins_checks_every_size_before_training(tmp_path, monkeyp
     assert "Fix: drop sizes above the limit" in err
     assert calls == [] and not list(tmp_path.iterdir())  # N = 16 was not trained first
     assert (sweep.REPO_CONFIGS / Path(sweep.DEFAULT_CONFIG).name).is_file()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_eval_keeps_the_users_files_and_a_full_disk_leaves_out_as_it_was(
+    swept, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "ev"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "mine.txt").write_text("mine")  # before: lost when plots/ was replaced
+    (out / "plots" / "old_run.png").write_bytes(b"png")  # charts of an earlier evaluation
+    (out / "transition.png").write_bytes(b"png")
+    earlier = {"checkpoints": [{"plots": ["old_run.png"]}], "transition": "transition.png"}
+    (out / "metrics.json").write_text(json.dumps(earlier))
+    args = ["--ckpt", str(swept / "runs" / "t-n00016" / "last.ckpt"), "--out", str(out)]
+    args += [*EVAL_ARGS, "--references", "empirical"]
+    assert eval_main(args) == 0
+    first = _tree(out)
+    written = report.written_files(json.loads(first["metrics.json"]))
+    assert set(first) == written | {"plots/mine.txt"} and len(written) > 3
+    assert first["plots/mine.txt"] == b"mine"
+
+    def disk_fills_up(runs, pairs, out, *args):  # while the results are being written
+        with report.staged_output(out) as tmp:
+            (tmp / "metrics.json").write_text('{"checkpoints": [')
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "write_report", disk_fills_up)
+    code = eval_main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith(f"error: disk full while writing the results beside --out {str(out)!r}")
+    assert f"--out {str(out)!r} is left as it was. Fix: free space" in err
+    assert _tree(out) == first and sorted(p.name for p in tmp_path.iterdir()) == ["ev"]
