@@ -88,6 +88,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def exited_pid() -> int:
+    """The process id of a process that has already exited (its staging files are stale)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(proc.stdout)
+
+
 def run_clean(
     args: Sequence[str], timeout: float, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:

@@ -96,10 +96,10 @@ def staged_output(out: str | Path, previous: Collection[str] = ()) -> Iterator[P
 
     Staging folders are named ``.<name>.tmp-<pid>-<random>`` and ``.<name>.old-<pid>-<random>``;
     those of a process that no longer runs (an eval.py killed with SIGKILL) are removed first
-    (:func:`remove_stale_staging`).
+    (:func:`recover_stale_staging`).
     """
     out = Path(out)
-    remove_stale_staging(out)
+    recover_stale_staging(out)
     out = check_output_dir(out)
     parent = out.resolve().parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
@@ -117,7 +117,7 @@ def _staging_pattern(out: Path, with_pid: bool = True) -> re.Pattern[str]:
     return re.compile(rf"\.{re.escape(out.name)}\.(?P<kind>tmp|old)-{pid}[a-z0-9_]{{8}}")
 
 
-def remove_stale_staging(out: Path) -> None:
+def recover_stale_staging(out: Path) -> None:
     """Remove the staging folders beside ``out`` whose eval.py no longer runs.
 
     When ``out`` is missing because the process was killed mid-swap (its previous content moved

@@ -366,7 +366,8 @@ def test_eval_keeps_the_users_files_and_a_full_disk_leaves_out_as_it_was(
     earlier = {"checkpoints": [{"plots": ["old_run.png"]}], "transition": "transition.png"}
     (out / "metrics.json").write_text(json.dumps(earlier))
     args = ["--ckpt", str(swept / "runs" / "t-n00016" / "last.ckpt"), "--out", str(out)]
-    args += [*EVAL_ARGS, "--references", "empirical"]
+    args += [*EVAL_ARGS, "--references", "empirical", "--locality-probes", "0"]
+    args += ["--num-agreement-samples", "0", "--num-linearity-pairs", "0"]  # the cheap members
     assert eval_main(args) == 0
     first = _tree(out)
     written = report.written_files(json.loads(first["metrics.json"]))

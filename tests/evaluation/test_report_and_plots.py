@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from lightning_pspc.evaluation.plots import (
     transition_figure,
 )
 from lightning_pspc.evaluation.plots.common import mosaic, tile_centre, tile_start
+from tests.helpers import exited_pid
 
 
 def test_write_json_atomic_is_strict_json(tmp_path):
@@ -178,15 +177,8 @@ def test_the_users_files_in_eval_folders_stay_and_charts_eval_wrote_before_go(tm
     }
 
 
-def _gone_pid() -> int:
-    """The id of a process that has exited."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
-                          capture_output=True, check=True)  # fmt: skip
-    return int(proc.stdout)
-
-
 def test_staging_folders_of_a_killed_eval_are_removed_and_a_half_swap_put_back(tmp_path, capsys):
-    out, dead = tmp_path / "out", _gone_pid()
+    out, dead = tmp_path / "out", exited_pid()
     half_written = tmp_path / f".out.tmp-{dead}-ab_c1234"  # SIGKILL while evaluating
     (half_written / "plots").mkdir(parents=True)
     moved_aside = tmp_path / f".out.old-{dead}-efgh5678"  # SIGKILL between the two renames

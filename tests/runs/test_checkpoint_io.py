@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-import subprocess
+import os
 import sys
 
 import pytest
@@ -11,7 +11,7 @@ import torch
 
 from lightning_pspc.runs import checkpoint_io
 from lightning_pspc.runs.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
-from tests.helpers import run_clean
+from tests.helpers import exited_pid, run_clean
 
 
 def _fill_up(path, data):
@@ -44,10 +44,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_sizes(tmp_path,
 
 def test_other_write_errors_pass_through_and_stale_staging_files_go(tmp_path, monkeypatch):
     target = tmp_path / "last.ckpt"
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
-                          capture_output=True, check=True)  # fmt: skip
-    stale = tmp_path / f".last.ckpt.tmp-{gone.stdout.strip()}"  # a save killed mid-write
-    running = tmp_path / f".last.ckpt.tmp-{subprocess.os.getppid()}"  # still being written
+    stale = tmp_path / f".last.ckpt.tmp-{exited_pid()}"  # a save killed mid-write
+    running = tmp_path / f".last.ckpt.tmp-{os.getppid()}"  # a process still writing it
     for path in (stale, running):
         path.write_bytes(b"half")
 
