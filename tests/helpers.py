@@ -88,6 +88,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def exited_pid() -> int:
+    """The process id of a process that has already exited (its staging files are stale)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(proc.stdout)
+
+
 def run_clean(
     args: Sequence[str], timeout: float, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -139,9 +146,9 @@ def run_clean_together(
 
 
 class RankLosses(lightning.Callback):
-    """Test probe: every process appends its own per-step training loss to
-    ``<dirpath>/train_loss_rank<r>.jsonl`` (Lightning's loggers write on rank 0 only, and there
-    the mean over processes). Configure it like any callback:
+    """Test probe: every process appends its own per-step training loss (and the class of its
+    checkpoint IO) to ``<dirpath>/train_loss_rank<r>.jsonl`` (Lightning's loggers write on rank 0
+    only, and there the mean over processes). Configure it like any callback:
     ``--trainer.callbacks=[{"class_path": "tests.helpers.RankLosses", "init_args": {...}}]``."""
 
     def __init__(self, dirpath: str) -> None:
@@ -155,6 +162,7 @@ class RankLosses(lightning.Callback):
             "epoch": trainer.current_epoch,
             "loss": float(outputs["loss"]),
             "n": int(batch.shape[0]),
+            "checkpoint_io": type(trainer.strategy.checkpoint_io).__name__,
         }
         with path.open("a") as f:
             f.write(json.dumps(row) + "\n")

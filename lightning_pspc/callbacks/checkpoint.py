@@ -1,5 +1,6 @@
 """``best.ckpt`` tracking that survives a moved run folder, and ``last.ckpt`` rewritten after
-every training epoch (and on Ctrl-C), whatever the monitored metric did."""
+every training epoch (and on Ctrl-C), whatever the monitored metric did. Both write their files
+atomically through :class:`~lightning_pspc.runs.checkpoint_io.AtomicCheckpointIO`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
+from ..runs.checkpoint_io import use_atomic_checkpoint_io
+
 
 class RunCheckpoint(ModelCheckpoint):
     """A ``ModelCheckpoint`` whose best-so-far state follows its run folder when it was moved.
@@ -18,7 +21,17 @@ class RunCheckpoint(ModelCheckpoint):
     checkpoint's ``dirpath`` differs from the callback's, so a resumed run in a moved folder would
     overwrite ``best.ckpt`` with a worse model. When the saved best checkpoint exists under the
     same name in this callback's folder, the saved paths are mapped into it instead.
+
+    At setup the trainer's strategy gets an :class:`~lightning_pspc.runs.checkpoint_io.
+    AtomicCheckpointIO` in place of Lightning's default checkpoint IO (on every process): each
+    file is staged in its own folder and renamed over the target, so a failed save (a full disk,
+    a killed process) leaves the previous checkpoint whole, and a full disk stops the run with
+    one :class:`~lightning_pspc.runs.checkpoint_io.CheckpointWriteError`.
     """
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        use_atomic_checkpoint_io(trainer.strategy)
+        super().setup(trainer, pl_module, stage)
 
     @property
     def state_key(self) -> str:
@@ -61,9 +74,9 @@ class LastCheckpoint(RunCheckpoint):
 
     A Ctrl-C (``KeyboardInterrupt``) while fitting also saves ``last.ckpt``, mid-epoch, once at
     least one optimizer step has run in this fit, so even an interrupted first epoch can be
-    resumed with ``--ckpt_path``. Nothing is saved when training raises anything else. Lightning
-    writes the file atomically (temporary file, then rename): a crashed run keeps the previous
-    ``last.ckpt`` intact.
+    resumed with ``--ckpt_path``. Nothing is saved when training raises anything else. The file
+    is written atomically (a staging file in the same folder, then one rename; see
+    :class:`RunCheckpoint`): a crashed run or a full disk keeps the previous ``last.ckpt`` intact.
     """
 
     def __init__(self, dirpath: str | Path | None = None, filename: str = "last") -> None:

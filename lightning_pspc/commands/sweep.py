@@ -53,7 +53,7 @@ from .evaluate import add_settings_arguments, settings_from_args, summary_lines
 
 #: The repository's presets (used when the default ``--config`` is not found from the caller's
 #: working directory).
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_CONFIG = "configs/sweep_fmnist.yaml"
 #: Training-set sizes of the main job (``configs/sweep_fmnist.yaml``): they bracket the preset's
 #: memorization-to-generalization transition at its 800 steps, and the sweep's transition checks
@@ -116,11 +116,27 @@ def run_state(run_dir: Path) -> str:
     """``new`` (no checkpoint yet), ``finished`` (``last.ckpt`` completed the ``max_epochs`` /
     ``max_steps`` of the run's own ``config.yaml``) or ``partial`` (to be resumed).
 
-    Raises :class:`RunSetupError` for checkpoints without a readable ``last.ckpt``.
+    Raises :class:`RunSetupError` for checkpoints without a readable ``last.ckpt``, with the
+    sweep's fix (the folder, not a ``train.py`` flag).
     """
     if not run_dir.is_dir() or not any(run_dir.glob("*.ckpt")):
         return "new"
-    ckpt = read_checkpoint(run_dir / "last.ckpt")
+    fix = (
+        f"Fix: move or delete {str(run_dir)!r} to train that size again, or pass another --name "
+        "or --run-root."
+    )
+    last = run_dir / "last.ckpt"
+    if not last.is_file():
+        held = sorted(p.name for p in run_dir.glob("*.ckpt"))
+        raise RunSetupError(
+            f"run folder {str(run_dir)!r} holds {held} but no last.ckpt (the run stopped before "
+            f"writing it, or it was removed), so the sweep can neither reuse nor resume it. {fix}"
+        )
+    try:
+        ckpt = read_checkpoint(last)
+    except RunSetupError as err:
+        reason = str(err).split(" Fix:")[0]
+        raise RunSetupError(f"{reason} The sweep can neither reuse nor resume it. {fix}") from None
     try:
         trainer = load_config(run_dir / CONFIG_FILE).get("trainer") or {}
     except (OSError, ValueError) as err:
@@ -258,9 +274,10 @@ def is_subclass_path(class_path: object, base: type) -> bool:
     return isinstance(found, type) and issubclass(found, base)
 
 
-def check_twin_sizes(config: Path, sizes: Sequence[int], extra: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the size and the fix when the data cannot hold two disjoint
-    halves of the largest size (``2N`` images besides the held-out ones).
+def check_sizes(config: Path, sizes: Sequence[int], extra: Sequence[str], twins: bool) -> None:
+    """Raise ``ValueError`` naming the size and the fix when the data cannot hold the largest
+    size, before anything trains: ``N`` training images besides the held-out ones, or with twin
+    runs two disjoint halves of ``N`` (``2N`` images).
 
     The preset's ``data`` section is read with the ``--data.KEY=VALUE`` arguments of ``extra``.
     """
@@ -272,15 +289,25 @@ def check_twin_sizes(config: Path, sizes: Sequence[int], extra: Sequence[str]) -
             data[key] = yaml.safe_load(value)
     size = max(sizes)
     _, dm = build_from_config({"model": cfg.get("model"), "data": data | {"num_train": size}})
-    dm.subset = "a"
+    dm.subset = "a" if twins else None
     try:
         dm.setup()
     except ValueError as err:
+        if twins:
+            raise ValueError(
+                f"twin runs (the default) with --sizes up to {size}: each twin needs its own "
+                f"{size} images ({2 * size} in all), but {err} Fix: drop sizes above the limit, "
+                f"lower --data.num_heldout, or pass --no-twins."
+            ) from None
         raise ValueError(
-            f"twin runs (the default) with --sizes up to {size}: each twin needs its own {size} "
-            f"images ({2 * size} in all), but {err} Fix: drop sizes above the limit, lower "
-            f"--data.num_heldout, or pass --no-twins."
+            f"--sizes up to {size}: {err} Fix: drop sizes above the limit or lower "
+            f"--data.num_heldout; nothing was trained."
         ) from None
+
+
+def check_twin_sizes(config: Path, sizes: Sequence[int], extra: Sequence[str]) -> None:
+    """:func:`check_sizes` of twin runs."""
+    check_sizes(config, sizes, extra, twins=True)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -346,11 +373,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
             f"{args.history_samples} >= 1"
         )
     args.config = config.resolve()
-    if args.twins:
-        try:
-            check_twin_sizes(args.config, args.sizes, extra)
-        except ValueError as err:
-            p.error(str(err))
+    try:
+        check_sizes(args.config, args.sizes, extra, args.twins)
+    except ValueError as err:
+        p.error(str(err))
     args.run_root = Path(args.run_root).expanduser().resolve()
     args.out = Path(args.out).expanduser().resolve() if args.out else args.run_root / "eval"
     return args, extra

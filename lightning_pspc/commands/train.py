@@ -28,6 +28,7 @@ from ..callbacks.checkpoint import LastCheckpoint, RunCheckpoint
 from ..callbacks.progress import EpochLines
 from ..data.datamodule import ImageDataModule
 from ..module import DiffusionModule
+from ..runs.checkpoint_io import CheckpointWriteError, use_atomic_checkpoint_io
 from ..runs.checkpoints import check_checkpoint_matches, read_checkpoint
 from ..runs.files import write_atomic
 from ..runs.folders import (
@@ -36,11 +37,13 @@ from ..runs.folders import (
     refuse_to_clobber,
     store_wandb_id,
 )
-from ..runs.rebuild import check_network_accepts, image_shape_of
+from ..runs.rebuild import check_config_syntax, check_network_accepts, image_shape_of
 from .train_config import (
     SPECIAL_CKPT,
     assign_wandb_id,
+    check_accelerator,
     check_wandb_can_log,
+    config_files,
     default_logger_dir,
     follow_moved_run,
     point_loggers_at,
@@ -120,6 +123,8 @@ class TrainCLI(LightningCLI):
         from_argv = args is None
         if args is None or isinstance(args, (list, tuple)):
             args = default_logger_dir(list(sys.argv[1:] if args is None else args))
+            for path in config_files(args):  # the parser's own message names no file
+                check_config_syntax(path)
         with warnings.catch_warnings():
             if from_argv:  # the command line itself comes back as args: not the misuse warned of
                 warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
@@ -131,6 +136,7 @@ class TrainCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        check_accelerator(cfg.trainer)
         check_wandb_can_log(cfg.trainer)
         saved = saved_run_dirs(cfg)
         run_dir = run_dir_of(cfg)
@@ -159,13 +165,15 @@ class TrainCLI(LightningCLI):
                 self._wandb_init["id"] = None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The configured Trainer plus a :class:`LastCheckpoint` beside its ``ModelCheckpoint``.
+        """The configured Trainer plus a :class:`LastCheckpoint` beside its ``ModelCheckpoint``;
+        checkpoints are written by :class:`~lightning_pspc.runs.checkpoint_io.AtomicCheckpointIO`.
 
         Logs stay readable when standard error is not a terminal: Lightning's default progress
         bar becomes :class:`EpochLines` (one line per epoch), and W&B is not handed the
         ``anonymous`` setting it warns about.
         """
         trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoint_io(trainer.strategy)  # every process, DDP ranks included
         bar = trainer.progress_bar_callback
         if type(bar) is TQDMProgressBar and not sys.stderr.isatty():
             trainer.callbacks[trainer.callbacks.index(bar)] = EpochLines()
@@ -216,10 +224,11 @@ class _DropTips(logging.Filter):
 
 
 def main(args: list[str] | None = None) -> TrainCLI:
-    """Entry point of ``train.py``: a :class:`RunSetupError` prints one line and exits with 2."""
+    """Entry point of ``train.py``: a :class:`RunSetupError` (bad input) or a
+    :class:`CheckpointWriteError` (full disk) prints one line and exits with 2."""
     try:
         return TrainCLI(args=args)
-    except RunSetupError as err:
+    except (RunSetupError, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
@@ -53,6 +54,21 @@ def default_logger_dir(args: list[str]) -> list[str]:
         if value and value.rsplit(".", 1)[-1] in ("CSVLogger", "TensorBoardLogger"):
             out.append("--trainer.logger.save_dir=.")
     return out
+
+
+def config_files(args: list[str]) -> list[Path]:
+    """The files named by ``--config FILE``, ``--config=FILE`` and ``-c FILE`` in ``args`` (in
+    order; values that are not files, such as inline YAML, are left out)."""
+    found = []
+    for i, arg in enumerate(args):
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        if value is not None and Path(value).is_file():
+            found.append(Path(value))
+    return found
 
 
 def run_dir_of(cfg: Namespace) -> Path:
@@ -130,6 +146,24 @@ def wandb_loggers(trainer_cfg: Namespace) -> list[Namespace]:
         and "class_path" in logger
         and str(logger.class_path).rsplit(".", 1)[-1] == "WandbLogger"
     ]
+
+
+def check_accelerator(trainer_cfg: Namespace) -> None:
+    """``--trainer.accelerator gpu`` (``cuda``, ``mps``) needs that device: checked before
+    Lightning builds the accelerator (whose own error is a traceback)."""
+    name = trainer_cfg.get("accelerator")
+    if not isinstance(name, str):
+        return
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    found = {"gpu": cuda or mps, "cuda": cuda, "mps": mps}.get(name.lower(), True)
+    if not found:
+        on_mac = name.lower() == "mps"
+        device, probe = ("Apple MPS device", "backends.mps") if on_mac else ("CUDA GPU", "cuda")
+        raise RunSetupError(
+            f"--trainer.accelerator {name}: no {device} found (torch.{probe}.is_available() is "
+            f"False: none visible to this process, or a PyTorch build without it). Fix: use "
+            f"--trainer.accelerator cpu (or auto, which takes a GPU where there is one)."
+        )
 
 
 def check_wandb_can_log(trainer_cfg: Namespace) -> None:

@@ -68,22 +68,37 @@ def masks_from_heatmaps(heatmaps: Tensor, tau: float) -> Tensor:
     return masks.view(h, w, h, w)
 
 
+def _shape(heatmaps: object) -> str:
+    """``heatmaps``' shape for an error message (its type when it is no tensor)."""
+    return str(tuple(heatmaps.shape)) if isinstance(heatmaps, Tensor) else type(heatmaps).__name__
+
+
 def _resolve(
     heatmaps: Tensor, tau: float | None, taus, sigmas, soft: bool, hw: tuple[int, int]
 ) -> tuple[Tensor, Tensor, tuple[float, ...]]:
-    """``(grid sigmas [S], heatmaps [S, H, W, H, W], taus)`` from either form of the arguments."""
+    """``(grid sigmas [S], heatmaps [S, H, W, H, W], taus)`` from either form of the arguments.
+
+    Every error names the layout expected and the shape received."""
+    h, w = hw
+    got = f"got heatmaps of shape {_shape(heatmaps)}"
     if isinstance(heatmaps, Tensor) and heatmaps.ndim == 4:
         if taus is not None or sigmas is not None:
             raise ValueError(
-                "with one heatmap [H, W, H, W] give tau=...; taus=[...] and sigmas=[...] go "
-                "with a schedule of heatmaps [S, H, W, H, W]"
+                f"taus=[...] and sigmas=[...] go with a schedule of heatmaps [S, H, W, H, W] = "
+                f"[S, {h}, {w}, {h}, {w}], {got}; with one heatmap [H, W, H, W] give tau=..."
             )
         if tau is None and not soft:
-            raise ValueError("give tau=... in (0, 1] (the mass fraction of each mask)")
+            raise ValueError(
+                f"give tau=... in (0, 1] (the mass fraction of each mask) with one heatmap "
+                f"[H, W, H, W] = [{h}, {w}, {h}, {w}]; {got} and no tau"
+            )
         hm = check_heatmaps(heatmaps, *hw, lead=0).unsqueeze(0)
         return torch.ones(1, dtype=torch.float64), hm, (1.0 if tau is None else float(tau),)
     if tau is not None:
-        raise ValueError("a schedule of heatmaps [S, H, W, H, W] takes taus=[S], not tau")
+        raise ValueError(
+            f"a schedule of heatmaps [S, H, W, H, W] = [S, {h}, {w}, {h}, {w}] takes taus=[S], "
+            f"not tau; {got} with tau={tau} (one heatmap [H, W, H, W] takes tau)"
+        )
     hm = check_heatmaps(heatmaps, *hw, lead=1)
     s = hm.shape[0]
     grid = edm_sigmas(s) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
@@ -94,14 +109,15 @@ def _resolve(
             taus = CIFAR10_TAUS
         else:
             raise ValueError(
-                f"give taus=[...] with one tau per heatmap ({s}); the built-in CIFAR-10 "
-                f"schedule has {len(CIFAR10_TAUS)}"
+                f"give taus=[...] with one tau per heatmap (S = {s}: {got}); the built-in "
+                f"CIFAR-10 schedule has {len(CIFAR10_TAUS)}"
             )
     taus = tuple(float(t) for t in taus)
     if not grid.ndim == 1 or not grid.numel() == len(taus) == s:
         raise ValueError(
             f"heatmaps, taus and sigmas must have the same length S, got {s}, {len(taus)} and "
-            f"{grid.numel()}"
+            f"{grid.numel()} ({got} [S, H, W, H, W], taus {list(taus)}, sigmas "
+            f"{grid.reshape(-1).tolist()})"
         )
     if not bool((grid > 0).all()):
         raise ValueError(f"grid sigmas must be > 0, got {grid.tolist()}")

@@ -30,6 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..runs import RunSetupError, load_run, read_checkpoint, wandb_login_problem
+from ..runs.checkpoints import folder_given
+from ..runs.files import free_space, out_of_space
 from .pipeline import EvalData, figures_of
 from .plots import (
     draw_linearity_panel,
@@ -41,7 +43,13 @@ from .plots import (
     transition_figure,
     twins_figure,
 )
-from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
+from .report import (
+    check_output_dir,
+    log_report_to_wandb,
+    previous_output,
+    staged_output,
+    write_json_atomic,
+)
 from .settings import EvalError, EvalSettings
 from .shared_errors import data_fingerprint, shared_errors_report
 from .twin_runs import TwinError, histories_by_size, memorization_history, twin_pairs, twin_record
@@ -66,6 +74,8 @@ def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
     """Rebuild model and data of one checkpoint; every failure is one :class:`EvalError`."""
     path = Path(path)
     fix = "Fix: pass a last.ckpt or best.ckpt that train.py wrote into its run folder"
+    if path.is_dir():
+        raise EvalError(folder_given(path, "--ckpt"))
     if not path.is_file():
         raise EvalError(
             f"checkpoint {str(path)!r} does not exist. {fix} (e.g. checkpoints/<run>/last.ckpt)."
@@ -188,7 +198,8 @@ def evaluate_checkpoints(
 
     All checkpoints, their configs and data, and ``out`` are validated first (:class:`EvalError`
     naming the bad path and the fix); nothing is written into ``out`` unless every checkpoint
-    was evaluated. Returns the content of ``metrics.json``.
+    was evaluated; files of ``out`` that eval.py did not write are kept. A full disk is one
+    :class:`EvalError` and leaves ``out`` as it was. Returns the content of ``metrics.json``.
     """
     settings = settings or EvalSettings()
     settings.check()
@@ -211,8 +222,35 @@ def evaluate_checkpoints(
         if labels.count(r.label) > 1:
             r.label = f"{r.label}-{i}"
     check_comparable(runs)
+    try:
+        report = write_report(runs, pairs, out, settings, progress)
+    except OSError as err:
+        if (reason := out_of_space(err)) is None:
+            raise
+        parent = out.resolve().parent
+        kept = f"--out {str(out)!r} is left as it was" if out.is_dir() else "nothing was written"
+        raise EvalError(
+            f"{reason} while writing the results beside --out {str(out)!r} "
+            f"({free_space(parent)} free in {str(parent)!r}); {kept}. Fix: free space on that "
+            "disk or pass --out on another one."
+        ) from None
+    if wandb_project:
+        log_to_wandb(report, out, wandb_project)
+    return report
+
+
+def write_report(
+    runs: Sequence[LoadedRun],
+    pairs: Sequence[tuple[int, int]],
+    out: Path,
+    settings: EvalSettings,
+    progress: bool,
+) -> dict:
+    """Evaluate ``runs`` into a staged folder that replaces ``out`` at the end
+    (:func:`staged_output`; the user's files in ``out`` are kept); returns the report."""
+    device = settings.torch_device()
     t0 = time.perf_counter()
-    with staged_output(out) as tmp:
+    with staged_output(out, previous_output(out)) as tmp:
         records = []
         for run in runs:
             records.append(evaluate_run(run, settings, tmp / "plots", progress))
@@ -243,8 +281,6 @@ def evaluate_checkpoints(
             report["transition_locality"] = "transition_locality.png"
         report["seconds"] = time.perf_counter() - t0
         write_json_atomic(tmp / "metrics.json", report)
-    if wandb_project:
-        log_to_wandb(report, out, wandb_project)
     return report
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..runs.files import write_atomic
+from ..runs.files import process_running, write_atomic
 
 
 def json_safe(value: Any) -> Any:
@@ -55,27 +57,102 @@ def check_output_dir(out: str | Path) -> Path:
     return out
 
 
+#: Keys of ``metrics.json`` that name a chart eval.py wrote at the top of its output folder.
+TOP_LEVEL_CHARTS = ("transition", "transition_locality", "twins_plot", "phase_diagram")
+
+
+def written_files(report: dict) -> set[str]:
+    """The files (relative to the output folder) that eval.py wrote for ``report``, the content
+    of its ``metrics.json``: ``metrics.json``, the charts under ``plots/`` and the top-level
+    charts."""
+    files = {"metrics.json"}
+    for rec in report.get("checkpoints") or []:
+        if isinstance(rec, dict):
+            files |= {f"plots/{name}" for name in rec.get("plots") or [] if isinstance(name, str)}
+    return files | {report[k] for k in TOP_LEVEL_CHARTS if isinstance(report.get(k), str)}
+
+
+def previous_output(out: str | Path) -> set[str]:
+    """:func:`written_files` of the ``metrics.json`` already in ``out`` (empty when there is none
+    or it cannot be read: then every file there counts as the user's)."""
+    try:
+        report = json.loads((Path(out) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return written_files(report) if isinstance(report, dict) else set()
+
+
 @contextmanager
-def staged_output(out: str | Path) -> Iterator[Path]:
+def staged_output(out: str | Path, previous: Collection[str] = ()) -> Iterator[Path]:
     """Yield an empty temp folder beside ``out``; on success it replaces ``out`` in one rename.
 
-    Entries of ``out`` that the new output does not have (files a user put there) are kept:
-    they are hard-linked (or copied) into the new folder before the swap; entries of the same
-    name are replaced. The old ``out`` is kept under a hidden name until the new one is in
-    place, so on any error, in the body or in the swap, ``out`` is left exactly as it was and
-    no temp folder remains.
+    Files of ``out`` that the new output does not have are kept, in every folder (a note a user
+    put into ``out/plots/`` stays there): they are hard-linked (or copied) into the new folder
+    before the swap; entries of the same name are replaced. Only the files in ``previous``
+    (paths relative to ``out``, those an earlier eval.py wrote: :func:`previous_output`) are not
+    carried over, so charts of checkpoints no longer evaluated do not linger. The old ``out`` is
+    kept under a hidden name until the new one is in place, so on any error, in the body or in
+    the swap, ``out`` is left exactly as it was and no temp folder remains.
+
+    Staging folders are named ``.<name>.tmp-<pid>-<random>`` and ``.<name>.old-<pid>-<random>``;
+    those of a process that no longer runs (an eval.py killed with SIGKILL) are removed first
+    (:func:`recover_stale_staging`).
     """
+    out = Path(out)
+    recover_stale_staging(out)
     out = check_output_dir(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
+    parent = out.resolve().parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
     try:
         yield tmp
-        swap_in(tmp, out)
+        swap_in(tmp, out, set(previous))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already after a swap
 
 
-def swap_in(new: Path, out: Path) -> None:
-    """Make folder ``new`` the folder ``out``, keeping ``out``'s entries that ``new`` lacks.
+def _staging_pattern(out: Path, with_pid: bool = True) -> re.Pattern[str]:
+    """Names of :func:`staged_output`'s folders beside ``out`` (``with_pid=False``: the names
+    without a process id that earlier versions used)."""
+    pid = r"(?P<pid>\d+)-" if with_pid else ""
+    return re.compile(rf"\.{re.escape(out.name)}\.(?P<kind>tmp|old)-{pid}[a-z0-9_]{{8}}")
+
+
+def recover_stale_staging(out: Path) -> None:
+    """Remove the staging folders beside ``out`` whose eval.py no longer runs.
+
+    When ``out`` is missing because the process was killed mid-swap (its previous content moved
+    aside, the new output not yet in place), the previous content is put back first, with a
+    note. Folders of a running process (a concurrent eval.py) are left alone; folders named
+    without a process id are only named in a warning (their process cannot be told).
+    """
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        return
+    pattern, legacy = _staging_pattern(out), _staging_pattern(out, with_pid=False)
+    unknown = []
+    for entry in sorted(parent.iterdir()):
+        if legacy.fullmatch(entry.name):
+            unknown.append(entry.name)
+        match = pattern.fullmatch(entry.name)
+        if not match or not entry.is_dir() or process_running(int(match["pid"])):
+            continue
+        previous = entry / out.name
+        if match["kind"] == "old" and previous.is_dir() and not os.path.lexists(out):
+            os.rename(previous, out)
+            print(f"note: put back {str(out)!r}, moved aside by an eval.py stopped mid-swap",
+                  file=sys.stderr)  # fmt: skip
+        shutil.rmtree(entry, ignore_errors=True)
+    if unknown:
+        print(
+            f"warning: {unknown} beside --out {str(out)!r} look like staging folders of an "
+            f"earlier eval.py; remove them if no eval.py is writing to {str(out)!r}",
+            file=sys.stderr,
+        )
+
+
+def swap_in(new: Path, out: Path, previous: Collection[str] = ()) -> None:
+    """Make folder ``new`` the folder ``out``, keeping ``out``'s files that ``new`` lacks (except
+    those in ``previous``; see :func:`staged_output`).
 
     ``out`` is renamed aside, ``new`` renamed to ``out`` and the old folder removed; a failed
     rename puts the old folder back.
@@ -86,10 +163,9 @@ def swap_in(new: Path, out: Path) -> None:
     if not out.is_dir():
         os.rename(new, out)
         return
-    for entry in out.iterdir():
-        if not os.path.lexists(new / entry.name):
-            _link_or_copy(entry, new / entry.name)
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.resolve().parent))
+    _carry_over(out, new, set(previous), "")
+    parent = out.resolve().parent
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=parent))
     try:
         os.rename(out, aside / out.name)
     except BaseException:
@@ -102,6 +178,23 @@ def swap_in(new: Path, out: Path) -> None:
         aside.rmdir()
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _carry_over(old: Path, new: Path, previous: set[str], prefix: str) -> None:
+    """Link the entries of folder ``old`` that ``new`` lacks into ``new``, in sub-folders too;
+    entries whose path (``prefix`` + name) is in ``previous`` are dropped."""
+    for entry in old.iterdir():
+        rel, target = prefix + entry.name, new / entry.name
+        if rel in previous:
+            continue
+        if not os.path.lexists(target):
+            _link_or_copy(entry, target)
+        elif _real_dir(entry) and _real_dir(target):
+            _carry_over(entry, target, previous, rel + "/")
+
+
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -77,17 +77,22 @@ def sensitivity_heatmaps(
     ``torch.func.vmap``, ``vjp_batch // M`` cotangents at a time (memory bound). A full heatmap
     costs ``C * H * W`` VJPs per probe. Networks must be per-sample (eval mode: no batch-norm
     statistics, no dropout) so that one VJP over the probe batch gives every probe's row.
+
+    A denoiser whose output does not depend on ``z`` through autograd (the closed forms, whose
+    numba and Triton kernels run without gradients) is refused with a ``ValueError``: its
+    heatmaps would be all zeros.
     """
     if z.ndim != 4:
         raise ValueError(f"z must be probes [M, C, H, W], got shape {tuple(z.shape)}")
     m, c, h, w = z.shape
     pix = _resolve_pixels(h, w, pixels, stride)
+    s = torch.full((m,), float(sigma), dtype=z.dtype, device=z.device)
+    check_differentiable(denoiser, z[:1], s[:1])
     flat = (
         torch.arange(h * w, device=z.device)
         if pix is None
         else (pix[:, 0] * w + pix[:, 1]).to(z.device)
     )
-    s = torch.full((m,), float(sigma), dtype=z.dtype, device=z.device)
     with torch.enable_grad():
         _, vjp_fn = torch.func.vjp(lambda x: denoiser(x, s), z.detach())
     out = torch.zeros(flat.numel(), h, w, dtype=z.dtype, device=z.device)
@@ -102,6 +107,25 @@ def sensitivity_heatmaps(
             (grads,) = batched(cot.view(idx.numel(), m, c, h, w))  # [G, M, C, H, W]
             out[start : start + idx.numel()] += grads.detach().abs().sum(2).mean(1)
     return out.view(h, w, h, w) if pix is None else out
+
+
+def check_differentiable(denoiser: Denoiser, z: Tensor, sigma: Tensor) -> None:
+    """Raise ``ValueError`` unless ``denoiser(z [B, C, H, W], sigma [B])`` has a gradient in ``z``
+    (one forward and backward pass of the given probes)."""
+    x = z.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = denoiser(x, sigma)
+        grad = None
+        if out.requires_grad:
+            (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
+    if grad is None:
+        name = getattr(denoiser, "__name__", None) or type(denoiser).__name__
+        raise ValueError(
+            f"sensitivity heatmaps need a denoiser differentiable in z, but {name}'s output does "
+            "not depend on z through autograd (closed-form denoisers run without gradients), so "
+            "every heatmap would be all zeros. Fix: pass a network denoiser (e.g. "
+            "DiffusionModule.denoiser); a closed form's locality is its patch size or masks"
+        )
 
 
 def heatmaps_at_sigmas(
@@ -145,7 +169,8 @@ def sensitivity_patch_size(
 
     ``heatmaps [H, W, H, W]``, or ``[P, H, W]`` with the rows' ``pixels [P, 2]``. The square is
     clipped to the image when its mass is summed, and the side reported is at most the image's
-    larger side (a square that must cover the whole image counts as the image).
+    larger side (a square that must cover the whole image counts as the image). A row with
+    NaN or inf values, or without mass (all zeros), is a ``ValueError`` naming its pixel.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -165,6 +190,7 @@ def sensitivity_patch_size(
             f"heatmaps must be [H, W, H, W], or [P, H, W] with pixels=[P, 2]; got "
             f"{tuple(heatmaps.shape)}"
         )
+    check_rows(rows, pix)
     rows = rows.to(torch.float64).abs()
     cum = torch.nn.functional.pad(rows.cumsum(1).cumsum(2), (1, 0, 1, 0))  # [P, H+1, W+1]
     radius = torch.arange(max(h, w), device=rows.device)  # half-sides t: side 2t+1
@@ -178,3 +204,22 @@ def sensitivity_patch_size(
     first = enough.float().argmax(1)  # smallest radius holding the fraction
     side = (2 * first + 1).clamp(max=max(h, w)).to(torch.float64)
     return float(side.mean())
+
+
+def check_rows(rows: Tensor, pixels: Tensor) -> None:
+    """Heatmap rows ``[P, H, W]`` of output ``pixels [P, 2]`` must be finite and hold mass."""
+    finite = torch.isfinite(rows).flatten(1).all(1)  # [P]
+    empty = finite & (rows.abs().flatten(1).sum(1) == 0)
+    for bad, what, fix in (
+        (~finite, "non-finite values (NaN or inf)", "check the denoiser's output at these probes "
+         "(a diverged network gives NaN) and recompute the heatmaps"),
+        (empty, "no mass (all zeros: the output pixel depends on no input pixel)", "compute the "
+         "heatmaps of a network denoiser (sensitivity_heatmaps) or leave those pixels out"),
+    ):  # fmt: skip
+        if bad.any():
+            first = int(bad.nonzero()[0])
+            r, c = (int(v) for v in pixels[first])
+            raise ValueError(
+                f"heatmap row of output pixel ({r}, {c}) has {what} ({int(bad.sum())} of "
+                f"{rows.shape[0]} rows); no patch size can be read from it. Fix: {fix}"
+            )

@@ -8,9 +8,12 @@ on a command.
 * :mod:`.checkpoints`: reading a checkpoint with every check (missing, corrupt, checksum, other
   architecture) and the SHA-256 of its weights;
 * :mod:`.rebuild`: a run's model and data from its ``config.yaml``;
+* :mod:`.checkpoint_io`: checkpoint files staged beside their target and renamed over it, and
+  the one error of a full disk;
 * :mod:`.files`: the one atomic file write; :mod:`.wandb_login`: can W&B log here.
 """
 
+from .checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, use_atomic_checkpoint_io
 from .checkpoints import (
     CHECKSUM_KEY,
     add_checksum,
@@ -37,6 +40,8 @@ from .wandb_login import wandb_login_problem
 
 __all__ = [
     "CHECKSUM_KEY",
+    "AtomicCheckpointIO",
+    "CheckpointWriteError",
     "CONFIG_FILE",
     "WANDB_ID_FILE",
     "RunSetupError",
@@ -57,6 +62,7 @@ __all__ = [
     "state_dict_sha256",
     "store_wandb_id",
     "stored_wandb_id",
+    "use_atomic_checkpoint_io",
     "wandb_login_problem",
     "write_atomic",
 ]

@@ -62,9 +62,22 @@ def checksum_mismatch(checkpoint: Mapping[str, Any], path: str | Path) -> str | 
     )
 
 
+def folder_given(path: Path, flag: str) -> str:
+    """The message for a folder passed where a checkpoint file belongs (``flag``: the option)."""
+    held = sorted(p.name for p in path.glob("*.ckpt") if p.is_file())
+    example = path / ("last.ckpt" if "last.ckpt" in held or not held else held[0])
+    inside = f"it holds {held}" if held else "it holds no *.ckpt file"
+    return (
+        f"checkpoint {str(path)!r} is a folder, not a checkpoint file; {inside}. Fix: pass a "
+        f"checkpoint file, e.g. {flag} {example}"
+    )
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Open a Lightning checkpoint (memory-mapped); a missing or corrupt file becomes one message."""
     path = Path(path)
+    if path.is_dir():
+        raise RunSetupError(folder_given(path, "--ckpt_path"))
     if not path.is_file():
         raise RunSetupError(
             f"checkpoint {str(path)!r} does not exist. Fix: pass an existing file such as "

@@ -54,11 +54,53 @@ def load_config(path: str | Path) -> dict[str, Any]:
     file, relative to the preset, that holds that section, as LightningCLI reads it.
     """
     path = Path(path)
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_yaml(path) or {}
     for key, value in config.items():
         if isinstance(value, str) and value.endswith((".yaml", ".yml")):
-            config[key] = yaml.safe_load((path.parent / value).read_text()) or {}
+            config[key] = read_yaml(path.parent / value, f"the {key} section of {path}") or {}
     return config
+
+
+#: Errors of YAML text that is not well formed (a value that does not construct is not one).
+YAML_SYNTAX_ERRORS = (
+    yaml.scanner.ScannerError,
+    yaml.parser.ParserError,
+    yaml.composer.ComposerError,
+)
+
+
+def read_yaml(path: Path, role: str | None = None) -> Any:
+    """``yaml.safe_load`` of a file; a syntax error is one :class:`RunSetupError` naming the
+    file (``role``: what the file is, e.g. ``the trainer section of configs/x.yaml``), the
+    line and column and the parser's problem."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except YAML_SYNTAX_ERRORS as err:
+        where = f"{str(path)!r}" + (f" ({role})" if role else "")
+        mark, problem = err.problem_mark, err.problem or "not YAML"
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = ""
+        if err.context and err.context_mark:
+            cm = err.context_mark
+            context = f" ({err.context} at line {cm.line + 1}, column {cm.column + 1})"
+        raise RunSetupError(
+            f"{where} is not valid YAML: {problem}{at}{context}. Fix: correct the YAML "
+            f"syntax{' near line ' + str(mark.line + 1) if mark else ''} of {str(path)!r}."
+        ) from None
+
+
+def check_config_syntax(path: Path) -> None:
+    """A ``--config`` file, and the section files it names (``trainer: base/x.yaml``), must be
+    well-formed YAML (:func:`read_yaml`); files that are missing or hold other errors are left
+    to the parser that reads them."""
+    config = read_yaml(path)
+    if not isinstance(config, dict):
+        return
+    for key, value in config.items():
+        if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+            section = path.parent / value
+            if section.is_file():
+                read_yaml(section, f"the {key} section of {path}")
 
 
 def build_from_config(

@@ -104,3 +104,21 @@ def test_bad_heatmaps_and_taus_raise_clear_errors():
         PSPCFlexDenoiser(x, hms, taus=[0.5, 0.0, 1.0], sigmas=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="give taus"):
         PSPCFlexDenoiser(x, hms, sigmas=[1.0, 2.0, 3.0])
+
+
+def test_every_tau_and_heatmap_error_names_the_layout_and_the_shape_received():
+    x = smooth_images(4, 1, 6)
+    hm = local_heatmaps(6, 6, 1.0)
+    hms = hm.expand(3, -1, -1, -1, -1)
+    one, three = r"\(6, 6, 6, 6\)", r"\(3, 6, 6, 6, 6\)"
+    cases = [  # (arguments, what the message must hold)
+        ((hm,), {"taus": [0.5] * 3, "sigmas": [1.0, 2.0, 3.0]}, rf"\[S, 6, 6, 6, 6\].*shape {one}"),
+        ((hm,), {}, rf"give tau.*\[H, W, H, W\].*shape {one}"),
+        ((hms, 0.5), {}, rf"takes taus=\[S\], not tau.*shape {three} with tau=0.5"),
+        ((hms,), {"sigmas": [1.0, 2.0, 3.0]}, rf"give taus.*shape {three}"),
+        ((hms,), {"taus": [0.5, 0.5], "sigmas": [1.0, 2.0, 3.0]}, rf"got 3, 2 and 3.*{three}"),
+        ((hm[None, :, :5],), {"taus": [0.5]}, r"\[S, H, W, H, W\].*got \(1, 6, 5, 6, 6\)"),
+    ]
+    for args, kwargs, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            PSPCFlexDenoiser(x, *args, **kwargs)

@@ -45,6 +45,8 @@ def test_two_process_ddp_fit_logs_the_mean_loss_and_keeps_the_epoch_length(
     # each process draws half of the epoch (before: a DistributedSampler over the N = 64
     # images replaced the data module's sampler, and an epoch was 64 samples)
     assert [r["step"] for r in r0] == [r["step"] for r in r1] == [0, 1, 2, 3]
+    # every process holds the atomic checkpoint IO (only rank 0 writes, but any may be rank 0)
+    assert {r["checkpoint_io"] for r in r0 + r1} == {"AtomicCheckpointIO"}
     # The ranks trained on different images and noise, so the mean is a real check.
     assert all(abs(a["loss"] - b["loss"]) > 1e-4 for a, b in zip(r0, r1))
 

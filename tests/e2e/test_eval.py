@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -104,6 +105,7 @@ def test_bad_checkpoints_give_one_error_and_write_nothing(swept, tmp_path, capsy
         truncated: "corrupt",
         garbage: "corrupt",
         lonely: "config.yaml",
+        good.parent: "is a folder, not a checkpoint file; it holds ['last.ckpt']. Fix: pass",
     }
     for bad, why in cases.items():
         for out in (tmp_path / "out", existing):
@@ -344,3 +346,70 @@ def test_metrics_json_has_locality_and_the_locality_transition(swept):
         for kind in ("pspc", "ls"):
             best = loc["best_fit_patch_size"][kind]
             assert all(p in loc["best_fit_candidates"][kind] for p in best)
+
+
+def test_sweep_over_a_run_without_a_readable_last_ckpt_gives_the_sweeps_fix(
+    tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "runs" / "t-n00016"
+    _fake_run(run, epochs_done=1)
+    (run / "last.ckpt").rename(run / "best.ckpt")  # stopped between the two saves of an epoch
+    calls, _ = _stub_sweep(monkeypatch)
+    args = ["--sizes", "16", "--no-twins", "--name", "t", f"--run-root={run.parent}"]
+    for why in ("holds ['best.ckpt'] but no last.ckpt", "is not a readable PyTorch checkpoint"):
+        assert sweep.main([*args, "--skip-existing", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1 and why in err
+        assert f"Fix: move or delete {str(run)!r} to train that size again" in err
+        assert "--ckpt_path" not in err  # a train.py flag the sweep's user never passed
+        (run / "last.ckpt").write_bytes(b"half a checkpoint")
+    assert calls == []
+
+
+def test_sweep_without_twins_checks_every_size_before_training(tmp_path, monkeypatch, capsys):
+    calls, _ = _stub_sweep(monkeypatch)
+    args = ["--sizes", "16", "60000", "--no-twins", "--name", "t", f"--run-root={tmp_path}"]
+    with pytest.raises(SystemExit) as info:
+        sweep.main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--sizes up to 60000" in err and "at most 59872" in err
+    assert "Fix: drop sizes above the limit" in err
+    assert calls == [] and not list(tmp_path.iterdir())  # N = 16 was not trained first
+    assert (sweep.REPO_CONFIGS / Path(sweep.DEFAULT_CONFIG).name).is_file()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_eval_keeps_the_users_files_and_a_full_disk_leaves_out_as_it_was(
+    swept, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "ev"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "mine.txt").write_text("mine")  # before: lost when plots/ was replaced
+    (out / "plots" / "old_run.png").write_bytes(b"png")  # charts of an earlier evaluation
+    (out / "transition.png").write_bytes(b"png")
+    earlier = {"checkpoints": [{"plots": ["old_run.png"]}], "transition": "transition.png"}
+    (out / "metrics.json").write_text(json.dumps(earlier))
+    args = ["--ckpt", str(swept / "runs" / "t-n00016" / "last.ckpt"), "--out", str(out)]
+    args += [*EVAL_ARGS, "--references", "empirical", "--locality-probes", "0"]
+    args += ["--num-agreement-samples", "0", "--num-linearity-pairs", "0"]  # the cheap members
+    assert eval_main(args) == 0
+    first = _tree(out)
+    written = report.written_files(json.loads(first["metrics.json"]))
+    assert set(first) == written | {"plots/mine.txt"} and len(written) > 3
+    assert first["plots/mine.txt"] == b"mine"
+
+    def disk_fills_up(runs, pairs, out, *args):  # while the results are being written
+        with report.staged_output(out) as tmp:
+            (tmp / "metrics.json").write_text('{"checkpoints": [')
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "write_report", disk_fills_up)
+    code = eval_main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith(f"error: disk full while writing the results beside --out {str(out)!r}")
+    assert f"--out {str(out)!r} is left as it was. Fix: free space" in err
+    assert _tree(out) == first and sorted(p.name for p in tmp_path.iterdir()) == ["ev"]

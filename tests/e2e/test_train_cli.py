@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import shutil
@@ -16,7 +17,14 @@ import yaml
 
 from lightning_pspc.callbacks import EpochLines
 from lightning_pspc.commands.train import TrainCLI, main
-from lightning_pspc.runs import RunSetupError, build_from_config, load_run, read_checkpoint
+from lightning_pspc.runs import (
+    AtomicCheckpointIO,
+    RunSetupError,
+    build_from_config,
+    checkpoint_io,
+    load_run,
+    read_checkpoint,
+)
 from lightning_pspc.runs.checkpoints import CHECKSUM_KEY
 from tests.helpers import run_clean
 
@@ -429,3 +437,76 @@ def test_wandb_online_without_a_key_is_one_error_and_writes_nothing(
     assert err.startswith("error:") and err.count("\n") == 1
     assert "WANDB_MODE=offline" in err and "--trainer.logger CSVLogger" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_full_disk_stops_training_with_one_line_and_keeps_both_checkpoints(
+    train_args, tmp_path, monkeypatch, capsys
+):
+    writes = []
+    real = checkpoint_io.write_bytes
+
+    def disk_fills_up(path, data):  # room for the first epoch's two checkpoints only
+        writes.append(path.name)
+        if len(writes) <= 2:
+            return real(path, data)
+        with path.open("wb") as f:
+            f.write(data[: len(data) // 3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_io, "write_bytes", disk_fills_up)
+    args = [*train_args, "--run_name=full", "--trainer.logger=CSVLogger", "--trainer.callbacks=[]"]
+    err = _error_of([*args, "--trainer.max_epochs=2"], capsys)
+    run = tmp_path / "runs" / "full"
+    assert err.startswith("error: disk full: the checkpoint needs ~") and err.count("\n") == 1
+    assert "previous checkpoint is kept" in err and f"--ckpt_path {run / 'last.ckpt'}." in err
+    assert len(writes) == 3  # the save that failed stopped the run
+    for name in ("best.ckpt", "last.ckpt"):
+        assert read_checkpoint(run / name)["global_step"] == 2  # epoch 1's, whole
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
+
+
+def test_every_process_saves_through_the_atomic_checkpoint_io(train_args):
+    args = [a for a in train_args if a != "fit"]
+    args += ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.logger=CSVLogger"]
+    cli = TrainCLI(args=args, run=False)  # a DDP trainer, not launched
+    assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_yaml_syntax_error_names_the_file_and_the_line(train_args, capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  lr: [1, 2\ndata: {}\n")
+    for given in ([f"--config={bad}"], ["--config", str(bad)]):
+        err = _error_of([*train_args, *given], capsys)
+        assert err.startswith(
+            f"error: {str(bad)!r} is not valid YAML: expected ',' or ']', but got ':'"
+        )
+        assert "at line 3, column 5 (while parsing a flow sequence at line 2" in err
+        assert f"Fix: correct the YAML syntax near line 3 of {str(bad)!r}" in err
+        assert err.count("\n") == 1
+    # a section file a preset names (trainer: base/....yaml), as the presets share them
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("trainer: base/trainer.yaml\n")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "trainer.yaml").write_text("max_epochs: 1\n  devices: 2\n")
+    err = _error_of([*train_args, f"--config={preset}"], capsys)
+    assert f"(the trainer section of {preset}) is not valid YAML" in err and "line 2" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_gpu_accelerator_without_a_gpu_is_one_line(train_args, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name in ("gpu", "cuda"):
+        err = _error_of([*train_args, f"--trainer.accelerator={name}"], capsys)
+        assert err.startswith(f"error: --trainer.accelerator {name}: no CUDA GPU found")
+        assert "Fix: use --trainer.accelerator cpu (or auto" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_folder_as_ckpt_path_names_its_checkpoints(finished_run, train_args, capsys):
+    err = _error_of([*train_args, f"--ckpt_path={finished_run}"], capsys)
+    assert f"checkpoint {str(finished_run)!r} is a folder" in err
+    assert (
+        "['best.ckpt', 'last.ckpt']" in err and f"--ckpt_path {finished_run / 'last.ckpt'}" in err
+    )

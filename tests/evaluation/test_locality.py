@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -241,3 +243,14 @@ def test_bad_reference_names_and_settings_give_one_clear_error():
         Locality(fit_kinds=["elss"])
     with pytest.raises(ValueError, match="num_reverse_probes=-1 must be >= 0"):
         Locality(num_reverse_probes=-1)
+
+
+def test_a_diverged_network_reports_nan_patch_sizes_instead_of_stopping(data):
+    net = _net(0)
+    with torch.no_grad():
+        net.net.out.weight.fill_(float("nan"))  # NaN heatmaps: no patch size can be read
+    member = Locality(SIGMAS, num_probes=2, stride=3, candidates=(1, 3))
+    result = Evaluation(data, [member], seed=5).evaluate(net)["locality"]
+    sizes = member.report(result)["locality"]["sensitivity_patch_size"]
+    assert sizes.keys() == {"f50", "f75", "f95"}
+    assert all(math.isnan(v) for values in sizes.values() for v in values)

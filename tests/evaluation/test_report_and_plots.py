@@ -18,6 +18,7 @@ from lightning_pspc.evaluation.plots import (
     transition_figure,
 )
 from lightning_pspc.evaluation.plots.common import mosaic, tile_centre, tile_start
+from tests.helpers import exited_pid
 
 
 def test_write_json_atomic_is_strict_json(tmp_path):
@@ -145,3 +146,56 @@ def test_mosaic_layout():
     assert image[1, 1] == 0.0 and image[1, 5] == 1.0  # black tile, then white tile, row 0
     assert image[4, 1] == 1.0 and image[5, 1] == 0.0  # the gap, then the black tile of row 1
     assert (tile_start(1, 3, 1), tile_centre(1, 3, 1)) == (5, 6)
+
+
+def test_the_users_files_in_eval_folders_stay_and_charts_eval_wrote_before_go(tmp_path):
+    out = tmp_path / "out"
+    (out / "plots" / "notes").mkdir(parents=True)
+    (out / "plots" / "gone_run.png").write_bytes(b"old")  # eval.py's, of a run not evaluated now
+    (out / "plots" / "run.png").write_bytes(b"old")  # eval.py's, written again now
+    (out / "plots" / "mine.txt").write_text("mine")
+    (out / "plots" / "notes" / "n.txt").write_text("mine too")
+    (out / "transition.png").write_bytes(b"old")  # eval.py's, not written now
+    old = {"checkpoints": [{"plots": ["gone_run.png", "run.png"]}], "transition": "transition.png"}
+    (out / "metrics.json").write_text(json.dumps(old))
+    assert report.previous_output(out) == {
+        "metrics.json",
+        "plots/gone_run.png",
+        "plots/run.png",
+        "transition.png",
+    }
+    new = json.dumps({"checkpoints": [{"plots": ["run.png"]}], "transition": None})
+    with staged_output(out, report.previous_output(out)) as tmp:
+        (tmp / "plots").mkdir()
+        (tmp / "plots" / "run.png").write_bytes(b"new")
+        (tmp / "metrics.json").write_text(new)
+    assert _tree(out) == {
+        "metrics.json": new.encode(),
+        "plots/run.png": b"new",
+        "plots/mine.txt": b"mine",
+        "plots/notes/n.txt": b"mine too",
+    }
+
+
+def test_staging_folders_of_a_killed_eval_are_removed_and_a_half_swap_put_back(tmp_path, capsys):
+    out, dead = tmp_path / "out", exited_pid()
+    half_written = tmp_path / f".out.tmp-{dead}-ab_c1234"  # SIGKILL while evaluating
+    (half_written / "plots").mkdir(parents=True)
+    moved_aside = tmp_path / f".out.old-{dead}-efgh5678"  # SIGKILL between the two renames
+    (moved_aside / "out").mkdir(parents=True)
+    (moved_aside / "out" / "keep.txt").write_text("mine")
+    kept = [
+        tmp_path / f".out.tmp-{os.getppid()}-abcd1234",  # an eval.py still running
+        tmp_path / f".other.tmp-{dead}-abcd1234",  # beside another --out
+        tmp_path / ".out.tmp-notes",  # not eval.py's naming
+        tmp_path / ".out.tmp-qwer1234",  # named before process ids: only warned about
+    ]
+    for folder in kept:
+        folder.mkdir()
+    with staged_output(out) as tmp:
+        (tmp / "metrics.json").write_text("new")
+    assert _tree(out) == {"metrics.json": b"new", "keep.txt": b"mine"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", *(p.name for p in kept)])
+    err = capsys.readouterr().err
+    assert "note: put back" in err and "moved aside by an eval.py stopped mid-swap" in err
+    assert "warning: ['.out.tmp-qwer1234'] beside --out" in err

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.diffusion import EDMPrecond
 from lightning_pspc.evaluation.probes import forward_probes
 from lightning_pspc.locality import (
@@ -96,3 +97,34 @@ def test_bad_arguments_raise_clear_errors():
         sensitivity_patch_size(torch.ones(4, 4, 4, 4), 0.0)
     with pytest.raises(ValueError, match=r"with pixels=\[P, 2\]"):
         sensitivity_patch_size(torch.ones(3, 4, 4), 0.5)
+
+
+def test_a_denoiser_without_gradients_is_refused_rather_than_given_zero_heatmaps():
+    images = torch.rand(4, 1, 5, 5) * 2 - 1
+    z = torch.randn(2, 1, 5, 5)
+    # closed forms run without autograd (their numba and Triton kernels never could)
+    with pytest.raises(ValueError, match=r"EmpiricalDenoiser's output does not depend on z"):
+        sensitivity_heatmaps(EmpiricalDenoiser(images), z, 1.0)
+    d, _ = linear_map(1, 5, 5)
+    with pytest.raises(ValueError, match=r"all zeros.*Fix: pass a network"):
+        sensitivity_heatmaps(lambda x, s: d(x, s).detach(), z, 1.0, stride=2)
+    net = EDMPrecond(TinyNet(channels=1, width=4)).eval()
+    with pytest.raises(ValueError, match="does not depend on z"):  # only the weights need grad
+        sensitivity_heatmaps(lambda x, s: net(x.detach(), s), z, 1.0, stride=2)
+
+
+def test_patch_size_of_a_heatmap_without_mass_or_with_nan_names_the_row():
+    h = w = 5
+    hm = torch.rand(h, w, h, w) + 0.1
+    zero = hm.clone()
+    zero[2, 3] = 0  # an output pixel sensitive to nothing (before: side 1, the minimum)
+    with pytest.raises(ValueError, match=r"output pixel \(2, 3\) has no mass"):
+        sensitivity_patch_size(zero, 0.5)
+    for bad in (float("nan"), float("inf")):
+        broken = hm.clone()
+        broken[4, 1, 0, 0] = bad  # before: a size that depended on where the NaN sat
+        with pytest.raises(ValueError, match=r"output pixel \(4, 1\) has non-finite values"):
+            sensitivity_patch_size(broken, 0.5)
+    rows = torch.stack([hm[0, 0], torch.zeros(h, w)])  # [P, H, W] rows of the given pixels
+    with pytest.raises(ValueError, match=r"output pixel \(3, 2\) has no mass \(.*\(1 of 2 rows\)"):
+        sensitivity_patch_size(rows, 0.5, pixels=torch.tensor([[0, 0], [3, 2]]))

@@ -13,6 +13,7 @@ evaluation itself (:class:`~lightning_pspc.evaluation.calibration.Calibration`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,7 +203,7 @@ class Locality(EvaluationMember):
         if bar is not None:
             bar.update(len(self.probes))
         sizes = {
-            f: [sensitivity_patch_size(hm[i], f, self.pixels) for i in range(len(self.sigmas))]
+            f: [patch_size_or_nan(hm[i], f, self.pixels) for i in range(len(self.sigmas))]
             for f in self.fractions
         }
         used = self.fit.pooled(fits)
@@ -305,3 +306,11 @@ class LocalityOptions(OptionGroup):
                 "--locality-sigmas/--locality-probes/--locality-stride/--locality-fit-kinds/"
                 f"--locality-reverse-probes: {err}"
             ) from None
+
+
+def patch_size_or_nan(rows: Tensor, fraction: float, pixels: Tensor) -> float:
+    """:func:`sensitivity_patch_size` of heatmap rows ``[P, H, W]``, or NaN where it has none
+    (NaN or inf values, or a row without mass: a diverged network), so that a monitor reports
+    the network's state instead of stopping its training."""
+    usable = bool(torch.isfinite(rows).all()) and bool((rows.abs().flatten(1).sum(1) > 0).all())
+    return sensitivity_patch_size(rows, fraction, pixels) if usable else math.nan
