@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..diffusion.schedule import NEAREST_RULES, nearest_grid_index
 from .base import DEFAULT_CHUNK_ELEMENTS, ClosedFormDenoiser, check_images
 from .fpmc import DEFAULT_BLOCK_SIZE, FilteredPosteriorMeans, tile_order
-from .schedules import NEAREST_RULES, nearest_grid_index
 from .softmax import OnlineSoftmax
 
 Padding = Literal["circular", "zeros"]

@@ -40,10 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..diffusion.schedule import NEAREST_RULES, nearest_grid_index
 from . import kernels
 from .base import DEFAULT_CHUNK_ELEMENTS, ClosedFormDenoiser, check_images
 from .empirical import empirical_posterior_mean
-from .schedules import NEAREST_RULES, default_patch_schedule, nearest_grid_index
+from .schedules import default_patch_schedule
 from .softmax import OnlineSoftmax, streaming_logsumexp
 
 Method = Literal["auto", "fused", "gemm", "pixel"]

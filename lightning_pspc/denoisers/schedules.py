@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..diffusion.schedule import edm_sigmas
@@ -53,21 +52,3 @@ def default_patch_schedule(height: int, width: int) -> tuple[Tensor, tuple[int, 
 #: CIFAR-10 PSPC-Flex mass fractions ``tau`` on the 18 EDM sigmas, largest sigma first
 #: (Niedoba et al. 2024, published code): whole image (``tau = 1``) at the seven largest sigmas.
 CIFAR10_TAUS: tuple[float, ...] = (1.0,) * 7 + (0.7, 0.7, 0.5) + (0.4,) * 4 + (0.3,) * 4
-
-
-#: How a sigma off a schedule's grid finds its grid sigma: ``"absolute"`` (the nearest by
-#: ``|sigma - s|``, as the published PSPC code does) or ``"log"`` (the nearest by
-#: ``|log sigma - log s|``, which a coarse calibrated grid needs: halfway between 0.1 and 10 in
-#: log is 1, not 5).
-NEAREST_RULES = ("absolute", "log")
-
-
-def nearest_grid_index(sigma: Tensor, grid: Tensor, rule: str = "absolute") -> Tensor:
-    """Index ``[B]`` (long) into ``grid [S]`` of the grid sigma nearest to each of ``sigma [B]``
-    by ``rule`` (:data:`NEAREST_RULES`)."""
-    sigma = torch.as_tensor(sigma, dtype=torch.float64, device=grid.device).reshape(-1, 1)
-    if rule == "log":
-        return (sigma.log() - grid.double().log()).abs().argmin(1)
-    if rule == "absolute":
-        return (sigma - grid.double()).abs().argmin(1)
-    raise ValueError(f"nearest={rule!r}: use one of {NEAREST_RULES}")

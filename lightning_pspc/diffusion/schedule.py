@@ -46,3 +46,21 @@ def sample_training_sigmas(
     """EDM training noise levels: ``ln sigma ~ N(p_mean, p_std^2)``; returns ``[n]`` float32."""
     ln_sigma = torch.randn(n, generator=generator, device=device) * p_std + p_mean
     return ln_sigma.exp()
+
+
+#: How a sigma off a schedule's grid finds its grid sigma: ``"absolute"`` (the nearest by
+#: ``|sigma - s|``, as the published PSPC code does) or ``"log"`` (the nearest by
+#: ``|log sigma - log s|``, which a coarse calibrated grid needs: halfway between 0.1 and 10 in
+#: log is 1, not 5).
+NEAREST_RULES = ("absolute", "log")
+
+
+def nearest_grid_index(sigma: Tensor, grid: Tensor, rule: str = "absolute") -> Tensor:
+    """Index ``[B]`` (long) into ``grid [S]`` of the grid sigma nearest to each of ``sigma [B]``
+    by ``rule`` (:data:`NEAREST_RULES`)."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64, device=grid.device).reshape(-1, 1)
+    if rule == "log":
+        return (sigma.log() - grid.double().log()).abs().argmin(1)
+    if rule == "absolute":
+        return (sigma - grid.double()).abs().argmin(1)
+    raise ValueError(f"nearest={rule!r}: use one of {NEAREST_RULES}")

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..denoisers.schedules import nearest_grid_index
+from ..diffusion.schedule import nearest_grid_index
 from ..types import Denoiser
 
 DEFAULT_CHUNK_SIZE = 1024

@@ -7,7 +7,8 @@ import torch
 
 from lightning_pspc.denoisers import LocalDenoiser, PSPCSquareDenoiser
 from lightning_pspc.denoisers.network_fitted import ReferenceOptions
-from lightning_pspc.denoisers.schedules import default_patch_schedule, nearest_grid_index
+from lightning_pspc.denoisers.schedules import default_patch_schedule
+from lightning_pspc.diffusion.schedule import nearest_grid_index
 from lightning_pspc.evaluation import CalibrationSettings, Comparison, EvalData, Evaluation
 from lightning_pspc.evaluation.settings import EvalError, EvalSettings
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ...denoisers.schedules import nearest_grid_index
+from ...diffusion.schedule import nearest_grid_index
 from ...metrics import DenoiserDistance
 from ...types import Denoiser
 from ..batching import denoise_batched
