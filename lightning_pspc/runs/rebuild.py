@@ -1,0 +1,108 @@
+"""Rebuilding a run from its folder: the configuration, the model and data, and their checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+
+from ..data import ImageDataModule
+from .checkpoints import check_checkpoint_matches, read_checkpoint
+from .folders import CONFIG_FILE, RunSetupError
+
+if TYPE_CHECKING:
+    from ..module import DiffusionModule
+
+
+def image_shape_of(datamodule: Any) -> tuple[int, int, int]:
+    """The data module's ``(C, H, W)``; a missing or unreadable data set becomes one message."""
+    try:
+        return tuple(datamodule.image_shape)
+    except (OSError, ValueError) as err:
+        raise RunSetupError(f"cannot load the training data: {err}") from err
+
+
+def check_network_accepts(module: DiffusionModule, shape: tuple[int, int, int]) -> None:
+    """One forward pass on a zero image of ``shape`` (C, H, W): the net must return that shape."""
+    net = module.precond.net
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            out = module.precond.eval()(torch.zeros(1, *shape), torch.ones(1))
+    except (ValueError, RuntimeError) as err:
+        raise RunSetupError(
+            f"network {type(net).__name__} cannot take the data's images of shape {list(shape)}: "
+            f"{err}. Fix: make --model.net.init_args.img_resolution / in_channels match the data "
+            f"(or change --data.resolution / --data.channels)."
+        ) from err
+    finally:
+        module.precond.train(was_training)
+    if tuple(out.shape[1:]) != tuple(shape):
+        raise RunSetupError(
+            f"network {type(net).__name__} maps images {list(shape)} to {list(out.shape[1:])}; "
+            f"set --model.net.init_args.out_channels to null (same as in_channels)."
+        )
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """A train.py config file as a dict, with whole sections given as file paths read in.
+
+    Presets share parts (``configs/base/``): ``trainer: base/trainer_fmnist_small.yaml`` names a
+    file, relative to the preset, that holds that section, as LightningCLI reads it.
+    """
+    path = Path(path)
+    config = yaml.safe_load(path.read_text()) or {}
+    for key, value in config.items():
+        if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+            config[key] = yaml.safe_load((path.parent / value).read_text()) or {}
+    return config
+
+
+def build_from_config(
+    config: str | Path | dict[str, Any],
+) -> tuple[DiffusionModule, ImageDataModule]:
+    """Instantiate the ``model`` and ``data`` sections of a train.py config (file or dict).
+
+    Other sections (trainer, checkpoint, ...) are ignored; the data are not loaded yet.
+    """
+    from ..module import DiffusionModule  # here: the module's checkpoint hook imports this package
+
+    if not isinstance(config, dict):
+        config = load_config(config)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(DiffusionModule, "model", fail_untyped=False)
+    parser.add_class_arguments(ImageDataModule, "data", fail_untyped=False)
+    cfg = parser.parse_object(
+        {"model": config.get("model") or {}, "data": config.get("data") or {}}
+    )
+    init = parser.instantiate_classes(cfg)
+    return init.model, init.data
+
+
+def load_run(
+    ckpt_path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[DiffusionModule, ImageDataModule]:
+    """Rebuild ``(module, datamodule)`` of a run from a checkpoint and the ``config.yaml`` beside it.
+
+    The module is in eval mode with the checkpoint's weights (raw and EMA); use
+    ``module.denoiser`` for ``D(z [B,C,H,W], sigma [B])``. Data are loaded lazily.
+    """
+    ckpt_path = Path(ckpt_path)
+    config_path = ckpt_path.parent / CONFIG_FILE
+    ckpt = read_checkpoint(ckpt_path)
+    if not config_path.is_file():
+        raise RunSetupError(
+            f"no config.yaml next to checkpoint {str(ckpt_path)!r}. Fix: keep checkpoints in the run "
+            f"folder train.py wrote (it saves config.yaml there)."
+        )
+    try:
+        module, datamodule = build_from_config(config_path)
+    except Exception as err:
+        raise RunSetupError(f"cannot rebuild the run from {str(config_path)!r}: {err}") from err
+    check_checkpoint_matches(module, ckpt_path, ckpt)
+    module.load_state_dict(ckpt["state_dict"])
+    module.images_seen = int(ckpt.get("images_seen", 0))
+    return module.to(map_location).eval(), datamodule
