@@ -1,7 +1,11 @@
 """Evaluating saved checkpoints with nothing but their run folders (what ``eval.py`` runs).
 
 ``python eval.py --ckpt RUN/last.ckpt [--ckpt ...] --out DIR`` rebuilds each run's model and data
-from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_run`), measures the
+from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_run`);
+``--network SPEC [--network ...] --data PRESET`` adds networks trained elsewhere
+(:func:`lightning_pspc.pretrained.load_denoiser`) evaluated on the data of a preset, with the
+noise levels clipped to the range each network accepts and no training metadata
+(:func:`load_network_run`). It measures the
 EMA network's MSE to the reference denoisers per sigma on train / held-out / reverse probes and
 the memorization of its samples, and writes ``DIR/metrics.json`` and PNG charts; with checkpoints
 of runs at two or more training-set sizes it also draws the transition chart. It also measures
@@ -27,7 +31,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..runs import RunSetupError, load_run, read_checkpoint, wandb_login_problem
+from ..pretrained import PretrainedError, load_denoiser, sigma_range
+from ..runs import (
+    RunSetupError,
+    build_datamodule,
+    data_preset_section,
+    load_run,
+    read_checkpoint,
+    wandb_login_problem,
+)
 from .pipeline import EvalData, figures_of
 from .plots import (
     draw_linearity_panel,
@@ -40,22 +52,134 @@ from .plots import (
 )
 from .report import check_output_dir, log_report_to_wandb, staged_output, write_json_atomic
 from .settings import EvalError, EvalSettings
-from .twin_runs import TwinError, histories_by_size, memorization_history, twin_pairs, twin_record
+from .twin_runs import (
+    TwinError,
+    histories_by_size,
+    memorization_history,
+    twin_feature_record,
+    twin_pairs,
+    twin_record,
+)
+
+#: what a network entry's record says instead of train.py's counters and history
+NO_TRAINING_METADATA = (
+    "a network trained elsewhere: epoch, global_step, images_seen and the memorization history "
+    "are unknown (null / empty), not measured"
+)
 
 
 @dataclass
 class LoadedRun:
-    """A checkpoint with its rebuilt module and data, and the checkpoint's counters."""
+    """A checkpoint with its rebuilt module and data, and the checkpoint's counters (``None`` for
+    a network trained elsewhere, :func:`load_network_run`)."""
 
     path: Path
     label: str
     module: Any
     datamodule: Any
-    meta: dict[str, int]
+    meta: dict[str, int | None]
     #: ``[{"epoch", "images_seen", "memorized_fraction"}]`` a MemorizationMonitor saved in it
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the memorization samples ``[M, C, H, W]`` once evaluated (twin models compare them)
     samples: torch.Tensor | None = None
+    #: ``--network`` entries: the spec and the data preset file (``None`` for ``--ckpt``)
+    network: str | None = None
+    data_preset: str | None = None
+
+
+class NetworkHolder:
+    """``module.denoiser`` of a network entry (what :func:`evaluate_run` reads of a module)."""
+
+    def __init__(self, denoiser: Any) -> None:
+        self.denoiser = denoiser
+
+    def cpu(self) -> NetworkHolder:
+        if isinstance(self.denoiser, torch.nn.Module):
+            self.denoiser.cpu()
+        return self
+
+
+def load_data_preset(preset: str | Path) -> Any:
+    """The data module of a ``--data`` preset, its data loaded; one :class:`EvalError` for a
+    missing or bad preset or unavailable data."""
+    try:
+        dm = build_datamodule(data_preset_section(preset), f"data preset {str(preset)!r}")
+    except RunSetupError as err:
+        raise EvalError(str(err)) from None
+    try:
+        dm.setup("validate")
+        dm.reference_images()
+    except (OSError, ValueError) as err:
+        raise EvalError(
+            f"data preset {str(preset)!r}: cannot load its data ({err}). Fix: make the data set "
+            "it names available (a local copy: docs/pretrained.md)"
+        ) from None
+    if dm.train_images().shape[0] < 2:
+        raise EvalError(f"data preset {str(preset)!r} holds fewer than 2 training images")
+    return dm
+
+
+def network_label(spec: str) -> str:
+    """A short label of a ``--network`` spec: ``diffusers-<folder name>``, ``edm-<file stem>``,
+    the factory's name, or ``<run>/<checkpoint stem>``."""
+    scheme, _, rest = spec.partition(":")
+    if scheme in ("diffusers", "edm"):
+        return f"{scheme}-{Path(rest.rstrip('/')).stem or rest}"
+    path = Path(spec)
+    if path.suffix == ".ckpt":
+        return f"{path.parent.name}/{path.stem}"
+    return rest or spec
+
+
+def load_network_run(
+    spec: str, datamodule: Any, preset: str | Path, device: torch.device, class_label: int | None
+) -> LoadedRun:
+    """A ``--network`` entry: the loaded denoiser with the data of the ``--data`` preset.
+
+    The denoiser must take the preset's images: its ``image_shape`` when it has one, and one
+    call on a zero image in any case. Its ``meta`` counters are ``None`` (no train.py
+    metadata). Every failure is one :class:`EvalError`."""
+    try:
+        denoiser = load_denoiser(spec, device, class_label)
+    except PretrainedError as err:
+        raise EvalError(str(err)) from None
+    shape = tuple(datamodule.image_shape)
+    fix = (
+        f"Fix: pass a --data preset whose images have the network's shape (data.channels, "
+        f"data.resolution), or a network trained on {list(shape)} images"
+    )
+    expected = getattr(denoiser, "image_shape", None)
+    if expected is not None and tuple(expected) != shape:
+        raise EvalError(
+            f"network {spec!r} takes images {list(expected)} (channels, height, width) but the "
+            f"data preset {str(preset)!r} gives {list(shape)}. {fix}"
+        )
+    lo, hi = sigma_range(denoiser)
+    probe_sigma = min(max(1.0, lo), hi)
+    try:
+        with torch.no_grad():
+            out = denoiser(torch.zeros(1, *shape, device=device), torch.full((1,), probe_sigma))
+    except (RuntimeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EvalError(
+            f"network {spec!r} fails on the data's images {list(shape)} ({reason}). {fix}"
+        ) from None
+    if tuple(out.shape) != (1, *shape):
+        raise EvalError(
+            f"network {spec!r} maps images {list(shape)} to {list(out.shape[1:])}, not the same "
+            "shape; it is not a denoiser D(z, sigma) of these images"
+        )
+    meta = {"epoch": None, "global_step": None, "images_seen": None}
+    path = Path(spec.partition(":")[2] if spec.startswith(("diffusers:", "edm:")) else spec)
+    return LoadedRun(
+        path,
+        network_label(spec),
+        NetworkHolder(denoiser),
+        datamodule,
+        meta,
+        network=spec,
+        data_preset=str(preset),
+    )
 
 
 def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
@@ -110,7 +234,7 @@ def check_comparable(runs: Sequence[LoadedRun]) -> None:
             "metrics and transition chart would not be comparable. Fix: evaluate each image "
             "shape in its own eval.py call (its own --out)."
         )
-    steps = {r.label: r.meta["global_step"] for r in runs}
+    steps = {r.label: r.meta["global_step"] for r in runs if r.meta["global_step"] is not None}
     sizes = {r.datamodule.train_images().shape[0] for r in runs}
     if len(sizes) > 1 and len(set(steps.values())) > 1:
         print(
@@ -121,14 +245,22 @@ def check_comparable(runs: Sequence[LoadedRun]) -> None:
 
 
 @torch.no_grad()
-def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progress: bool) -> dict:
+def evaluate_run(
+    run: LoadedRun, settings: EvalSettings, plot_dir: Path, progress: bool, features: Any = None
+) -> dict:
     """All metrics of one checkpoint as a JSON-ready record; charts into ``plot_dir``.
 
-    Every member of the evaluation adds its own keys (:meth:`EvaluationMember.report`)."""
+    Every member of the evaluation adds its own keys (:meth:`EvaluationMember.report`). The
+    noise levels are clipped to the range the network accepts (:func:`clipped_sigmas`);
+    ``features``: the ``--features`` extractor."""
     t0 = time.perf_counter()
     evaluation = settings.build_evaluation(
-        EvalData.from_datamodule(run.datamodule), settings.torch_device()
+        EvalData.from_datamodule(run.datamodule),
+        settings.torch_device(),
+        network_sigma_range(run.module.denoiser),
+        features,
     )
+    clipped = clipped_sigmas(run.label, evaluation, settings.num_steps)
     bar = tqdm(
         total=evaluation.work(),
         desc=run.label,
@@ -155,7 +287,16 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         "num_reference_images": int(evaluation.data.reference.shape[0]),
         "image_shape": list(evaluation.data.image_shape),
         **run.meta,
+        "sigma_clipping": clipped,
     }
+    if run.network is not None:
+        record |= {
+            "checkpoint": None,
+            "run": None,
+            "network": run.network,
+            "data_preset": run.data_preset,
+            "metadata": NO_TRAINING_METADATA,
+        }
     for name, member in evaluation.members.items():
         record |= member.report(results[name])
         samples = member.samples(results[name])
@@ -173,31 +314,67 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
     }
 
 
+def network_sigma_range(denoiser: Any) -> tuple[float, float] | None:
+    """The noise levels ``denoiser`` accepts (:func:`~lightning_pspc.pretrained.sigma_range`),
+    ``None`` when it accepts all."""
+    lo, hi = sigma_range(denoiser)
+    return None if lo <= 0 and hi == float("inf") else (lo, hi)
+
+
+def clipped_sigmas(label: str, evaluation: Any, num_steps: int) -> dict[str, Any] | None:
+    """The evaluation's record of noise levels clipped to the network's range
+    (:meth:`~lightning_pspc.evaluation.Evaluation.sigma_record`, ``None`` when none were),
+    announced in one console line."""
+    record = evaluation.sigma_record(num_steps)
+    if record is not None:
+        lo, hi = record["model_range"]
+        outside = sum(not lo <= s <= hi for s in record["requested_sigmas"])
+        first, last = record["sampler"]
+        print(
+            f"note: {label} accepts sigma in [{lo:.4g}, {hi:.4g}]: {outside} of the "
+            f"{len(record['requested_sigmas'])} grid sigmas clamped to it "
+            f"({len(record['sigmas'])} distinct left), samplers run from {first:.4g} to "
+            f"{last:.4g} (metrics.json: sigma_clipping)",
+            file=sys.stderr,
+        )
+    return record
+
+
 def evaluate_checkpoints(
     paths: Sequence[str | Path],
     out: str | Path,
     settings: EvalSettings | None = None,
     wandb_project: str | None = None,
     progress: bool = True,
+    networks: Sequence[str] = (),
+    data: str | Path | None = None,
+    class_label: int | None = None,
 ) -> dict:
-    """Evaluate every checkpoint, then write ``out/metrics.json`` and ``out/plots/`` at once.
+    """Evaluate every checkpoint and network, then write ``out/metrics.json`` and ``out/plots/``
+    at once.
 
-    All checkpoints, their configs and data, and ``out`` are validated first (:class:`EvalError`
-    naming the bad path and the fix); nothing is written into ``out`` unless every checkpoint
-    was evaluated. Returns the content of ``metrics.json``.
+    ``networks``: ``--network`` specs (:func:`~lightning_pspc.pretrained.load_denoiser`),
+    evaluated on the data of the preset file ``data``; ``class_label``: the class of
+    class-conditional networks. All checkpoints, networks, their configs and data, and ``out``
+    are validated first (:class:`EvalError` naming the bad value and the fix); nothing is
+    written into ``out`` unless every entry was evaluated. Returns the content of
+    ``metrics.json``.
     """
     settings = settings or EvalSettings()
     settings.check()
     if wandb_project and (problem := wandb_login_problem("drop --wandb")):
         raise EvalError(problem)
-    if not paths:
-        raise EvalError("no checkpoint given; pass --ckpt PATH (repeat it for several)")
+    check_entries(paths, networks, data, class_label)
     try:
         out = check_output_dir(out)
     except ValueError as err:
         raise EvalError(str(err)) from None
     device = settings.torch_device()
+    features = settings.feature_space.load(device)
     runs = [load_checkpoint_run(p, device) for p in paths]  # validates everything first
+    if networks:
+        dm = load_data_preset(data)
+        runs += [load_network_run(s, dm, data, device, class_label) for s in networks]
     try:
         pairs = twin_pairs(paths)
     except TwinError as err:
@@ -211,7 +388,7 @@ def evaluate_checkpoints(
     with staged_output(out) as tmp:
         records = []
         for run in runs:
-            records.append(evaluate_run(run, settings, tmp / "plots", progress))
+            records.append(evaluate_run(run, settings, tmp / "plots", progress, features))
             run.module.cpu()
         report = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -221,7 +398,7 @@ def evaluate_checkpoints(
             "transition_locality": None,
             "seconds": None,
         }
-        report |= twins_report(runs, records, pairs, tmp)
+        report |= twins_report(runs, records, pairs, tmp, features, settings.features_threshold)
         if len({r["num_train"] for r in records}) >= 2:
             extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
             if any("generalization" in r for r in records):
@@ -243,6 +420,33 @@ def evaluate_checkpoints(
     return report
 
 
+def check_entries(
+    paths: Sequence[str | Path],
+    networks: Sequence[str],
+    data: str | Path | None,
+    class_label: int | None,
+) -> None:
+    """At least one ``--ckpt`` or ``--network``; ``--data`` exactly when there are networks;
+    ``--class-label`` only with networks."""
+    if not paths and not networks:
+        raise EvalError(
+            "nothing to evaluate; pass --ckpt PATH (a train.py checkpoint) and/or --network SPEC "
+            "(a network trained elsewhere), each repeatable"
+        )
+    if networks and data is None:
+        raise EvalError(
+            f"--network {networks[0]!r} needs --data PRESET: the data preset it is evaluated on "
+            "(e.g. configs/data_cifar10_pretrained.yaml)"
+        )
+    if data is not None and not networks:
+        raise EvalError(
+            f"--data {str(data)!r} is for --network entries (--ckpt entries use their own run's "
+            "data); add --network SPEC or drop --data"
+        )
+    if class_label is not None and not networks:
+        raise EvalError("--class-label is for --network entries; drop it")
+
+
 def log_to_wandb(report: dict, out: Path, project: str) -> bool:
     """Log a written report to W&B (files under ``out/wandb``); a failure is one warning line,
     the results stay in ``out``. Returns whether it succeeded."""
@@ -260,11 +464,18 @@ def log_to_wandb(report: dict, out: Path, project: str) -> bool:
 
 
 def twins_report(
-    runs: Sequence[LoadedRun], records: Sequence[dict], pairs: Sequence[tuple[int, int]], out: Path
+    runs: Sequence[LoadedRun],
+    records: Sequence[dict],
+    pairs: Sequence[tuple[int, int]],
+    out: Path,
+    features: Any = None,
+    feature_threshold: float = 0.6,
 ) -> dict[str, Any]:
     """``{"twins": [...], "twins_plot": ...}``: per twin pair (:func:`.twins.twin_pairs`) the
     twin and nearest-training similarities and reproducibility of their memorization samples
-    (drawn from the same noise), and ``out/twins.png`` with the pairs side by side."""
+    (drawn from the same noise), also in the space of ``features`` when given
+    (:func:`.twin_runs.twin_feature_record`), and ``out/twins.png`` with the pairs side by
+    side."""
     twins, shown = [], []
     for i, j in pairs:
         a, b = runs[i], runs[j]
@@ -276,6 +487,10 @@ def twins_report(
                 **twin_record(train_a, train_b, a.samples, b.samples),
             }
         )
+        if features is not None:
+            twins[-1] |= twin_feature_record(
+                features, train_a, train_b, a.samples, b.samples, feature_threshold
+            )
         shown.append((records[i]["num_train"], a.samples, b.samples))
     if not twins:
         return {"twins": [], "twins_plot": None}
