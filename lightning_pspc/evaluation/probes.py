@@ -112,7 +112,13 @@ def sampler_sigmas(num_steps: int, sigma_range: tuple[float, float] | None = Non
     s_min, s_max = max(SIGMA_MIN, lo), min(SIGMA_MAX, hi)
     if s_min > s_max:
         s_min, s_max = lo, hi
-    return edm_sigmas(num_steps, s_min, s_max).clamp(s_min, s_max)  # ends exact, not re-rounded
+    schedule = edm_sigmas(num_steps, s_min, s_max)
+    # a clipped end exactly at the range's end: (s^(1/rho))^rho is not always s
+    if s_max < SIGMA_MAX:
+        schedule[0] = s_max
+    if s_min > SIGMA_MIN:
+        schedule[-1] = s_min
+    return schedule
 
 
 def forward_probes(images: Tensor, sigmas: Tensor, num_images: int, seed: int) -> ProbeSet:

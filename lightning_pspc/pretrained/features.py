@@ -17,6 +17,7 @@ Similarities are plain cosines of the descriptors (SSCD's are meant for that).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def _load_torchscript(spec: str, size: int) -> FeatureExtractor:
             "sscd_disc_mixup.torchscript.pt) or timm:<model name>:<weights file>"
         )
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # deprecated for new models; SSCD's files are TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PretrainedError(
