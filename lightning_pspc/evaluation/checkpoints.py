@@ -123,8 +123,10 @@ def network_label(spec: str) -> str:
     """A short label of a ``--network`` spec: ``diffusers-<folder name>``, ``edm-<file stem>``,
     the factory's name, or ``<run>/<checkpoint stem>``."""
     scheme, _, rest = spec.partition(":")
-    if scheme in ("diffusers", "edm"):
-        return f"{scheme}-{Path(rest.rstrip('/')).stem or rest}"
+    if scheme == "diffusers":
+        return f"diffusers-{Path(rest.rstrip('/')).name or rest}"
+    if scheme == "edm":
+        return f"edm-{Path(rest).stem or rest}"
     path = Path(spec)
     if path.suffix == ".ckpt":
         return f"{path.parent.name}/{path.stem}"
@@ -158,7 +160,8 @@ def load_network_run(
     probe_sigma = min(max(1.0, lo), hi)
     try:
         with torch.no_grad():
-            out = denoiser(torch.zeros(1, *shape, device=device), torch.full((1,), probe_sigma))
+            z, sigma = torch.zeros(1, *shape, device=device), torch.full((1,), probe_sigma)
+            out = denoiser(z, sigma.to(device))
     except (RuntimeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EvalError(

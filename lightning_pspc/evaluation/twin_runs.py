@@ -99,8 +99,8 @@ def twin_feature_record(
     of the descriptors as Zhang et al. (2023) use them: every key prefixed ``feature_``
     (``feature_twin_cos_*``, ``feature_train_cos_*``, ``feature_reproducibility``,
     ``feature_train_copy_fraction``, ``feature_threshold``)."""
-    fa, fb = (features.embed(x, batch_size).double() for x in (samples_a, samples_b))  # [M, D]
-    ta, tb = (features.embed(x, batch_size).double() for x in (train_a, train_b))  # [N, D]
+    fa, fb = (features.embed(x, batch_size).double().cpu() for x in (samples_a, samples_b))
+    ta, tb = (features.embed(x, batch_size).double().cpu() for x in (train_a, train_b))
     as_images = [v[:, :, None, None] for v in (fa, fb, ta, tb)]  # descriptors as [., D, 1, 1]
     metric = TwinSimilarity(
         as_images[2], as_images[3], threshold=threshold, mean=ta.new_zeros(ta.shape[1], 1, 1)

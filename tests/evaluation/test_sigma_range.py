@@ -3,6 +3,8 @@ clipped to it, and nothing calls the network outside it."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -87,3 +89,19 @@ def test_no_range_changes_nothing():
     evaluation = EvalSettings(references=("empirical",)).build_evaluation(data, "cpu")
     assert torch.equal(evaluation.sigmas, probe_sigmas())
     assert evaluation.sigma_record(18) is None
+
+
+def test_the_locality_transition_matches_records_by_sigma_not_by_position():
+    from lightning_pspc.evaluation.plots import locality_transition_figure
+
+    def rec(n, sigmas, sizes):
+        return {
+            "num_train": n,
+            "locality": {"sigmas": sigmas, "sensitivity_patch_size": {"f50": sizes}},
+        }
+
+    # the N = 8 network's range clipped 1.0 away: its 0.1 is its first locality sigma
+    fig = locality_transition_figure([rec(4, [1.0, 0.1], [9.0, 3.0]), rec(8, [0.1], [5.0])])
+    lines = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
+    assert lines["sigma 0.1"] == [3.0, 5.0]
+    assert lines["sigma 1"][0] == 9.0 and math.isnan(lines["sigma 1"][1])
