@@ -15,7 +15,7 @@ from lightning_pspc import load_denoiser
 from lightning_pspc.data import FASHION_MNIST_ROOT
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.evaluation import EvalSeeds, forward_probes, probe_sigmas
-from lightning_pspc.evaluation.checkpoints import load_data_preset
+from lightning_pspc.evaluation.network_runs import load_data_preset
 from lightning_pspc.evaluation.probes import clip_sigmas
 from tests.e2e.sweeps import EVAL_ARGS
 from tests.helpers import save_diffusers_model, tiny_unet
