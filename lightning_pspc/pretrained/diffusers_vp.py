@@ -133,7 +133,8 @@ class _UNetCall(nn.Module):
 
 def resolve_folder(location: str) -> Path:
     """A local folder for ``location``: the folder itself, or a hub id's snapshot (downloaded,
-    or from the local cache offline). Every failure is one :class:`PretrainedError`."""
+    or from the local cache when the hub is offline or unreachable, as
+    :class:`~lightning_pspc.data.HFSource` does). Every failure is one :class:`PretrainedError`."""
     path = Path(location).expanduser()
     if path.is_dir():
         return path
@@ -149,13 +150,18 @@ def resolve_folder(location: str) -> Path:
         )
     from huggingface_hub import snapshot_download
 
+    from ..data.sources import _forced_offline, _hub_reachable, _offline_flagged
+
     try:
+        if _offline_flagged() or not _hub_reachable():  # never hang: the local cache only
+            with _forced_offline():
+                return Path(snapshot_download(location))
         return Path(snapshot_download(location))
     except Exception as err:  # offline, unreachable, unknown repository: all one message
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise PretrainedError(
             f"diffusers:{location}: cannot get it from the Hugging Face hub ({reason}). Fix: "
-            f"download it where the hub is reachable (huggingface-cli download {location} "
+            f"download it where the hub is reachable (hf download {location} "
             "--local-dir DIR) and pass diffusers:DIR"
         ) from None
 

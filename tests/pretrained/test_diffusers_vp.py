@@ -140,6 +140,15 @@ def test_bad_folders_give_one_clear_line(diffusers_models, tmp_path):
         assert why in message and "\n" not in message and spec.partition(":")[2] in message
 
 
+def test_a_hub_id_offline_and_not_cached_names_the_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(PretrainedError) as err:
+        load_denoiser("diffusers:google/ddpm-cifar10-32")
+    message = str(err.value)
+    assert "hf download google/ddpm-cifar10-32 --local-dir DIR" in message and "\n" not in message
+
+
 def test_class_conditioning_needs_a_label(tmp_path):
     save_diffusers_model(tmp_path, tiny_unet(num_class_embeds=3))
     with pytest.raises(PretrainedError, match="class-conditional; pass --class-label"):
