@@ -2,6 +2,8 @@
 
 * :class:`TinyNet` and :func:`tiny_datamodule`: a stand-in network and a tiny in-memory data set
   (the fixtures ``tiny_net`` / ``tiny_datamodule`` in ``tests/conftest.py`` hand them out);
+* :func:`tiny_unet` and :func:`save_diffusers_model`: a diffusers ``UNet2DModel`` of a few
+  thousand weights and a folder holding it with its scheduler (networks trained elsewhere);
 * :func:`clean_env`, :func:`run_clean`, :func:`run_clean_together`: run a Python script in a
   subprocess without the launcher variables (``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_PORT``, ...)
   that a parent run may have left, so multi-process tests start their own process group.
@@ -67,6 +69,50 @@ def tiny_datamodule(num_train: int = 32, num_heldout: int = 8, batch_size: int =
         num_heldout=num_heldout,
         batch_size=batch_size,
     )
+
+
+DIFFUSERS_TIMESTEPS = 300  # sigma from 0.0100 to 4.45 with diffusers' default linear betas
+
+
+def tiny_unet(size: int = 8, channels: int = 1, out_channels: int | None = None, **kwargs):
+    """A seeded ``UNet2DModel`` of two blocks (8 and 16 channels), no attention."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=out_channels or channels,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        add_attention=False,
+        **kwargs,
+    ).eval()
+
+
+def save_diffusers_model(
+    folder: Path, unet, prediction_type: str = "epsilon", layout: str = "pipeline", **scheduler
+):
+    """``unet`` and a ``DDPMScheduler`` (``clip_sample=False``) under ``folder``: ``pipeline``
+    layout (``unet/`` + ``scheduler/``) or ``flat`` (config.json + scheduler_config.json)."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(
+        num_train_timesteps=scheduler.pop("num_train_timesteps", DIFFUSERS_TIMESTEPS),
+        clip_sample=False,
+        prediction_type=prediction_type,
+        **scheduler,
+    )
+    if layout == "pipeline":
+        unet.save_pretrained(folder / "unet")
+        sched.save_pretrained(folder / "scheduler")
+    else:
+        unet.save_pretrained(folder)
+        sched.save_pretrained(folder)
+    return sched
 
 
 def clean_env(**extra: str) -> dict[str, str]:

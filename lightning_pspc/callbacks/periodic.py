@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from ..evaluation.calibration import CalibrationSettings
+from ..evaluation.curves import curve_rows, member_curves, merge_rows, wandb_line_plots
 from ..evaluation.pipeline import EvalData, Evaluation, EvaluationMember, figures_of
 from ..evaluation.plots import save_figure
 from ..evaluation.probes import probe_sigmas
@@ -167,6 +168,7 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
             figs = figures_of(self.evaluation, results, self.histories, over_time=True)
             for key, fig in figs.items():
                 self.publish(trainer, fig, f"{self.prefix}/{key}", epoch)
+            self.publish_curves(trainer)
 
     # --- checkpointing: keep the histories so the charts of a resumed run go on ----------------
     def state_dict(self) -> dict[str, Any]:
@@ -206,6 +208,25 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
                     caption=[f"epoch {epoch}"],
                 )
         return path
+
+    def publish_curves(self, trainer: lightning.Trainer) -> dict[str, Any]:
+        """Log the per-sigma curves of every evaluation so far (:mod:`~lightning_pspc.evaluation.
+        curves`) to W&B as tables with line plots under ``<prefix>/curves/<chart>``, one line per
+        epoch and series, so that epochs (and runs) overlay. Call on rank 0 only. Returns the
+        ``{key: plot}`` logged (empty without a ``WandbLogger``)."""
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers:
+            return {}
+        sigmas = self.evaluation.sigmas.tolist()
+        rows: dict[str, list[list]] = {}
+        for name, history in self.histories.items():
+            for epoch, record in history:
+                merge_rows(rows, curve_rows("", epoch, member_curves(name, record, sigmas)))
+        plots = wandb_line_plots(rows, f"{self.prefix}/") if rows else {}
+        for logger in loggers:
+            if plots:
+                logger.log_metrics(plots, step=trainer.global_step)
+        return plots
 
 
 def is_last_epoch(trainer: lightning.Trainer) -> bool:

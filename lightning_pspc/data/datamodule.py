@@ -83,7 +83,10 @@ class ImageDataModule(lightning.LightningDataModule):
     """``num_train`` training images (nested across N for one seed) and ``num_heldout`` held out.
 
     Images come from ``source`` (default: Fashion-MNIST IDX files), are mapped to float32 in
-    [-1, 1], converted to ``channels`` and resized or padded to ``resolution``. Training batches
+    [-1, 1], converted to ``channels`` and resized or padded to ``resolution``. The held-out
+    images are carved out of ``source`` (:func:`~lightning_pspc.data.select_indices`), or, with
+    ``heldout_source`` (e.g. the test split, for networks trained on a whole train split), are
+    ``num_heldout`` images of it chosen by ``seed`` while every image of ``source`` can train. Training batches
     are plain float32 ``[B, C, H, W]`` tensors, shuffled, randomly x-flipped when ``xflip``; an
     epoch is ``epoch_length`` samples (the N images cycled) so epochs compare across N.
     Data are loaded lazily in ``setup``.
@@ -103,6 +106,7 @@ class ImageDataModule(lightning.LightningDataModule):
         batch_size: int = 64,
         epoch_length: int | None = None,
         num_workers: int = 0,
+        heldout_source: ImageSource | None = None,
     ) -> None:
         super().__init__()
         _check(num_train is None or num_train >= 1, f"num_train={num_train} must be >= 1 or None")
@@ -115,6 +119,7 @@ class ImageDataModule(lightning.LightningDataModule):
         _check(epoch_length is None or epoch_length >= 1, f"epoch_length={epoch_length} >= 1")
         _check(num_workers >= 0, f"num_workers={num_workers} must be >= 0")
         self.source = source if source is not None else IDXSource()
+        self.heldout_source = heldout_source
         self.num_train, self.subset, self.seed = num_train, subset, seed
         self.resolution, self.resize_mode, self.channels = resolution, resize_mode, channels
         self.xflip, self.num_heldout = xflip, num_heldout
@@ -127,14 +132,36 @@ class ImageDataModule(lightning.LightningDataModule):
         if self._train is not None:
             return
         raw = self.source.load()  # uint8 [M, C, H, W]
+        carved = 0 if self.heldout_source is not None else self.num_heldout
         try:
             train_idx, heldout_idx = select_indices(
-                raw.shape[0], self.num_train, self.num_heldout, self.subset, self.seed
+                raw.shape[0], self.num_train, carved, self.subset, self.seed
             )
         except ValueError as err:
             raise ValueError(f"{self.source.describe()}: {err}") from None
         self._train = self._preprocess(raw[train_idx])
-        self._heldout = self._preprocess(raw[heldout_idx])
+        if self.heldout_source is None:
+            self._heldout = self._preprocess(raw[heldout_idx])
+        else:
+            self._heldout = self._preprocess(self._other_heldout())
+            if self._heldout.shape[1:] != self._train.shape[1:]:
+                raise ValueError(
+                    f"{self.heldout_source.describe()} gives images {list(self._heldout.shape[1:])}"
+                    f" but {self.source.describe()} {list(self._train.shape[1:])}; set channels "
+                    "and resolution so that both match."
+                )
+
+    def _other_heldout(self) -> Tensor:
+        """``num_heldout`` images of ``heldout_source``: the first of a permutation seeded by
+        ``seed`` (uint8 ``[num_heldout, C, H, W]``)."""
+        raw = self.heldout_source.load()
+        if self.num_heldout > raw.shape[0]:
+            raise ValueError(
+                f"{self.heldout_source.describe()}: num_heldout={self.num_heldout} but it holds "
+                f"{raw.shape[0]} images; lower num_heldout."
+            )
+        order = torch.randperm(raw.shape[0], generator=torch.Generator().manual_seed(self.seed))
+        return raw[order[: self.num_heldout]]
 
     def _preprocess(self, raw: Tensor) -> Tensor:
         """uint8 ``[n, C, H, W]`` -> float32 ``[n, channels, resolution, resolution]``."""

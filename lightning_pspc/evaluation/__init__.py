@@ -4,12 +4,15 @@
   contract of its members, :class:`EvaluationMember`;
 * :mod:`.members`: the measurements (comparison, memorization, panel, generalization, agreement,
   locality), each with the ``eval.py`` options that configure it;
-* :mod:`.probes` (fixed probes, sigma grid and bands), :mod:`.batching` (denoisers and samplers
-  over many probes), :mod:`.calibration` (best-fit window sides);
-* :mod:`.plots` (charts), :mod:`.report` (all-or-nothing output folders, W&B), :mod:`.timing`;
+* :mod:`.probes` (fixed probes, sigma grid and bands, clipping to a network's sigma range),
+  :mod:`.batching` (denoisers and samplers over many probes), :mod:`.calibration` (best-fit
+  window sides);
+* :mod:`.plots` (charts), :mod:`.curves` (per-sigma curves as W&B tables), :mod:`.report`
+  (all-or-nothing output folders, W&B), :mod:`.timing`;
 * for saved checkpoints: :mod:`.settings` (``eval.py``'s options), :mod:`.checkpoints`
-  (evaluating them), :mod:`.twin_runs` (twin runs and memorization histories),
-  :mod:`.transition` (the checks of a resolved transition).
+  (evaluating them), :mod:`.network_runs` (networks trained elsewhere, ``--network``),
+  :mod:`.twin_runs` (twin runs and memorization histories), :mod:`.transition` (the checks of
+  a resolved transition).
 
 The training callbacks (:mod:`lightning_pspc.callbacks`), ``eval.py``, the sweep and
 ``python -m lightning_pspc.commands.compare`` all build an :class:`Evaluation` and call it.

@@ -26,13 +26,19 @@ def denoise_batched(
 
 @torch.no_grad()
 def sample_batched(
-    denoiser: Denoiser, noise: Tensor, num_steps: int, batch_size: int, bar: tqdm | None = None
+    denoiser: Denoiser,
+    noise: Tensor,
+    num_steps: int,
+    batch_size: int,
+    bar: tqdm | None = None,
+    sigmas: Tensor | None = None,
 ) -> Tensor:
-    """Heun PF-ODE samples (EDM algorithm 1) from ``noise [M, C, H, W]`` -> ``[M, C, H, W]``."""
+    """Heun PF-ODE samples (EDM algorithm 1) from ``noise [M, C, H, W]`` -> ``[M, C, H, W]``, on
+    the schedule ``sigmas`` (default: the EDM schedule of ``num_steps`` steps)."""
     outs = [noise.new_zeros((0, *noise.shape[1:]))]
     for start in range(0, noise.shape[0], batch_size):
         chunk = noise[start : start + batch_size]
-        outs.append(heun_sample(denoiser, chunk, num_steps=num_steps).float())
+        outs.append(heun_sample(denoiser, chunk, sigmas, num_steps=num_steps).float())
         if bar is not None:
             bar.update(chunk.shape[0])
     return torch.cat(outs)

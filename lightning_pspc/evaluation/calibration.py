@@ -101,6 +101,8 @@ class BestFit:
             denoiser), zero-padded ELS to ``2 * side - 1`` (LS with whole-image windows).
         fit_kinds: a subset of :data:`FIT_KINDS`.
         batch_size: probes per denoiser call.
+        schedule: the trajectories' Heun schedule ``[T]`` into which ``sigmas`` are inserted
+            (default: the EDM schedule of :data:`REVERSE_STEPS` steps).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class BestFit:
         candidates: Sequence[int] = DEFAULT_CANDIDATES,
         fit_kinds: Sequence[str] = DEFAULT_FIT_KINDS,
         batch_size: int = 64,
+        schedule: Tensor | None = None,
     ) -> None:
         self.images, self.forward = images, forward
         self.sigmas = sorted((float(s) for s in sigmas), reverse=True)
@@ -124,7 +127,8 @@ class BestFit:
             "els": sorted({min(int(k), 2 * side - 1) for k in candidates}),
         }
         grid = torch.tensor(self.sigmas, dtype=torch.float64)
-        steps = torch.cat([edm_sigmas(REVERSE_STEPS), grid]).unique()
+        schedule = edm_sigmas(REVERSE_STEPS) if schedule is None else schedule.double().cpu()
+        steps = torch.cat([schedule, grid]).unique()
         self.trajectory_sigmas = steps.sort(descending=True).values  # [T]
         self._forward_outputs: dict[str, Tensor] | None = None  # kind -> [K, P, C, H, W]
 
@@ -306,6 +310,7 @@ class Calibration:
                 s.candidates,
                 (kind,),
                 ev.batch_size,
+                ev.sampler_sigmas(REVERSE_STEPS),
             )
         return self._best_fits[kind]
 

@@ -1,7 +1,11 @@
 """Evaluating saved checkpoints with nothing but their run folders (what ``eval.py`` runs).
 
 ``python eval.py --ckpt RUN/last.ckpt [--ckpt ...] --out DIR`` rebuilds each run's model and data
-from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_run`), measures the
+from the ``config.yaml`` beside its checkpoint (:func:`lightning_pspc.runs.load_run`);
+``--network SPEC [--network ...] --data PRESET`` adds networks trained elsewhere
+(:func:`lightning_pspc.pretrained.load_denoiser`) evaluated on the data of a preset, with the
+noise levels clipped to the range each network accepts and no training metadata
+(:mod:`.network_runs`). It measures the
 EMA network's MSE to the reference denoisers per sigma on train / held-out / reverse probes and
 the memorization of its samples, and writes ``DIR/metrics.json`` and PNG charts; with checkpoints
 of runs at two or more training-set sizes it also draws the transition chart. It also measures
@@ -32,6 +36,14 @@ from tqdm.auto import tqdm
 from ..runs import RunSetupError, load_run, read_checkpoint, wandb_login_problem
 from ..runs.checkpoints import folder_given
 from ..runs.files import free_space, out_of_space
+from .network_runs import (
+    NO_TRAINING_METADATA,
+    check_entries,
+    clipped_sigmas,
+    load_data_preset,
+    load_network_run,
+    network_sigma_range,
+)
 from .pipeline import EvalData, figures_of
 from .plots import (
     draw_linearity_panel,
@@ -43,6 +55,7 @@ from .plots import (
     transition_figure,
     twins_figure,
 )
+from .probes import clip_sigmas, probe_sigmas
 from .report import (
     check_output_dir,
     log_report_to_wandb,
@@ -51,23 +64,34 @@ from .report import (
     write_json_atomic,
 )
 from .settings import EvalError, EvalSettings
-from .shared_errors import data_fingerprint, shared_errors_report
-from .twin_runs import TwinError, histories_by_size, memorization_history, twin_pairs, twin_record
+from .shared_errors import SharedErrors, data_fingerprint
+from .twin_runs import (
+    TwinError,
+    histories_by_size,
+    memorization_history,
+    twin_feature_record,
+    twin_pairs,
+    twin_record,
+)
 
 
 @dataclass
 class LoadedRun:
-    """A checkpoint with its rebuilt module and data, and the checkpoint's counters."""
+    """A checkpoint with its rebuilt module and data, and the checkpoint's counters (``None`` for
+    a network trained elsewhere, :func:`.network_runs.load_network_run`)."""
 
     path: Path
     label: str
     module: Any
     datamodule: Any
-    meta: dict[str, int]
+    meta: dict[str, int | None]
     #: ``[{"epoch", "images_seen", "memorized_fraction"}]`` a MemorizationMonitor saved in it
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the memorization samples ``[M, C, H, W]`` once evaluated (twin models compare them)
     samples: torch.Tensor | None = None
+    #: ``--network`` entries: the spec and the data preset file (``None`` for ``--ckpt``)
+    network: str | None = None
+    data_preset: str | None = None
 
 
 def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
@@ -124,7 +148,7 @@ def check_comparable(runs: Sequence[LoadedRun]) -> None:
             "metrics and transition chart would not be comparable. Fix: evaluate each image "
             "shape in its own eval.py call (its own --out)."
         )
-    steps = {r.label: r.meta["global_step"] for r in runs}
+    steps = {r.label: r.meta["global_step"] for r in runs if r.meta["global_step"] is not None}
     sizes = {r.datamodule.train_images().shape[0] for r in runs}
     if len(sizes) > 1 and len(set(steps.values())) > 1:
         print(
@@ -135,14 +159,23 @@ def check_comparable(runs: Sequence[LoadedRun]) -> None:
 
 
 @torch.no_grad()
-def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progress: bool) -> dict:
+def evaluate_run(
+    run: LoadedRun, settings: EvalSettings, plot_dir: Path, progress: bool, features: Any = None
+) -> dict:
     """All metrics of one checkpoint as a JSON-ready record; charts into ``plot_dir``.
 
-    Every member of the evaluation adds its own keys (:meth:`EvaluationMember.report`)."""
+    Every member of the evaluation adds its own keys (:meth:`EvaluationMember.report`). The
+    noise levels are clipped to the range the network accepts
+    (:func:`.network_runs.clipped_sigmas`);
+    ``features``: the ``--features`` extractor."""
     t0 = time.perf_counter()
     evaluation = settings.build_evaluation(
-        EvalData.from_datamodule(run.datamodule), settings.torch_device()
+        EvalData.from_datamodule(run.datamodule),
+        settings.torch_device(),
+        network_sigma_range(run.module.denoiser),
+        features,
     )
+    clipped = clipped_sigmas(run.label, evaluation, settings.num_steps)
     bar = tqdm(
         total=evaluation.work(),
         desc=run.label,
@@ -169,7 +202,16 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings, plot_dir: Path, progres
         "num_reference_images": int(evaluation.data.reference.shape[0]),
         "image_shape": list(evaluation.data.image_shape),
         **run.meta,
+        "sigma_clipping": clipped,
     }
+    if run.network is not None:
+        record |= {
+            "checkpoint": None,
+            "run": None,
+            "network": run.network,
+            "data_preset": run.data_preset,
+            "metadata": NO_TRAINING_METADATA,
+        }
     for name, member in evaluation.members.items():
         record |= member.report(results[name])
         samples = member.samples(results[name])
@@ -193,26 +235,36 @@ def evaluate_checkpoints(
     settings: EvalSettings | None = None,
     wandb_project: str | None = None,
     progress: bool = True,
+    networks: Sequence[str] = (),
+    data: str | Path | None = None,
+    class_label: int | None = None,
 ) -> dict:
-    """Evaluate every checkpoint, then write ``out/metrics.json`` and ``out/plots/`` at once.
+    """Evaluate every checkpoint and network, then write ``out/metrics.json`` and ``out/plots/``
+    at once.
 
-    All checkpoints, their configs and data, and ``out`` are validated first (:class:`EvalError`
-    naming the bad path and the fix); nothing is written into ``out`` unless every checkpoint
-    was evaluated; files of ``out`` that eval.py did not write are kept. A full disk is one
-    :class:`EvalError` and leaves ``out`` as it was. Returns the content of ``metrics.json``.
+    ``networks``: ``--network`` specs (:func:`~lightning_pspc.pretrained.load_denoiser`),
+    evaluated on the data of the preset file ``data``; ``class_label``: the class of
+    class-conditional networks. All checkpoints, networks, their configs and data, and ``out``
+    are validated first (:class:`EvalError` naming the bad value and the fix); nothing is
+    written into ``out`` unless every entry was evaluated; files of ``out`` that eval.py did not
+    write are kept. A full disk is one :class:`EvalError` and leaves ``out`` as it was. Returns
+    the content of ``metrics.json``.
     """
     settings = settings or EvalSettings()
     settings.check()
     if wandb_project and (problem := wandb_login_problem("drop --wandb")):
         raise EvalError(problem)
-    if not paths:
-        raise EvalError("no checkpoint given; pass --ckpt PATH (repeat it for several)")
+    check_entries(paths, networks, data, class_label)
     try:
         out = check_output_dir(out)
     except ValueError as err:
         raise EvalError(str(err)) from None
     device = settings.torch_device()
+    features = settings.feature_space.load(device)
     runs = [load_checkpoint_run(p, device) for p in paths]  # validates everything first
+    if networks:
+        dm = load_data_preset(data)
+        runs += [load_network_run(s, dm, data, device, class_label) for s in networks]
     try:
         pairs = twin_pairs(paths)
     except TwinError as err:
@@ -223,7 +275,7 @@ def evaluate_checkpoints(
             r.label = f"{r.label}-{i}"
     check_comparable(runs)
     try:
-        report = write_report(runs, pairs, out, settings, progress)
+        report = write_report(runs, pairs, out, settings, progress, features)
     except OSError as err:
         if (reason := out_of_space(err)) is None:
             raise
@@ -245,15 +297,17 @@ def write_report(
     out: Path,
     settings: EvalSettings,
     progress: bool,
+    features: Any = None,
 ) -> dict:
     """Evaluate ``runs`` into a staged folder that replaces ``out`` at the end
-    (:func:`staged_output`; the user's files in ``out`` are kept); returns the report."""
+    (:func:`staged_output`; the user's files in ``out`` are kept); returns the report.
+    ``features``: the feature extractor of ``--features`` (or ``None``)."""
     device = settings.torch_device()
     t0 = time.perf_counter()
     with staged_output(out, previous_output(out)) as tmp:
         records = []
         for run in runs:
-            records.append(evaluate_run(run, settings, tmp / "plots", progress))
+            records.append(evaluate_run(run, settings, tmp / "plots", progress, features))
             run.module.cpu()
         report = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -263,7 +317,7 @@ def write_report(
             "transition_locality": None,
             "seconds": None,
         }
-        report |= twins_report(runs, records, pairs, tmp)
+        report |= twins_report(runs, records, pairs, tmp, features, settings.features_threshold)
         report |= pairwise_report(runs, settings, device, tmp)
         if len({r["num_train"] for r in records}) >= 2:
             extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
@@ -324,20 +378,26 @@ def pairwise_report(
             file=sys.stderr,
         )
     ev = settings.evaluation
-    report = shared_errors_report(
-        [
-            (data[members[0].label], {r.label: r.module.to(device).denoiser for r in members})
-            for members in groups.values()
-        ],
-        skipped,
-        sigmas=ev.sigmas,
-        seed=ev.seed,
-        num_train_probes=settings.num_train_probes,
-        num_heldout_probes=settings.num_heldout_probes,
-        num_reverse_probes=settings.num_reverse_probes,
-        batch_size=ev.batch_size,
-        device=device,
-    )
+    pairs = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        networks = {r.label: r.module.to(device).denoiser for r in members}
+        ranges = [network_sigma_range(d) for d in networks.values()]
+        ranges = [r for r in ranges if r is not None]
+        common = (max(r[0] for r in ranges), min(r[1] for r in ranges)) if ranges else None
+        shared = SharedErrors(
+            data[members[0].label],
+            clip_sigmas(probe_sigmas(ev.sigmas), common),  # every network of the group takes them
+            seed=ev.seed,
+            num_train_probes=settings.num_train_probes,
+            num_heldout_probes=settings.num_heldout_probes,
+            num_reverse_probes=settings.num_reverse_probes,
+            batch_size=ev.batch_size,
+            device=device,
+        )
+        pairs += shared.evaluate(networks)
+    report = {"pairwise": pairs, "pairwise_skipped": skipped}
     for run in runs:
         run.module.cpu()
     report["pairwise_plot"] = None
@@ -348,11 +408,18 @@ def pairwise_report(
 
 
 def twins_report(
-    runs: Sequence[LoadedRun], records: Sequence[dict], pairs: Sequence[tuple[int, int]], out: Path
+    runs: Sequence[LoadedRun],
+    records: Sequence[dict],
+    pairs: Sequence[tuple[int, int]],
+    out: Path,
+    features: Any = None,
+    feature_threshold: float = 0.6,
 ) -> dict[str, Any]:
     """``{"twins": [...], "twins_plot": ...}``: per twin pair (:func:`.twin_runs.twin_pairs`) the
     twin and nearest-training similarities and reproducibility of their memorization samples
-    (drawn from the same noise), and ``out/twins.png`` with the pairs side by side."""
+    (drawn from the same noise), also in the space of ``features`` when given
+    (:func:`.twin_runs.twin_feature_record`), and ``out/twins.png`` with the pairs side by
+    side."""
     twins, shown = [], []
     for i, j in pairs:
         a, b = runs[i], runs[j]
@@ -364,6 +431,10 @@ def twins_report(
                 **twin_record(train_a, train_b, a.samples, b.samples),
             }
         )
+        if features is not None:
+            twins[-1] |= twin_feature_record(
+                features, train_a, train_b, a.samples, b.samples, feature_threshold
+            )
         shown.append((records[i]["num_train"], a.samples, b.samples))
     if not twins:
         return {"twins": [], "twins_plot": None}

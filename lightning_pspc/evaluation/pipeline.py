@@ -31,7 +31,15 @@ from ..denoisers.network_fitted import NetworkDependentReference, ReferenceOptio
 from ..denoisers.registry import build_references, check_reference_names
 from ..types import Denoiser
 from .calibration import Calibration, CalibrationSettings
-from .probes import ProbeSet, check_rank, fixed_noise, forward_probes, probe_sigmas
+from .probes import (
+    ProbeSet,
+    check_rank,
+    clip_sigmas,
+    fixed_noise,
+    forward_probes,
+    probe_sigmas,
+    sampler_sigmas,
+)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,13 @@ class Evaluation:
             probes).
         calibration: how the calibrated references fit their window sides to the network
             (:class:`~lightning_pspc.evaluation.calibration.CalibrationSettings`).
+        sigma_range: ``(sigma_min, sigma_max)`` the network accepts (a network trained
+            elsewhere, :func:`~lightning_pspc.pretrained.sigma_range`): the grid and every
+            sampler's schedule are clipped into it (:meth:`clip_sigmas`,
+            :meth:`sampler_sigmas`); ``None``: no limit.
+        features: a feature extractor (``images [B,C,H,W] -> [B, D]``,
+            :class:`~lightning_pspc.pretrained.FeatureExtractor`) in whose space members
+            also compare samples; ``None``: pixel space only.
     """
 
     def __init__(
@@ -173,11 +188,19 @@ class Evaluation:
         world_size: int = 1,
         reference_options: ReferenceOptions | None = None,
         calibration: CalibrationSettings | None = None,
+        sigma_range: tuple[float, float] | None = None,
+        features: nn.Module | None = None,
     ) -> None:
         check_rank(rank, world_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.data, self.sigmas = data, probe_sigmas(sigmas)
+        self.sigma_range = None if sigma_range is None else tuple(map(float, sigma_range))
+        if self.sigma_range is not None and not 0 <= self.sigma_range[0] <= self.sigma_range[1]:
+            raise ValueError(f"sigma_range {sigma_range} must be 0 <= sigma_min <= sigma_max")
+        #: the grid asked for, and the grid used: clipped into :attr:`sigma_range`
+        self.requested_sigmas = probe_sigmas(sigmas)
+        self.data, self.sigmas = data, self.clip_sigmas(self.requested_sigmas)
+        self.features = features
         self.seed, self.seeds = seed, EvalSeeds.derive(seed)
         self.batch_size, self.device = batch_size, torch.device(device)
         self.rank, self.world_size = rank, world_size
@@ -199,6 +222,30 @@ class Evaluation:
                 raise ValueError(f"two evaluation members named {member.name!r}")
             member.setup(self)
             self.members[member.name] = member
+
+    def clip_sigmas(self, sigmas: Sequence[float] | Tensor) -> Tensor:
+        """``sigmas`` clamped into :attr:`sigma_range` (duplicates merged), float64 decreasing."""
+        return clip_sigmas(sigmas, self.sigma_range)
+
+    def sampler_sigmas(self, num_steps: int) -> Tensor:
+        """The Heun schedule ``[num_steps]`` of the evaluation's samplers (EDM eq. 5, clipped to
+        :attr:`sigma_range`)."""
+        return sampler_sigmas(num_steps, self.sigma_range)
+
+    def sigma_record(self, num_steps: int) -> dict[str, Any] | None:
+        """How the network's range clipped the noise levels (``None`` when nothing was clipped):
+        ``{"model_range", "requested_sigmas", "sigmas", "sampler": [first, last]}``."""
+        sampler = self.sampler_sigmas(num_steps)
+        if torch.equal(self.sigmas, self.requested_sigmas) and torch.equal(
+            sampler, sampler_sigmas(num_steps)
+        ):
+            return None
+        return {
+            "model_range": list(self.sigma_range),
+            "requested_sigmas": self.requested_sigmas.tolist(),
+            "sigmas": self.sigmas.tolist(),
+            "sampler": [float(sampler[0]), float(sampler[-1])],
+        }
 
     def reference(self, name: str) -> nn.Module:
         """The reference denoiser ``name``: one of :attr:`references`, or built once for the

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion import edm_sigmas, heun_sample
+from ..diffusion.schedule import SIGMA_MAX, SIGMA_MIN
 from ..types import Denoiser
 
 
@@ -88,6 +89,36 @@ def probe_sigmas(sigmas: Sequence[float] | Tensor | None = None) -> Tensor:
             "leave it empty (null) for the 18 EDM sigmas"
         )
     return grid.sort(descending=True).values
+
+
+def clip_sigmas(
+    sigmas: Sequence[float] | Tensor, sigma_range: tuple[float, float] | None
+) -> Tensor:
+    """``sigmas`` clamped into ``sigma_range = (lo, hi)`` (a model's accepted noise levels),
+    duplicates merged: ``[S']`` float64, decreasing. Levels inside the range are kept exactly;
+    ``None`` clips nothing."""
+    grid = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    if sigma_range is not None:
+        grid = grid.clamp(float(sigma_range[0]), float(sigma_range[1]))
+    return grid.unique().sort(descending=True).values
+
+
+def sampler_sigmas(num_steps: int, sigma_range: tuple[float, float] | None = None) -> Tensor:
+    """The Heun sampler's schedule ``[num_steps]`` (EDM eq. 5, no final 0): from 80 to 0.002, the
+    ends clipped into ``sigma_range`` (a range outside [0.002, 80] is used as it is)."""
+    if sigma_range is None:
+        return edm_sigmas(num_steps)
+    lo, hi = float(sigma_range[0]), float(sigma_range[1])
+    s_min, s_max = max(SIGMA_MIN, lo), min(SIGMA_MAX, hi)
+    if s_min > s_max:
+        s_min, s_max = lo, hi
+    schedule = edm_sigmas(num_steps, s_min, s_max)
+    # a clipped end exactly at the range's end: (s^(1/rho))^rho is not always s
+    if s_max < SIGMA_MAX:
+        schedule[0] = s_max
+    if s_min > SIGMA_MIN:
+        schedule[-1] = s_min
+    return schedule
 
 
 def forward_probes(images: Tensor, sigmas: Tensor, num_images: int, seed: int) -> ProbeSet:

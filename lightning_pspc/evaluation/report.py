@@ -217,11 +217,14 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
 
     Per checkpoint: the memorized fraction, the band means of every reference and probe kind,
     the lowest linearity over sigma, the median Pearson r of the sample agreement with each
-    closed-form sampler, and its charts (``folder/plots``); then a summary table, the twin table
-    and the transition, twins, phase-diagram and shared-errors charts, with the shared errors
-    as a table (one row per pair, probe kind and sigma).
+    closed-form sampler, and its charts (``folder/plots``); then a summary table, the twin table,
+    the transition, twins, phase-diagram and shared-errors charts, the shared errors as a table
+    (one row per pair, probe kind and sigma), and the per-sigma curves of every checkpoint as
+    tables with line plots (:mod:`.curves`: distances, patch sizes, linearity).
     """
     import wandb
+
+    from .curves import curve_rows, merge_rows, record_curves, wandb_line_plots
 
     run = wandb.init(
         project=project,
@@ -230,8 +233,9 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
         job_type="eval",
         config=report["settings"],
     )
-    rows = []
+    rows, curves = [], {}
     for rec in report["checkpoints"]:
+        merge_rows(curves, curve_rows(rec["label"], rec["epoch"], record_curves(rec)))
         scalars = {f"{rec['label']}/memorized_fraction": rec["memorized_fraction"]}
         for ref, kinds in rec["bands"].items():
             for kind, bands in kinds.items():
@@ -282,5 +286,5 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
             )
         ]
         log["pairwise"] = wandb.Table(columns=columns, data=rows)
-    run.log(log)
+    run.log(log | wandb_line_plots(curves))
     run.finish()

@@ -129,6 +129,47 @@ def check_device(name: str) -> None:
         )
 
 
+@dataclass
+class FeatureOptions(OptionGroup):
+    """The feature space in which ``eval.py`` also compares samples (twins, agreement)."""
+
+    key = "feature_space"
+    features: str = option(
+        "",
+        "feature extractor for sample similarity: a TorchScript file (e.g. SSCD's) or "
+        "timm:<model name>:<local weights file>; twin similarity, reproducibility and sample "
+        "agreement are then also given as feature cosines (docs/pretrained.md)",
+    )
+    features_size: int = option(
+        0, "input side of the feature extractor (0: 288 for TorchScript, timm's own)"
+    )
+    features_threshold: float = option(
+        0.6,
+        "feature cosine above which twin samples count as reproduced (0.6: Zhang et al.'s SSCD "
+        "threshold)",
+    )
+
+    def check(self) -> None:
+        if self.features_size < 0:
+            raise ValueError(f"--features-size {self.features_size} must be >= 0 (0: default)")
+        if not -1 <= self.features_threshold < 1:
+            raise ValueError(
+                f"--features-threshold {self.features_threshold} must be a cosine in [-1, 1)"
+            )
+
+    def load(self, device: torch.device) -> Any:
+        """The :class:`~lightning_pspc.pretrained.FeatureExtractor` of ``--features`` on
+        ``device`` (``None`` without one); a bad one is an :class:`EvalError`."""
+        if not self.features:
+            return None
+        from ..pretrained import PretrainedError, load_features
+
+        try:
+            return load_features(self.features, self.features_size, device)
+        except PretrainedError as err:
+            raise EvalError(str(err)) from None
+
+
 #: The option groups of ``eval.py``, the members' in the order they run (the agreement reuses
 #: the memorization's samples, so it comes after it).
 GROUPS: tuple[type[OptionGroup], ...] = (
@@ -139,6 +180,7 @@ GROUPS: tuple[type[OptionGroup], ...] = (
     PanelOptions,
     GeneralizationOptions,
     AgreementOptions,
+    FeatureOptions,
 )
 
 
@@ -196,8 +238,15 @@ class EvalSettings:
         """The evaluation members of these settings, in order."""
         return [m for g in self.groups.values() for m in g.build(self)]
 
-    def build_evaluation(self, data: EvalData, device: torch.device) -> Evaluation:
-        """The evaluation of these settings on ``data``."""
+    def build_evaluation(
+        self,
+        data: EvalData,
+        device: torch.device,
+        sigma_range: tuple[float, float] | None = None,
+        features: Any = None,
+    ) -> Evaluation:
+        """The evaluation of these settings on ``data``; ``sigma_range``: the noise levels the
+        network accepts; ``features``: the feature extractor (:meth:`FeatureOptions.load`)."""
         ev = self.evaluation
         calibration = CalibrationSettings(
             ev.calibration_probes,
@@ -214,4 +263,6 @@ class EvalSettings:
             device,
             reference_options=ev.reference_options(),
             calibration=calibration,
+            sigma_range=sigma_range,
+            features=features,
         )

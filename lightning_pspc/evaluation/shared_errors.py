@@ -161,15 +161,3 @@ class SharedErrors:
                 for d, x, y in zip(dots, sq_a, sq_b)
             ]
         return record
-
-
-def shared_errors_report(
-    groups: Sequence[tuple[EvalData, dict[str, Denoiser]]], skipped: Sequence[dict[str, Any]], **kw
-) -> dict[str, Any]:
-    """``{"pairwise": [pair records], "pairwise_skipped": skipped}`` for groups of networks
-    trained on the same data (``kw``: :class:`SharedErrors` settings)."""
-    pairs = []
-    for data, networks in groups:
-        if len(networks) >= 2:
-            pairs += SharedErrors(data, **kw).evaluate(networks)
-    return {"pairwise": pairs, "pairwise_skipped": list(skipped)}

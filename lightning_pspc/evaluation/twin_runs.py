@@ -85,6 +85,31 @@ def twin_record(
     return {k: float(v) for k, v in metric.compute().items()} | {"threshold": threshold}
 
 
+def twin_feature_record(
+    features: Any,
+    train_a: Tensor,
+    train_b: Tensor,
+    samples_a: Tensor,
+    samples_b: Tensor,
+    threshold: float,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """:func:`twin_record` in the space of ``features`` (images ``[B,C,H,W] -> [B, D]``, e.g.
+    SSCD, :class:`~lightning_pspc.pretrained.FeatureExtractor`), with plain (uncentred) cosines
+    of the descriptors as Zhang et al. (2023) use them: every key prefixed ``feature_``
+    (``feature_twin_cos_*``, ``feature_train_cos_*``, ``feature_reproducibility``,
+    ``feature_train_copy_fraction``, ``feature_threshold``)."""
+    fa, fb = (features.embed(x, batch_size).double().cpu() for x in (samples_a, samples_b))
+    ta, tb = (features.embed(x, batch_size).double().cpu() for x in (train_a, train_b))
+    as_images = [v[:, :, None, None] for v in (fa, fb, ta, tb)]  # descriptors as [., D, 1, 1]
+    metric = TwinSimilarity(
+        as_images[2], as_images[3], threshold=threshold, mean=ta.new_zeros(ta.shape[1], 1, 1)
+    )
+    metric.update(as_images[0], as_images[1])
+    record = {k: float(v) for k, v in metric.compute().items()} | {"threshold": threshold}
+    return {f"feature_{k}": v for k, v in record.items()}
+
+
 def memorization_history(ckpt: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The memorization history a ``MemorizationMonitor`` saved in a checkpoint's callback state:
     ``[{"epoch", "images_seen", "memorized_fraction"}, ...]`` (the monitor with the most

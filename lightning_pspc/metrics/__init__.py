@@ -6,6 +6,7 @@ function in :mod:`lightning_pspc.metrics.functional`.
 
 from .denoiser_distance import DenoiserDistance
 from .denoiser_fit import NormalizedMSE, RSquared
+from .feature_similarity import FeatureCosine
 from .functional import (
     denoiser_mse,
     linearity_cosine,
@@ -32,6 +33,7 @@ from .twin_similarity import REPRODUCIBILITY_THRESHOLD, TwinSimilarity
 __all__ = [
     "REPRODUCIBILITY_THRESHOLD",
     "DenoiserDistance",
+    "FeatureCosine",
     "LinearityOutputs",
     "LinearityScore",
     "MemorizedFraction",

@@ -35,7 +35,15 @@ from .folders import (
     store_wandb_id,
     stored_wandb_id,
 )
-from .rebuild import build_from_config, check_network_accepts, image_shape_of, load_config, load_run
+from .rebuild import (
+    build_datamodule,
+    build_from_config,
+    check_network_accepts,
+    data_preset_section,
+    image_shape_of,
+    load_config,
+    load_run,
+)
 from .wandb_login import wandb_login_problem
 
 __all__ = [
@@ -46,11 +54,13 @@ __all__ = [
     "WANDB_ID_FILE",
     "RunSetupError",
     "add_checksum",
+    "build_datamodule",
     "build_from_config",
     "check_checkpoint_matches",
     "check_network_accepts",
     "check_run_name",
     "checksum_mismatch",
+    "data_preset_section",
     "default_run_name",
     "image_shape_of",
     "load_config",

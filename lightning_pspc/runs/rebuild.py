@@ -124,6 +124,41 @@ def build_from_config(
     return init.model, init.data
 
 
+def data_preset_section(path: str | Path) -> dict[str, Any]:
+    """The ``data`` section of a preset file: the file's ``data`` (a train.py preset such as
+    ``configs/unet_fmnist_small.yaml``, or ``configs/data_cifar10_pretrained.yaml``), or the whole
+    file when it is a bare section (``configs/base/data_fmnist_small.yaml``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunSetupError(
+            f"data preset {str(path)!r} does not exist. Fix: pass a preset file, e.g. "
+            "configs/data_cifar10_pretrained.yaml or configs/base/data_fmnist_small.yaml"
+        )
+    try:
+        config = load_config(path)
+    except (OSError, yaml.YAMLError) as err:
+        raise RunSetupError(f"cannot read data preset {str(path)!r}: {err}") from None
+    if not isinstance(config, dict):
+        raise RunSetupError(f"data preset {str(path)!r} is not a YAML mapping")
+    section = config["data"] if "data" in config else config
+    return dict(section or {})
+
+
+def build_datamodule(section: dict[str, Any], name: str = "data preset") -> ImageDataModule:
+    """An :class:`ImageDataModule` from a preset's ``data`` section (jsonargparse, as train.py
+    reads it); the data are not loaded yet. A bad section is one :class:`RunSetupError`."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(ImageDataModule, "data", fail_untyped=False)
+    try:
+        cfg = parser.parse_object({"data": section})
+        return parser.instantiate_classes(cfg).data
+    except Exception as err:  # jsonargparse and the data module raise many types
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunSetupError(
+            f"{name}: its data section does not build an ImageDataModule ({reason})"
+        ) from None
+
+
 def load_run(
     ckpt_path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[DiffusionModule, ImageDataModule]:

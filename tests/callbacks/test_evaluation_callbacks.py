@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 
 import lightning
@@ -14,6 +15,7 @@ from lightning_pspc.callbacks.denoiser_comparison import DenoiserComparison
 from lightning_pspc.callbacks.memorization_monitor import MemorizationMonitor
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.evaluation import EvalSeeds, fixed_noise, forward_probes, probe_sigmas
+from lightning_pspc.evaluation.probes import PROBE_KINDS
 from lightning_pspc.metrics import memorized_mask
 
 SIGMAS = [0.01, 0.1, 1.0, 10.0]
@@ -197,6 +199,13 @@ def test_callbacks_from_yaml_log_charts_to_wandb(train_args, tmp_path):
         "memorization/memorized_vs_images",
     }
     assert len(list((run / "plots").glob("*_epoch_0001.png"))) == 6
+    # the comparison's per-sigma curves as a table with a line plot (epoch 1, 3 sigmas)
+    (table,) = (wandb_run / "files" / "media" / "table" / "compare" / "curves").glob("dist*.json")
+    rows = json.loads(table.read_text())["data"]
+    assert {r[1] for r in rows} == {1} and {r[4] for r in rows} == {0.05, 1.0, 20.0}
+    assert {r[2] for r in rows} <= {
+        f"{ref} {k}" for ref in ("empirical", "gaussian") for k in PROBE_KINDS
+    }
 
 
 @pytest.mark.parametrize("sigmas", [[], [1.0, -0.5], [float("nan")]])

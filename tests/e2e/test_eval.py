@@ -135,6 +135,22 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     # keep a memorization history)
     assert report["phase_diagram"] == "phase_diagram.png"
     assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 7 + 1
+    # the per-sigma curves as tables with line plots: every finite distance of the record, once
+    tables = run / "files" / "media" / "table" / "curves"
+    charts = {p.name.split("_table")[0] for p in tables.glob("*.table.json")}
+    assert charts == {"distances", "patch_sizes", "linearity"}
+    distances = json.loads(next(tables.glob("distances_*.table.json")).read_text())
+    assert distances["columns"] == ["run", "epoch", "series", "line", "sigma", "value"]
+    (rec,) = report["checkpoints"]
+    expected = [
+        (f"{ref} {kind}", s, v)
+        for ref, kinds in rec["mse"].items()
+        for kind, values in kinds.items()
+        for s, v in zip(rec["sigmas"], values)
+        if v is not None
+    ]
+    assert sorted((r[2], r[4], r[5]) for r in distances["data"]) == sorted(expected)
+    assert {(r[0], r[1]) for r in distances["data"]} == {(rec["label"], rec["epoch"])}
     assert _metrics(swept)["checkpoints"][1]["num_train"] == 48
     assert report["transition"] is None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from lightning_pspc.commands.evaluate import main as eval_main
 from lightning_pspc.denoisers import EmpiricalDenoiser
 from lightning_pspc.diffusion import heun_sample
 from lightning_pspc.evaluation import EvalSeeds, fixed_noise
+from lightning_pspc.evaluation.twin_runs import twin_feature_record
 from lightning_pspc.metrics import TwinSimilarity, paired_pearson_correlation
+from lightning_pspc.pretrained import load_features
 from tests.e2e.sweeps import EVAL_ARGS, TINY_TRAIN, sweep_in_process
 
 GEN_ARGS = [
@@ -32,14 +35,25 @@ GEN_ARGS = [
 ]
 
 
+class Pool(torch.nn.Module):
+    """A feature extractor: means of a 2x2 grid of regions of each channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+
 def _sweep(root: Path, *args: str) -> int:
     return sweep_in_process(root, "tw", *args)
 
 
 @pytest.fixture(scope="module")
 def twins(tmp_path_factory) -> Path:
-    """``sweep.py --twins`` at N = 8 (two 2-epoch runs, memorization every epoch, CSV logs)."""
+    """``sweep.py --twins`` at N = 8 (two 2-epoch runs, memorization every epoch, CSV logs), with a
+    TorchScript feature extractor (``root/pool.pt``)."""
     root = tmp_path_factory.mktemp("twins")
+    with warnings.catch_warnings():  # torch.jit.script is deprecated; SSCD ships TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(Pool()).save(str(root / "pool.pt"))
     code = _sweep(
         root,
         "--sizes",
@@ -48,6 +62,7 @@ def twins(tmp_path_factory) -> Path:
         "--history-samples",
         "3",
         *GEN_ARGS,
+        *("--features", str(root / "pool.pt"), "--features-size", "8"),
         "--",
         *TINY_TRAIN,
         "--trainer.max_epochs=2",
@@ -87,6 +102,13 @@ def test_twin_runs_pair_up_and_match_a_direct_computation(twins):
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert 0 <= got["reproducibility"] <= 1 and got["threshold"] == 0.95
+    # the same in the feature space of --features (plain cosines of the descriptors)
+    features = load_features(str(twins / "pool.pt"), size=8)
+    train_a, train_b = dm_a.train_images(), dm_b.train_images()
+    in_features = twin_feature_record(features, train_a, train_b, samples_a, samples_b, 0.6)
+    assert set(in_features) == {f"feature_{k}" for k in expected} | {"feature_threshold"}
+    for key, value in in_features.items():
+        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert (twins / "eval" / "twins.png").stat().st_size > 5000
     assert report["twins_plot"] == "twins.png" and report["transition"] is None  # one N
 
@@ -102,6 +124,7 @@ def test_generalization_and_agreement_keys_beside_the_old_ones(twins):
     assert gen["pool"] == "heldout" and gen["num_pairs"] == 2
     agreement = rec["agreement"]
     assert agreement["num_samples"] == 3 and set(agreement) == {"empirical", "pspc", "num_samples"}
+    assert set(agreement["empirical"]) == {"pearson", "mse", "cosine", "feature_cosine"}
     # recompute the network's and the empirical denoiser's samples: the agreement's noise is the
     # first 3 of the memorization's 4 (whose network samples it reuses)
     ckpt = twins / "runs" / "tw-n00008-a" / "last.ckpt"

@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...denoisers.registry import check_reference_names
-from ...metrics import SampleAgreement
+from ...metrics import FeatureCosine, SampleAgreement
 from ...metrics.functional import paired_pearson_correlation
 from ...types import Denoiser
 from ..batching import sample_batched
@@ -31,7 +31,8 @@ from .memorization import Memorization
 
 @dataclass
 class AgreementResult:
-    """Per reference, summaries of the per-pair MSE, cosine and Pearson r (``stats[ref]``), the
+    """Per reference, summaries of the per-pair MSE, cosine and Pearson r (``stats[ref]``; with a
+    feature extractor also the cosine of the pairs' features, ``feature_cosine_*``), the
     per-pair Pearson r of this process (``pearson[ref] [M_local]``) and the samples
     (``network [M_local, C, H, W]``, ``samples[ref]``)."""
 
@@ -52,7 +53,7 @@ class AgreementResult:
 
     def to_json(self) -> dict[str, Any]:
         """``{"agreement": {ref: {"pearson": {"median", "q25", "q75", "mean"}, "mse": {...},
-        "cosine": {...}}, "num_samples": M}}``."""
+        "cosine": {...}[, "feature_cosine": {...}]}, "num_samples": M}}``."""
         nested: dict[str, Any] = {}
         for ref, stats in self.stats.items():
             nested[ref] = {}
@@ -66,7 +67,9 @@ class Agreement(EvaluationMember):
     """Samples of the network and of closed-form denoisers from the same ``num_samples`` fixed
     noise images, with the same Heun sampler (``num_steps`` steps); per reference the median,
     quartiles and mean of the per-pair Pearson r, MSE and cosine similarity
-    (:class:`~lightning_pspc.metrics.SampleAgreement`).
+    (:class:`~lightning_pspc.metrics.SampleAgreement`) and, when the evaluation has a feature
+    extractor (``eval.py --features``), of the cosine of the pairs' features
+    (:class:`~lightning_pspc.metrics.FeatureCosine`).
 
     With a :class:`~lightning_pspc.evaluation.Memorization` member before it in the evaluation
     (``num_samples`` at least this one's, the same ``num_steps``), the noise is the first
@@ -116,21 +119,27 @@ class Agreement(EvaluationMember):
         self._samples: dict[str, Tensor] = {}
 
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> AgreementResult:
-        batch = self.evaluation.batch_size
+        batch, steps = self.evaluation.batch_size, self.num_steps
+        schedule = self.evaluation.sampler_sigmas(steps)
         for name, ref in self.references.items():
             if name not in self._samples:
-                self._samples[name] = sample_batched(ref, self.noise, self.num_steps, batch, bar)
+                self._samples[name] = sample_batched(ref, self.noise, steps, batch, bar, schedule)
         last = getattr(self.memorization, "last", None)
         if last is not None and last[0] is network:  # the memorization member just sampled it
             net = last[1][self.take]
         else:
-            net = sample_batched(network, self.noise, self.num_steps, batch, bar)
+            net = sample_batched(network, self.noise, steps, batch, bar, schedule)
         stats, pearson = {}, {}
+        features = self.evaluation.features
         for name, samples in self._samples.items():
             metric = SampleAgreement().to(net.device)
             metric.update(net, samples)
             stats[name] = {k: float(v) for k, v in metric.compute().items()}
             pearson[name] = paired_pearson_correlation(net, samples)
+            if features is not None:
+                cosine = FeatureCosine().to(net.device)
+                cosine.update(features.embed(net, batch), features.embed(samples, batch))
+                stats[name] |= {k: float(v) for k, v in cosine.compute().items()}
         return AgreementResult(stats, pearson, net, dict(self._samples), self.num_samples)
 
     def references_changed(self, names: Sequence[str]) -> None:

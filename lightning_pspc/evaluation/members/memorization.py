@@ -110,7 +110,8 @@ class Memorization(EvaluationMember):
 
     def evaluate(self, network: Denoiser, bar: tqdm | None = None) -> MemorizationResult:
         batch = self.evaluation.batch_size
-        samples = sample_batched(network, self.noise, self.num_steps, batch, bar)
+        schedule = self.evaluation.sampler_sigmas(self.num_steps)
+        samples = sample_batched(network, self.noise, self.num_steps, batch, bar, schedule)
         self.last = (network, samples)  # reused by members that sample from the same noise
         stats = memorization_stats(samples, self.train_images, self.threshold)
         return MemorizationResult(samples, stats, self.threshold)

@@ -27,7 +27,13 @@ from ...denoisers.network_fitted import FMNIST_LOCAL_SIGMAS
 from ...locality import heatmaps_at_sigmas, sensitivity_patch_size, strided_pixels
 from ...types import Denoiser
 from ..batching import denoise_batched
-from ..calibration import DEFAULT_CANDIDATES, DEFAULT_FIT_KINDS, BestFit, check_fit_settings
+from ..calibration import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_FIT_KINDS,
+    REVERSE_STEPS,
+    BestFit,
+    check_fit_settings,
+)
 from ..options import OptionGroup, option
 from ..pipeline import Evaluation, EvaluationMember
 from ..plots.locality_charts import (
@@ -172,6 +178,7 @@ class Locality(EvaluationMember):
     def setup(self, evaluation: Evaluation) -> None:
         super().setup(evaluation)
         data = evaluation.data
+        self.sigmas = evaluation.clip_sigmas(self.sigmas).tolist()  # the network's range
         grid = torch.tensor(self.sigmas, dtype=torch.float64)
         self.probes = forward_probes(
             evaluation.heldout_pool(), grid, self.num_probes, evaluation.seeds.heldout_probes
@@ -188,6 +195,7 @@ class Locality(EvaluationMember):
             self.candidates,
             self.fit_kinds,
             evaluation.batch_size,
+            evaluation.sampler_sigmas(REVERSE_STEPS),
         )
 
     def work(self) -> int:

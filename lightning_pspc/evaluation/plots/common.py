@@ -27,6 +27,12 @@ KIND_STYLES = {"train": "-", "heldout": "--", "reverse": ":"}
 BAND_COLORS = {"low": "tab:blue", "mid": "tab:orange", "high": "tab:green"}
 
 
+def epoch_label(epoch: int | None) -> str:
+    """A chart's label of an evaluation after ``epoch`` epochs; ``None`` (a network trained
+    elsewhere, no epoch known) reads ``network``."""
+    return "network" if epoch is None else f"epoch {epoch}"
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically (temp file, then rename); returns the path."""
     return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi))

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .common import (
     KIND_LABELS,
+    epoch_label,
     finite,
     grid_axes,
     log_axes,
@@ -55,7 +56,7 @@ def mse_vs_sigma_figure(
                 alpha=1.0 if last else 0.6,
                 marker="o" if last else None,
                 ms=3,
-                label=f"epoch {epoch}" if last or j == 0 else None,
+                label=epoch_label(epoch) if last or j == 0 else None,
             )
         log_axes(ax)
         ax.set_xlabel("sigma")

@@ -11,7 +11,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .common import as_array, grid_axes, log_axes, mosaic, tile_start
+from .common import as_array, epoch_label, grid_axes, log_axes, mosaic, tile_start
 
 #: ``(key in a generalization record, axis label, log y axis)`` of the per-sigma measures.
 PER_SIGMA_MEASURES = (
@@ -44,7 +44,7 @@ def per_sigma_figure(sigmas: Tensor, history: Sequence[tuple[int, Mapping]]) -> 
                 alpha=1.0 if last else 0.6,
                 marker="o" if last else None,
                 ms=3,
-                label=f"epoch {epoch}" if last or j == 0 else None,
+                label=epoch_label(epoch) if last or j == 0 else None,
             )
         log_axes(ax, y_log=log_y)
         if key.startswith("r2:"):  # R^2 is <= 1; far-off (very negative) values at the bottom

@@ -11,6 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .common import epoch_label
+
 FRACTION_STYLES = {"f50": "-", "f75": "--", "f95": ":"}
 
 
@@ -25,7 +27,7 @@ def patch_size_vs_sigma_figure(
     for i, (epoch, rec) in enumerate(history):
         colour = (0.2, 0.3, 0.8, 0.25 + 0.75 * (i + 1) / n)
         for key, sizes in rec["sensitivity_patch_size"].items():
-            label = f"epoch {epoch} {key}" if i == len(history) - 1 or key == "f50" else None
+            label = f"{epoch_label(epoch)} {key}" if i == len(history) - 1 or key == "f50" else None
             ax.plot(rec["sigmas"], sizes, FRACTION_STYLES.get(key, "-"), color=colour, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("sigma")

@@ -164,9 +164,16 @@ def draw_linearity_panel(ax: Axes, records: Sequence[Mapping]) -> None:
     ax.legend(fontsize=7)
 
 
+def _patch_size_at(record: Mapping[str, Any], sigma: float, key: str) -> float:
+    """The sensitivity patch size ``key`` of an ``eval.py`` record at its locality sigma ``sigma``."""
+    loc = record["locality"]
+    return loc["sensitivity_patch_size"][key][loc["sigmas"].index(sigma)]
+
+
 def locality_transition_figure(records: Sequence[Mapping[str, Any]], key: str = "f50") -> Figure:
     """Sensitivity patch size (fraction ``key``) against training-set size N, one line per
-    sigma, from the ``eval.py`` records that carry ``locality``; the panel of the transition
+    sigma of the first record (records without that sigma left out of its line), from the
+    ``eval.py`` records that carry ``locality``; the panel of the transition
     chart for locality (drawn as its own figure so it merges with any transition layout)."""
     recs = [r for r in records if r.get("locality")]
     fig = Figure(figsize=(6, 4))
@@ -174,14 +181,15 @@ def locality_transition_figure(records: Sequence[Mapping[str, Any]], key: str = 
     if recs:
         sigmas = recs[0]["locality"]["sigmas"]
         sizes = sorted({r["num_train"] for r in recs})
-        for i, s in enumerate(sigmas):
+        for s in sigmas:  # by value: a network's sigmas may be clipped to its range
             ys = [
                 np.mean(
                     [
-                        r["locality"]["sensitivity_patch_size"][key][i]
+                        _patch_size_at(r, s, key)
                         for r in recs
-                        if r["num_train"] == n
+                        if r["num_train"] == n and s in r["locality"]["sigmas"]
                     ]
+                    or [np.nan]
                 )
                 for n in sizes
             ]
