@@ -7,17 +7,15 @@ loaded on the first ``load()`` call and cached; preprocessing lives in the data 
 from __future__ import annotations
 
 import abc
-import contextlib
 import gzip
-import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import hub
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 _IDX_STEMS = {"train": "train-images", "test": "t10k-images"}
@@ -229,13 +227,13 @@ class HFSource(ImageSource):
     def _load_hub(self):  # -> datasets.Dataset
         import datasets
 
-        offline = _offline_flagged() or not _hub_reachable()
+        offline = hub.offline_flagged() or not hub.hub_reachable()
         if not offline:
             return datasets.load_dataset(
                 self.path, name=self.name, split=self.split, cache_dir=self.cache_dir
             )
         try:
-            with _forced_offline():
+            with hub.forced_offline():
                 return datasets.load_dataset(
                     self.path, name=self.name, split=self.split, cache_dir=self.cache_dir
                 )
@@ -300,43 +298,3 @@ class HFSource(ImageSource):
                     image = image.resize(size, Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
                 yield array[:, :, None] if array.ndim == 2 else array
-
-
-def _offline_flagged() -> bool:
-    """Whether the user asked for offline mode (environment or ``datasets`` config)."""
-    import datasets
-    import huggingface_hub
-
-    truthy = {"1", "ON", "YES", "TRUE"}
-    env = any(
-        os.environ.get(var, "").upper() in truthy
-        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-    return env or bool(datasets.config.HF_HUB_OFFLINE) or huggingface_hub.constants.HF_HUB_OFFLINE
-
-
-def _hub_reachable(timeout: float = 4.0) -> bool:
-    """Quick TCP connect to the hub endpoint so that a machine without network never hangs."""
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _forced_offline() -> Iterator[None]:
-    """Make ``datasets`` / ``huggingface_hub`` use only the local cache (read at call time)."""
-    import datasets
-    import huggingface_hub
-
-    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved

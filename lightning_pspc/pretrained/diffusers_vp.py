@@ -150,11 +150,11 @@ def resolve_folder(location: str) -> Path:
         )
     from huggingface_hub import snapshot_download
 
-    from ..data.sources import _forced_offline, _hub_reachable, _offline_flagged
+    from ..data import hub
 
     try:
-        if _offline_flagged() or not _hub_reachable():  # never hang: the local cache only
-            with _forced_offline():
+        if hub.offline_flagged() or not hub.hub_reachable():  # never hang: the local cache only
+            with hub.forced_offline():
                 return Path(snapshot_download(location))
         return Path(snapshot_download(location))
     except Exception as err:  # offline, unreachable, unknown repository: all one message

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lightning_pspc.data import FASHION_MNIST_ROOT, DigitsSource, HFSource, IDXSource
-from lightning_pspc.data import sources as sources_module
+from lightning_pspc.data import hub as hub_module
 
 HAS_FASHION = Path(FASHION_MNIST_ROOT).is_dir()
 
@@ -153,7 +153,7 @@ def _assert_fast_offline_failure(source: HFSource) -> None:
 
 def test_hf_hub_id_offline_flag_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(sources_module, "_hub_reachable", lambda: pytest.fail("no probe offline"))
+    monkeypatch.setattr(hub_module, "hub_reachable", lambda: pytest.fail("no probe offline"))
     _assert_fast_offline_failure(HFSource("uoft-cs/cifar10", cache_dir=str(tmp_path)))
 
 
@@ -165,7 +165,7 @@ def test_hf_hub_id_unreachable_hub_fails_fast_and_restores_flags(monkeypatch, tm
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(sources_module, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(hub_module, "hub_reachable", lambda: False)
     _assert_fast_offline_failure(HFSource("uoft-cs/cifar10", cache_dir=str(tmp_path)))
     assert datasets.config.HF_HUB_OFFLINE is False
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False
@@ -176,5 +176,5 @@ def test_hub_reachability_probe_times_out_quickly(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
     start = time.monotonic()
-    assert sources_module._hub_reachable(timeout=3.0) is False
+    assert hub_module.hub_reachable(timeout=3.0) is False
     assert time.monotonic() - start < 5
