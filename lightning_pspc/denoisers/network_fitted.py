@@ -41,14 +41,23 @@ DEFAULT_FLEX_PROBES = 2
 class ReferenceOptions:
     """Settings of the network-dependent references of an evaluation.
 
-    ``flex_probes``: held-out probes per sigma of the PSPC-Flex references' full heatmaps.
+    ``flex_probes``: held-out probes per sigma of the PSPC-Flex references' full heatmaps;
+    ``linear_probes`` (0: ``4 * D``) and ``linear_ridge``: forward probes per sigma and ridge of
+    the ``linear_distilled`` reference (docs/reference.md section 3c.2).
     """
 
     flex_probes: int = DEFAULT_FLEX_PROBES
+    linear_probes: int = 0
+    linear_ridge: float = 0.0
 
     def __post_init__(self) -> None:
         if self.flex_probes < 1:
             raise ValueError(f"flex_probes={self.flex_probes} must be >= 1")
+        if self.linear_probes < 0 or not self.linear_ridge >= 0:
+            raise ValueError(
+                f"linear_probes={self.linear_probes} and linear_ridge={self.linear_ridge} must "
+                "be >= 0 (0 probes: 4 x D)"
+            )
 
 
 def default_local_schedule(height: int, width: int) -> tuple[tuple[float, ...], tuple[int, ...]]:

@@ -3,9 +3,9 @@
 A name is used in configs (``references: [empirical, pspc, gaussian]``), metric keys and file
 names. Each entry builds the denoiser from the training set ``[N, C, H, W]`` as the network sees
 it (``ImageDataModule.reference_images()``). The closed forms depend on the training set alone;
-``pspc_flex``, ``pspc_flex_soft``, ``ls`` and ``els`` also depend on the network being evaluated
-(its heatmaps, its best-fit window sides) and are refreshed by the evaluation
-(:mod:`.network_fitted`).
+``pspc_flex``, ``pspc_flex_soft``, ``ls``, ``els`` and ``linear_distilled`` also depend on the
+network being evaluated (its heatmaps, its best-fit window sides, its linear distillation) and
+are refreshed by the evaluation (:mod:`.network_fitted`, :mod:`.linear_distilled`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .empirical import EmpiricalDenoiser
 from .gaussian import GaussianDenoiser
+from .linear_distilled import LinearDistilledReference
 from .network_fitted import CalibratedLocalReference, NetworkFlexReference
 from .pspc import PSPCSquareDenoiser
 from .wiener import WienerLocalityDenoiser
@@ -31,6 +32,7 @@ REFERENCE_DENOISERS: dict[str, Callable[[Tensor], nn.Module]] = {
     "ls": lambda images: CalibratedLocalReference(images, equivariant=False),
     "els": lambda images: CalibratedLocalReference(images, equivariant=True),
     "wiener_locality": WienerLocalityDenoiser,
+    "linear_distilled": LinearDistilledReference,
 }
 
 

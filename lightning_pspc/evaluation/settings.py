@@ -22,6 +22,7 @@ from .calibration import CalibrationSettings
 from .members.agreement import AgreementOptions
 from .members.comparison import ComparisonOptions
 from .members.generalization import GeneralizationOptions
+from .members.linear_distillation import LinearDistillationOptions
 from .members.memorization import MemorizationOptions
 from .members.panel import PanelOptions
 from .members.patch_sizes import LocalityOptions
@@ -42,7 +43,7 @@ class EvaluationOptions(OptionGroup):
     references: tuple[str, ...] = option(
         ("empirical", "pspc", "gaussian"),
         "reference denoisers: empirical, pspc, gaussian, pspc_flex, pspc_flex_soft, ls, els, "
-        "wiener_locality (the local ones are slow on CPU; see README)",
+        "wiener_locality, linear_distilled (the local ones are slow on CPU; see README)",
     )
     sigmas: list[float] | None = option(
         None, "noise levels (default: the 18 EDM sigmas)", item=float
@@ -114,6 +115,7 @@ GROUPS: tuple[type[OptionGroup], ...] = (
     PanelOptions,
     GeneralizationOptions,
     AgreementOptions,
+    LinearDistillationOptions,
 )
 
 
@@ -171,9 +173,26 @@ class EvalSettings:
         """The evaluation members of these settings, in order."""
         return [m for g in self.groups.values() for m in g.build(self)]
 
+    def for_data(self, image_shape: tuple[int, ...], device: torch.device) -> EvalSettings:
+        """These settings with every ``auto`` option decided for images of ``image_shape``
+        ``[C, H, W]`` evaluated on ``device`` (:meth:`OptionGroup.resolve`)."""
+        decided: dict[str, Any] = {}
+        for group in self.groups.values():
+            decided |= group.resolve(image_shape, device)
+        if not decided:
+            return self
+        values = {
+            f.name: getattr(g, f.name) for g in self.groups.values() for f in g.option_fields()
+        }
+        return EvalSettings(**(values | decided))
+
     def build_evaluation(self, data: EvalData, device: torch.device) -> Evaluation:
-        """The evaluation of these settings on ``data``."""
-        ev = self.evaluation
+        """The evaluation of these settings (``auto`` options decided for ``data`` and
+        ``device``) on ``data``."""
+        settings = self.for_data(data.image_shape, device)
+        if settings is not self:
+            return settings.build_evaluation(data, device)
+        ev, linear = self.evaluation, self.groups["linear"]
         calibration = CalibrationSettings(
             ev.calibration_probes,
             ev.calibration_reverse_probes,
@@ -187,6 +206,8 @@ class EvalSettings:
             ev.seed,
             ev.batch_size,
             device,
-            reference_options=ReferenceOptions(ev.flex_probes),
+            reference_options=ReferenceOptions(
+                ev.flex_probes, linear.linear_probes, linear.linear_ridge
+            ),
             calibration=calibration,
         )
