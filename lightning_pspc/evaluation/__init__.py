@@ -3,7 +3,7 @@
 * :mod:`.pipeline`: the :class:`Evaluation` (data, seeds, references, calibration) and the
   contract of its members, :class:`EvaluationMember`;
 * :mod:`.members`: the measurements (comparison, memorization, panel, generalization, agreement,
-  locality), each with the ``eval.py`` options that configure it;
+  locality, linear distillation), each with the ``eval.py`` options that configure it;
 * :mod:`.probes` (fixed probes, sigma grid and bands), :mod:`.batching` (denoisers and samplers
   over many probes), :mod:`.calibration` (best-fit window sides);
 * :mod:`.plots` (charts), :mod:`.report` (all-or-nothing output folders, W&B), :mod:`.timing`;
@@ -25,6 +25,7 @@ from .members import (
     DenoiserComparer,
     DenoiserPanel,
     Generalization,
+    LinearDistillation,
     Locality,
     Memorization,
     MemorizationOverTime,
@@ -65,6 +66,7 @@ __all__ = [
     "Evaluation",
     "EvaluationMember",
     "Generalization",
+    "LinearDistillation",
     "Locality",
     "Memorization",
     "MemorizationOverTime",

@@ -224,7 +224,7 @@ def evaluate_checkpoints(
         report |= twins_report(runs, records, pairs, tmp)
         if len({r["num_train"] for r in records}) >= 2:
             extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
-            if any("generalization" in r for r in records):
+            if any("generalization" in r or "linear_distillation" in r for r in records):
                 extra.append(lambda ax: draw_linearity_panel(ax, records))
             save_figure(transition_figure(records, extra), tmp / "transition.png")
             report["transition"] = "transition.png"

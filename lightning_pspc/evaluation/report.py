@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs.files import write_atomic
+from .plots.linear_charts import mid_band_mean
 
 
 def json_safe(value: Any) -> Any:
@@ -123,7 +124,8 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
     """Log an ``eval.py`` report to one W&B run (its files under ``folder/wandb``).
 
     Per checkpoint: the memorized fraction, the band means of every reference and probe kind,
-    the lowest linearity over sigma, the median Pearson r of the sample agreement with each
+    the lowest linearity over sigma, the linear distillation's mid-band normalised MSE to the
+    Gaussian denoiser, the median Pearson r of the sample agreement with each
     closed-form sampler, and its charts (``folder/plots``); then a summary table, the twin table
     and the transition, twins and phase-diagram charts.
     """
@@ -145,6 +147,10 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
         linearity = [v for v in (rec.get("generalization") or {}).get("linearity", []) if v]
         if linearity:
             scalars[f"{rec['label']}/linearity/min"] = min(linearity)
+        if rec.get("linear_distillation"):
+            scalars[f"{rec['label']}/linear_distillation/gaussian_nmse_mid"] = mid_band_mean(
+                rec["linear_distillation"]
+            )
         for ref, stats in (rec.get("agreement") or {}).items():
             if isinstance(stats, dict) and "pearson" in stats:
                 scalars[f"{rec['label']}/agreement/{ref}/pearson_median"] = stats["pearson"][
