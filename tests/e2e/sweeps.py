@@ -31,6 +31,10 @@ EVAL_ARGS = [
     "1",
     "--locality-stride",
     "7",
+    "--linear-probes",  # the sweep preset's 16x16 images turn the linear distillation on
+    "300",
+    "--linear-images",
+    "2",
     "--no-progress",
 ]
 TINY_TRAIN = [

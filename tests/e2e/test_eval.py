@@ -24,6 +24,7 @@ from lightning_pspc.evaluation import (
     report,
 )
 from lightning_pspc.evaluation import checkpoints as evaluate
+from lightning_pspc.evaluation.plots.linear_charts import mid_band_mean as sweep_mid
 from lightning_pspc.metrics import memorized_mask
 from tests.e2e.sweeps import EVAL_ARGS, TINY_TRAIN, sweep_in_process
 from tests.helpers import REPO, popen_stub
@@ -50,7 +51,15 @@ def test_sweep_trains_each_size_and_draws_the_transition(swept):
     assert records[0]["global_step"] == records[1]["global_step"] == 2  # same steps for every N
     assert report["transition"] == "transition.png"
     assert (swept / "eval" / "transition.png").stat().st_size > 10_000
-    assert json.loads((swept / "eval" / "sweep.json").read_text())["sizes"] == [16, 48]
+    summary = json.loads((swept / "eval" / "sweep.json").read_text())
+    assert summary["sizes"] == [16, 48]
+    # 16x16 images on CPU: the linear distillation is on by default, its linear map sampled too
+    linear = [r["linear_distillation"] for r in records]
+    assert [lin["num_probes"] for lin in linear] == [300, 300]
+    assert "linear_distilled" in records[0]["agreement"]
+    assert [row["linear_gaussian_nmse_mid"] for row in summary["transition"]] == [
+        pytest.approx(sweep_mid(lin)) for lin in linear
+    ]
     for rec in records:
         for name in rec["plots"]:
             assert (swept / "eval" / "plots" / name).stat().st_size > 1000
@@ -129,10 +138,10 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     assert list(run.glob("*.wandb"))
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     # per checkpoint: MSE to empirical, neighbours, panel, generalization vs sigma, agreement
-    # grid, locality patch size vs sigma and heatmaps; then the phase diagram (the sweep's runs
-    # keep a memorization history)
+    # grid, locality patch size vs sigma and heatmaps, linear distillation vs sigma; then the
+    # phase diagram (the sweep's runs keep a memorization history)
     assert report["phase_diagram"] == "phase_diagram.png"
-    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 7 + 1
+    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 8 + 1
     assert _metrics(swept)["checkpoints"][1]["num_train"] == 48
     assert report["transition"] is None
 
