@@ -207,6 +207,7 @@ def evaluate_checkpoints(
         if labels.count(r.label) > 1:
             r.label = f"{r.label}-{i}"
     check_comparable(runs)
+    settings.for_data(runs[0].datamodule.image_shape, device)  # options that depend on the data
     t0 = time.perf_counter()
     with staged_output(out) as tmp:
         records = []

@@ -175,10 +175,14 @@ class EvalSettings:
 
     def for_data(self, image_shape: tuple[int, ...], device: torch.device) -> EvalSettings:
         """These settings with every ``auto`` option decided for images of ``image_shape``
-        ``[C, H, W]`` evaluated on ``device`` (:meth:`OptionGroup.resolve`)."""
+        ``[C, H, W]`` evaluated on ``device`` (:meth:`OptionGroup.resolve`); an option that
+        does not fit the images is an :class:`EvalError`."""
         decided: dict[str, Any] = {}
         for group in self.groups.values():
-            decided |= group.resolve(image_shape, device)
+            try:
+                decided |= group.resolve(tuple(image_shape), device)
+            except ValueError as err:
+                raise EvalError(str(err)) from None
         if not decided:
             return self
         values = {

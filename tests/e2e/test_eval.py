@@ -153,6 +153,17 @@ def _eval_error(args: list[str], capsys) -> str:
     return err
 
 
+def test_too_few_linear_probes_for_the_images_are_refused_before_any_work(swept, tmp_path, capsys):
+    ckpt = ["--ckpt", str(swept / "runs" / "t-n00016" / "last.ckpt")]
+    # EVAL_ARGS' --linear-probes 300 replaced by 256 = D of the sweep preset's 16x16 images
+    args = [*ckpt, "--out", str(tmp_path / "out"), *EVAL_ARGS, "--linear-probes", "256"]
+    code = eval_main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert err.startswith("error: --linear-probes 256 must exceed D = C*H*W = 256")
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_out_device_or_wandb_login_is_refused_before_any_work(
     swept, tmp_path, capsys, monkeypatch
 ):

@@ -102,6 +102,9 @@ def test_eval_options_decide_auto_by_dimension_and_device(data):
         EvalSettings(linear_distillation="yes").check()
     with pytest.raises(EvalError, match="--linear-probes -1"):
         EvalSettings(linear_probes=-1).check()
+    with pytest.raises(EvalError, match=r"--linear-probes 64 must exceed D = C\*H\*W = 64"):
+        EvalSettings(linear_probes=64).build_evaluation(data, cpu)
+    EvalSettings(linear_probes=64, linear_ridge=1e-3).for_data((1, 8, 8), cpu)  # a ridge: fine
 
 
 def test_transition_rows_and_chart_carry_the_linear_fit():

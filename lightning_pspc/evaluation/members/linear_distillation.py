@@ -210,6 +210,14 @@ class LinearDistillationOptions(OptionGroup):
             )
 
     def resolve(self, image_shape: Sequence[int], device: torch.device) -> dict[str, Any]:
+        """``auto`` decided by :func:`auto_enabled`; ``ValueError`` when the fit would be
+        singular (``0 < --linear-probes <= D`` without a ridge)."""
+        dim = math.prod(image_shape)
+        if 0 < self.linear_probes <= dim and self.linear_ridge == 0:
+            raise ValueError(
+                f"--linear-probes {self.linear_probes} must exceed D = C*H*W = {dim} for a "
+                "unique linear fit: raise it, leave it 0 (4 x D) or set --linear-ridge > 0"
+            )
         if self.linear_distillation != "auto":
             return {}
         return {"linear_distillation": "on" if auto_enabled(image_shape, device) else "off"}
