@@ -26,7 +26,7 @@ from lightning_pspc.evaluation import (
 from lightning_pspc.evaluation import checkpoints as evaluate
 from lightning_pspc.evaluation.plots.linear_charts import mid_band_mean as sweep_mid
 from lightning_pspc.metrics import memorized_mask
-from tests.e2e.sweeps import EVAL_ARGS, TINY_TRAIN, sweep_in_process
+from tests.e2e.sweeps import EVAL_ARGS, LINEAR_ARGS, TINY_TRAIN, sweep_in_process
 from tests.helpers import REPO, popen_stub
 
 
@@ -35,7 +35,7 @@ def swept(tmp_path_factory) -> Path:
     """``sweep.py`` over N = 16 and 48 with tiny runs; train.py runs in-process (same arguments)."""
     root = tmp_path_factory.mktemp("sweep")
     sizes = ["--sizes", "48", "16", "--no-twins", "--jobs=1"]
-    assert sweep_in_process(root, "t", *sizes, *EVAL_ARGS, "--", *TINY_TRAIN) == 0
+    assert sweep_in_process(root, "t", *sizes, *EVAL_ARGS, *LINEAR_ARGS, "--", *TINY_TRAIN) == 0
     return root
 
 
@@ -53,7 +53,7 @@ def test_sweep_trains_each_size_and_draws_the_transition(swept):
     assert (swept / "eval" / "transition.png").stat().st_size > 10_000
     summary = json.loads((swept / "eval" / "sweep.json").read_text())
     assert summary["sizes"] == [16, 48]
-    # 16x16 images on CPU: the linear distillation is on by default, its linear map sampled too
+    # 16x16 images on CPU: auto turns the linear distillation on, its linear map sampled too
     linear = [r["linear_distillation"] for r in records]
     assert [lin["num_probes"] for lin in linear] == [300, 300]
     assert "linear_distilled" in records[0]["agreement"]
@@ -138,10 +138,10 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     assert list(run.glob("*.wandb"))
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     # per checkpoint: MSE to empirical, neighbours, panel, generalization vs sigma, agreement
-    # grid, locality patch size vs sigma and heatmaps, linear distillation vs sigma; then the
-    # phase diagram (the sweep's runs keep a memorization history)
+    # grid, locality patch size vs sigma and heatmaps; then the phase diagram (the sweep's runs
+    # keep a memorization history)
     assert report["phase_diagram"] == "phase_diagram.png"
-    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 8 + 1
+    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 7 + 1
     assert _metrics(swept)["checkpoints"][1]["num_train"] == 48
     assert report["transition"] is None
 
@@ -155,7 +155,7 @@ def _eval_error(args: list[str], capsys) -> str:
 
 def test_too_few_linear_probes_for_the_images_are_refused_before_any_work(swept, tmp_path, capsys):
     ckpt = ["--ckpt", str(swept / "runs" / "t-n00016" / "last.ckpt")]
-    # EVAL_ARGS' --linear-probes 300 replaced by 256 = D of the sweep preset's 16x16 images
+    # 256 = D of the sweep preset's 16x16 images
     args = [*ckpt, "--out", str(tmp_path / "out"), *EVAL_ARGS, "--linear-probes", "256"]
     code = eval_main(args)
     err = capsys.readouterr().err.strip()

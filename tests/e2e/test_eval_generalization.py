@@ -101,9 +101,7 @@ def test_generalization_and_agreement_keys_beside_the_old_ones(twins):
     assert all(-1 <= v <= 1 for v in gen["linearity"]) and min(gen["gaussian_nmse"]) >= 0
     assert gen["pool"] == "heldout" and gen["num_pairs"] == 2
     agreement = rec["agreement"]
-    # 16x16 images on CPU: the linear distillation is on, and its linear map samples too
-    assert agreement["num_samples"] == 3
-    assert set(agreement) == {"empirical", "pspc", "linear_distilled", "num_samples"}
+    assert agreement["num_samples"] == 3 and set(agreement) == {"empirical", "pspc", "num_samples"}
     # recompute the network's and the empirical denoiser's samples: the agreement's noise is the
     # first 3 of the memorization's 4 (whose network samples it reuses)
     ckpt = twins / "runs" / "tw-n00008-a" / "last.ckpt"
