@@ -13,7 +13,10 @@ two or more cores, where a small network's step barely uses a second core; 1 on 
 with ``cores / jobs`` threads and its output in ``RUN_ROOT/logs/<run>.log``. Then the evaluation
 pipeline (:func:`lightning_pspc.evaluation.checkpoints.evaluate_checkpoints`, what ``eval.py``
 runs) evaluates every run's ``last.ckpt`` and, with two or more sizes, draws the transition chart
-(memorized fraction and distances to the reference denoisers against N) into ``--out``.
+(memorized fraction and distances to the reference denoisers against N) into ``--out``. With
+the evaluation's linear distillation (on by default for the 16x16 preset: ``--linear-distillation``),
+the rows (``sweep.json``) and the chart's linearity panel carry the distilled map's mid-band
+normalised MSE to the Gaussian denoiser per N (Li et al. 2024).
 Arguments after ``--`` go to every training call unchanged (e.g. ``-- --trainer.max_epochs=2``).
 Every path is resolved once against the caller's working directory.
 
