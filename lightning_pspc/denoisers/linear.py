@@ -313,15 +313,35 @@ class LinearDenoiser(nn.Module):
         blocks = list(range(-(-num_probes // PROBE_BLOCK)))[rank::world]
         weights, biases = [], []
         for s in grid.tolist():
-            stats = LinearFitStats.empty(dim, images.device)
-            for block in blocks:
-                z = distillation_probes(images, s, num_probes, seed, [block], dtype)
-                for part in z.split(batch_size):
-                    sig = torch.full((part.shape[0],), s, dtype=part.dtype, device=part.device)
-                    y = teacher(part, sig)  # [b, C, H, W]
-                    stats.update(part.flatten(1), y.flatten(1))
+            stats = teacher_stats(teacher, images, s, num_probes, seed, blocks, batch_size, dtype)
             stats = gather_stats(stats) if distributed else stats
-            weight, bias = stats.solve(ridge)
+            with torch.autocast(images.device.type, enabled=False):
+                weight, bias = stats.solve(ridge)
             weights.append(weight)
             biases.append(bias)
         return cls(grid, torch.stack(weights), torch.stack(biases), images.shape[1:])
+
+
+@torch.no_grad()
+def teacher_stats(
+    teacher: Denoiser,
+    images: Tensor,
+    sigma: float,
+    num_probes: int,
+    seed: int,
+    blocks: Sequence[int],
+    batch_size: int,
+    dtype: torch.dtype,
+) -> LinearFitStats:
+    """The sums of the probes ``z`` of ``blocks`` (:func:`distillation_probes`) and the
+    teacher's outputs ``y = teacher(z, sigma)``, denoised in batches of at most ``batch_size``
+    (the teacher runs as the caller set it up; the sums are float64 with autocast off)."""
+    stats = LinearFitStats.empty(int(np.prod(images.shape[1:])), images.device)
+    for block in blocks:
+        z = distillation_probes(images, sigma, num_probes, seed, [block], dtype)
+        for part in z.split(batch_size):
+            sig = torch.full((part.shape[0],), sigma, dtype=part.dtype, device=part.device)
+            y = teacher(part, sig)  # [b, C, H, W]
+            with torch.autocast(part.device.type, enabled=False):
+                stats.update(part.flatten(1), y.flatten(1))
+    return stats
