@@ -122,3 +122,20 @@ def test_transition_rows_and_chart_carry_the_linear_fit():
     draw_linearity_panel(ax, report["checkpoints"])
     (line,) = [ln for ln in ax.get_lines() if "linear map" in ln.get_label()]
     assert list(line.get_xdata()) == [8, 64] and math.isclose(line.get_ydata()[0], 0.3)
+
+
+def test_wandb_report_logs_the_mid_band_fit(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from lightning_pspc.evaluation.report import log_report_to_wandb
+
+    logged: list[dict] = []
+    run = types.SimpleNamespace(log=logged.append, finish=lambda: None)
+    fake = types.SimpleNamespace(init=lambda **kw: run, Image=str, Table=lambda **kw: kw)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    linear = {"sigmas": [20.0, 5.0, 1.0, 0.1], "gaussian_nmse": [9.0, 0.1, 0.3, 9.0]}
+    rec = {"label": "r/last", "num_train": 8, "epoch": 1, "memorized_fraction": 0.5}
+    rec |= {"bands": {}, "plots": [], "linear_distillation": linear}
+    log_report_to_wandb({"settings": {}, "checkpoints": [rec]}, tmp_path, "p", "n")
+    assert logged[0]["r/last/linear_distillation/gaussian_nmse_mid"] == pytest.approx(0.2)
