@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..diffusion.preconditioning import batch_sigma
@@ -26,7 +27,8 @@ class LinearDistilledReference(NetworkDependentReference):
     :meth:`refresh` keeps the network as teacher and distills it on the evaluation's grid
     (``evaluation.sigmas``) with ``evaluation.reference_options.linear_probes`` probes per sigma
     (0: ``4 * D``), ridge ``linear_ridge`` and the evaluation's ``linear_distillation`` seed;
-    under DDP every process denoises its share of the probes. A call at a sigma off the grid
+    under DDP (an evaluation of ``world_size > 1`` in an initialised process group) every
+    process denoises its share of the probes. A call at a sigma off the grid
     distills that sigma first, on every process alone (all the probes, no collective), so that
     samplers with other steps work on any process.
     """
@@ -44,10 +46,13 @@ class LinearDistilledReference(NetworkDependentReference):
         self.num_probes = options.linear_probes or None
         self.ridge, self.seed = options.linear_ridge, evaluation.seeds.linear_distillation
         self.batch_size, self._teacher = evaluation.batch_size, (network,)
-        self.denoiser = self._distill(evaluation.sigmas, distributed=None)
+        # the evaluation's processes share the fit (an evaluation of one process never waits
+        # on the others, even inside a process group)
+        shared = evaluation.world_size > 1 and dist.is_available() and dist.is_initialized()
+        self.denoiser = self._distill(evaluation.sigmas, distributed=shared)
         return True
 
-    def _distill(self, sigmas: Tensor, distributed: bool | None) -> LinearDenoiser:
+    def _distill(self, sigmas: Tensor, distributed: bool) -> LinearDenoiser:
         return LinearDenoiser.distill(
             self._teacher[0],
             self.images,

@@ -2,8 +2,9 @@
 
 Usage: ``python _linear_ddp_worker.py RANK 2 PORT OUT_PT``. Both ranks distill the same teacher
 (:func:`teacher`) on :func:`images` with ``torch.distributed`` initialised, so each denoises its
-share of the probes and the sums are merged across ranks; the rank saves the map and the number
-of probes its teacher saw to ``OUT_PT``.
+share of the probes and the sums are merged across ranks, then refresh the ``linear_distilled`` reference of an
+evaluation of their rank; the rank saves both maps and the number of probes its teachers saw to
+``OUT_PT``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,30 @@ class Teacher:
         return torch.tanh(z) / (1 + sigma.view(-1, 1, 1, 1)) + 0.1 * z.square()
 
 
+def linear_reference(teacher: Teacher, rank: int, world_size: int):
+    """The ``linear_distilled`` reference of an evaluation of ``rank`` of ``world_size``,
+    refreshed with ``teacher``."""
+    from lightning_pspc.denoisers.network_fitted import ReferenceOptions
+    from lightning_pspc.evaluation import EvalData, Evaluation
+
+    x = images()
+    options = ReferenceOptions(linear_probes=NUM_PROBES)
+    ev = Evaluation(
+        EvalData(x, x[:2], x),
+        [],
+        ["linear_distilled"],
+        SIGMAS,
+        0,
+        100,
+        "cpu",
+        rank,
+        world_size,
+        reference_options=options,
+    )
+    ev.refresh_references(teacher)
+    return ev.references["linear_distilled"]
+
+
 def main() -> None:
     rank, world_size, port = (int(a) for a in sys.argv[1:4])
     dist.init_process_group(
@@ -49,7 +74,18 @@ def main() -> None:
     lin = LinearDenoiser.distill(
         teacher, images(), SIGMAS, NUM_PROBES, batch_size=100, dtype=torch.float64
     )  # distributed by default: a process group is initialised
-    torch.save({"weight": lin.weight, "bias": lin.bias, "seen": teacher.seen}, sys.argv[4])
+    shared = Teacher()
+    reference = linear_reference(shared, rank, world_size)
+    torch.save(
+        {
+            "weight": lin.weight,
+            "bias": lin.bias,
+            "seen": teacher.seen,
+            "reference_weight": reference.denoiser.weight,
+            "reference_seen": shared.seen,
+        },
+        sys.argv[4],
+    )
     dist.barrier()
     dist.destroy_process_group()
 

@@ -191,3 +191,8 @@ def test_two_process_gloo_distillation_equals_one_process(tmp_path):
     for g in got:  # ... and both got the one-process map
         torch.testing.assert_close(g["weight"], one.weight, rtol=0, atol=1e-12)
         torch.testing.assert_close(g["bias"], one.bias, rtol=0, atol=1e-12)
+    # the evaluation's reference shares its fit over the ranks alike
+    alone = worker.linear_reference(worker.Teacher(), 0, 1)
+    assert [g["reference_seen"] for g in got] == [2 * 344, 2 * 256]
+    for g in got:
+        torch.testing.assert_close(g["reference_weight"], alone.denoiser.weight, rtol=0, atol=1e-10)
