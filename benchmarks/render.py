@@ -37,6 +37,9 @@ DESCRIPTIONS = {
     "per probe of the small UNet and DiT.",
     "generalization": "Wall and CPU seconds per checkpoint of eval.py's generalization measures "
     "(Generalization, Agreement, twin similarity) at each training-set size.",
+    "linear_distillation": "Seconds per sigma of the closed-form linear distillation of the "
+    "small presets' networks with 4 x D probes, and of the same fit with a teacher that costs "
+    "nothing.",
     "training": "Training throughput of the small presets: Lightning's Trainer.fit of "
     "DiffusionModule against a bare PyTorch loop doing the same work.",
     "callbacks": "Cost of one evaluation of the DenoiserComparison and MemorizationMonitor "
@@ -60,6 +63,9 @@ PARTS = {
     "cuda_tests": "cuda tests",
     "pspc_square_auto": "PSPC-Square on CUDA, method auto",
     "pspc_square_forced": "PSPC-Square on CUDA, each strategy forced",
+    "linear_distillation": "Seconds per sigma of the closed-form linear distillation of the "
+    "small presets' networks with 4 x D probes, and of the same fit with a teacher that costs "
+    "nothing.",
     "training": "Training throughput",
 }
 
@@ -110,7 +116,15 @@ LABELS = {
 }
 
 #: Benchmarks in the order of their sections (others follow by file name, transcribed ones last).
-ORDER = ["denoisers", "locality", "generalization", "training", "callbacks", "gpu_check"]
+ORDER = [
+    "denoisers",
+    "locality",
+    "generalization",
+    "linear_distillation",
+    "training",
+    "callbacks",
+    "gpu_check",
+]
 
 
 def label(key: str) -> str:

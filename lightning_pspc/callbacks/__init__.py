@@ -3,6 +3,7 @@
 from .checkpoint import LastCheckpoint, RunCheckpoint
 from .denoiser_comparison import DenoiserComparison
 from .generalization_monitor import GeneralizationMonitor
+from .linear_distillation_monitor import LinearDistillationMonitor
 from .locality_monitor import LocalityMonitor
 from .memorization_monitor import MemorizationMonitor
 from .periodic import PeriodicEvaluation, is_last_epoch
@@ -15,6 +16,7 @@ __all__ = [
     "EpochLines",
     "GeneralizationMonitor",
     "LastCheckpoint",
+    "LinearDistillationMonitor",
     "LocalityMonitor",
     "RunCheckpoint",
     "MemorizationMonitor",

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from ..denoisers.network_fitted import ReferenceOptions
 from ..evaluation.calibration import CalibrationSettings
 from ..evaluation.curves import curve_rows, member_curves, merge_rows, wandb_line_plots
 from ..evaluation.pipeline import EvalData, Evaluation, EvaluationMember, figures_of
@@ -68,6 +69,8 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
         self.seed, self.batch_size = seed, batch_size
         #: how the evaluation's calibrated references fit the network (default settings if None)
         self.calibration: CalibrationSettings | None = None
+        #: settings of the network-dependent references (defaults if None)
+        self.reference_options: ReferenceOptions | None = None
         self.evaluation: Evaluation | None = None
         #: ``{member: [(epoch, record), ...]}`` of every evaluation, for the charts
         self.histories: dict[str, list[tuple[int, Any]]] = {}
@@ -144,6 +147,7 @@ class PeriodicEvaluation(lightning.Callback, abc.ABC):
             device,
             trainer.global_rank,
             trainer.world_size,
+            reference_options=self.reference_options,
             calibration=self.calibration,
         )
 

@@ -14,9 +14,11 @@ core; 1 on a GPU), each with ``cores / jobs`` threads and its output in ``RUN_RO
 Then the evaluation pipeline (:func:`lightning_pspc.evaluation.checkpoints.evaluate_checkpoints`,
 what ``eval.py`` runs) evaluates every run's ``last.ckpt`` and, with two or more sizes, draws the
 transition chart (memorized fraction and distances to the reference denoisers against N) into
-``--out``. Arguments after ``--`` go to every training call unchanged
-(e.g. ``-- --trainer.max_epochs=2``). Every path is resolved once against the caller's working
-directory.
+``--out``. With the evaluation's linear distillation (on by default for the 16x16 preset:
+``--linear-distillation``), the rows (``sweep.json``) and the chart's linearity panel carry the
+distilled map's mid-band normalised MSE to the Gaussian denoiser per N (Li et al. 2024).
+Arguments after ``--`` go to every training call unchanged (e.g. ``-- --trainer.max_epochs=2``).
+Every path is resolved once against the caller's working directory.
 
 Twin runs (default; ``--no-twins`` trains one run per size on N images), ``<name>-n<N>-a`` and
 ``-b``, train on the disjoint halves of a ``2N`` subset (``--data.subset a|b``); the evaluation

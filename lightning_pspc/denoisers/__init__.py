@@ -2,7 +2,8 @@
 
 One algorithm per module (docs/reference.md section 2): :mod:`.empirical`, :mod:`.gaussian`,
 :mod:`.pspc` (PSPC-Square), the FPMC engine :mod:`.fpmc` and on it :mod:`.pspc_flex`,
-:mod:`.local` (LS / ELS) and :mod:`.wiener`; shared maths in :mod:`.softmax` (the streaming
+:mod:`.local` (LS / ELS), :mod:`.wiener` and :mod:`.linear` (linear distillation of any
+denoiser); shared maths in :mod:`.softmax` (the streaming
 softmax-weighted mean) and :mod:`.schedules` (patch-size and tau schedules); the references an
 evaluation compares with, by name, in :mod:`.registry` (with those fitted to the network in
 :mod:`.network_fitted`). Compiled backends are in :mod:`.kernels`, the slow loops of the
@@ -13,6 +14,8 @@ from .base import ClosedFormDenoiser
 from .empirical import EmpiricalDenoiser, empirical_posterior_mean
 from .fpmc import FilteredPosteriorMeans, FPMCDenoiser, tile_order
 from .gaussian import GaussianDenoiser, gaussian_moments
+from .linear import LinearDenoiser, LinearFitStats, distillation_probes
+from .linear_distilled import LinearDistilledReference
 from .local import EquivariantLocalDenoiser, LocalDenoiser
 from .pspc import PSPCSquareDenoiser, box_sum, box_sum_transposed, pspc_square_posterior_mean
 from .pspc_flex import PSPCFlexDenoiser, masks_from_heatmaps
@@ -35,6 +38,9 @@ __all__ = [
     "FPMCDenoiser",
     "FilteredPosteriorMeans",
     "GaussianDenoiser",
+    "LinearDenoiser",
+    "LinearDistilledReference",
+    "LinearFitStats",
     "LocalDenoiser",
     "PATCH_SIZE_PRESETS",
     "PSPCFlexDenoiser",
@@ -46,6 +52,7 @@ __all__ = [
     "build_references",
     "check_reference_names",
     "default_patch_schedule",
+    "distillation_probes",
     "empirical_posterior_mean",
     "gaussian_moments",
     "masks_from_heatmaps",

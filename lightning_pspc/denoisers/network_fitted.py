@@ -45,11 +45,15 @@ class ReferenceOptions:
     ``flex_probes``: held-out probes per sigma of the PSPC-Flex references' full heatmaps;
     ``pspc_schedule``: the patch sides of the ``pspc`` reference, ``"calibrated"`` (the best fit
     to the network per sigma of the evaluation's grid), ``"scaled"`` (the CIFAR-10 schedule
-    scaled to the image size) or one side per sigma of the evaluation's grid (a tuple).
+    scaled to the image size) or one side per sigma of the evaluation's grid (a tuple);
+    ``linear_probes`` (0: ``4 * D``) and ``linear_ridge``: forward probes per sigma and ridge of
+    the ``linear_distilled`` reference (docs/reference.md section 3c.2).
     """
 
     flex_probes: int = DEFAULT_FLEX_PROBES
     pspc_schedule: str | tuple[int, ...] = "calibrated"
+    linear_probes: int = 0
+    linear_ridge: float = 0.0
 
     def __post_init__(self) -> None:
         if self.flex_probes < 1:
@@ -62,6 +66,11 @@ class ReferenceOptions:
                 )
         elif not choice or any(int(k) != k or k < 1 for k in choice):
             raise ValueError(f"pspc_schedule={list(choice)}: patch sides must be integers >= 1")
+        if self.linear_probes < 0 or not self.linear_ridge >= 0:
+            raise ValueError(
+                f"linear_probes={self.linear_probes} and linear_ridge={self.linear_ridge} must "
+                "be >= 0 (0 probes: 4 x D)"
+            )
 
 
 def default_local_schedule(height: int, width: int) -> tuple[tuple[float, ...], tuple[int, ...]]:

@@ -4,8 +4,9 @@ A name is used in configs (``references: [empirical, pspc, gaussian]``), metric 
 names. Each entry builds the denoiser from the training set ``[N, C, H, W]`` as the network sees
 it (``ImageDataModule.reference_images()``). ``empirical``, ``gaussian`` and ``wiener_locality``
 depend on the training set alone; ``pspc``, ``ls`` and ``els`` take the window sides that fit the
-network being evaluated (its calibration), ``pspc_flex`` and ``pspc_flex_soft`` its heatmaps:
-the evaluation refreshes them with the network (:mod:`.network_fitted`).
+network being evaluated (its calibration), ``pspc_flex`` and ``pspc_flex_soft`` its heatmaps,
+``linear_distilled`` its linear distillation: the evaluation refreshes them with the network
+(:mod:`.network_fitted`, :mod:`.linear_distilled`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from .empirical import EmpiricalDenoiser
 from .gaussian import GaussianDenoiser
+from .linear_distilled import LinearDistilledReference
 from .network_fitted import CalibratedReference, NetworkFlexReference
 from .wiener import WienerLocalityDenoiser
 
@@ -30,6 +32,7 @@ REFERENCE_DENOISERS: dict[str, Callable[[Tensor], nn.Module]] = {
     "ls": lambda images: CalibratedReference(images, "ls"),
     "els": lambda images: CalibratedReference(images, "els"),
     "wiener_locality": WienerLocalityDenoiser,
+    "linear_distilled": LinearDistilledReference,
 }
 
 

@@ -3,7 +3,7 @@
 * :mod:`.pipeline`: the :class:`Evaluation` (data, seeds, references, calibration) and the
   contract of its members, :class:`EvaluationMember`;
 * :mod:`.members`: the measurements (comparison, memorization, panel, generalization, agreement,
-  locality), each with the ``eval.py`` options that configure it;
+  locality, linear distillation), each with the ``eval.py`` options that configure it;
 * :mod:`.probes` (fixed probes, sigma grid and bands, clipping to a network's sigma range),
   :mod:`.batching` (denoisers and samplers over many probes), :mod:`.calibration` (best-fit
   window sides);
@@ -28,6 +28,7 @@ from .members import (
     DenoiserComparer,
     DenoiserPanel,
     Generalization,
+    LinearDistillation,
     Locality,
     Memorization,
     MemorizationOverTime,
@@ -68,6 +69,7 @@ __all__ = [
     "Evaluation",
     "EvaluationMember",
     "Generalization",
+    "LinearDistillation",
     "Locality",
     "Memorization",
     "MemorizationOverTime",

@@ -274,6 +274,7 @@ def evaluate_checkpoints(
         if labels.count(r.label) > 1:
             r.label = f"{r.label}-{i}"
     check_comparable(runs)
+    settings.for_data(runs[0].datamodule.image_shape, device)  # options that depend on the data
     try:
         report = write_report(runs, pairs, out, settings, progress, features)
     except OSError as err:
@@ -321,7 +322,7 @@ def write_report(
         report |= pairwise_report(runs, settings, device, tmp)
         if len({r["num_train"] for r in records}) >= 2:
             extra = [lambda ax: draw_twins_panel(ax, report["twins"])] if report["twins"] else []
-            if any("generalization" in r for r in records):
+            if any("generalization" in r or "linear_distillation" in r for r in records):
                 extra.append(lambda ax: draw_linearity_panel(ax, records))
             save_figure(transition_figure(records, extra), tmp / "transition.png")
             report["transition"] = "transition.png"

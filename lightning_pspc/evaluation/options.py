@@ -11,10 +11,13 @@ evaluation members they configure. A member's group lives beside the member
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    import torch
+
     from .pipeline import EvaluationMember
     from .settings import EvalSettings
 
@@ -44,6 +47,11 @@ class OptionGroup:
     def build(self, settings: EvalSettings) -> list[EvaluationMember]:
         """The evaluation members these options configure (default: none)."""
         return []
+
+    def resolve(self, image_shape: Sequence[int], device: torch.device) -> dict[str, Any]:
+        """``{option: value}`` deciding the options left to the data (``auto``) for images of
+        ``image_shape`` ``[C, H, W]`` evaluated on ``device`` (default: none)."""
+        return {}
 
     @classmethod
     def option_fields(cls) -> list[dataclasses.Field]:

@@ -59,6 +59,8 @@ class EvalSeeds:
     agreement_noise: int  # starting noise of the sample-agreement member (Agreement)
     calibration_probes: int  # noise of the calibration's held-out probes (Calibration)
     calibration_noise: int  # starting noise of the calibration's reverse trajectories
+    linear_distillation: int  # probes of the linear_distilled reference's fit
+    linear_scoring: int  # forward probes the LinearDistillation member scores the fit on
 
     @classmethod
     def derive(cls, seed: int) -> EvalSeeds:

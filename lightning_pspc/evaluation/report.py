@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs.files import process_running, write_atomic
+from .plots.linear_charts import mid_band_mean
 
 
 def json_safe(value: Any) -> Any:
@@ -216,11 +217,12 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
     """Log an ``eval.py`` report to one W&B run (its files under ``folder/wandb``).
 
     Per checkpoint: the memorized fraction, the band means of every reference and probe kind,
-    the lowest linearity over sigma, the median Pearson r of the sample agreement with each
-    closed-form sampler, and its charts (``folder/plots``); then a summary table, the twin table,
-    the transition, twins, phase-diagram and shared-errors charts, the shared errors as a table
-    (one row per pair, probe kind and sigma), and the per-sigma curves of every checkpoint as
-    tables with line plots (:mod:`.curves`: distances, patch sizes, linearity).
+    the lowest linearity over sigma, the linear distillation's mid-band normalised MSE to the
+    Gaussian denoiser, the median Pearson r of the sample agreement with each closed-form
+    sampler, and its charts (``folder/plots``); then a summary table, the twin table, the
+    transition, twins, phase-diagram and shared-errors charts, the shared errors as a table (one
+    row per pair, probe kind and sigma), and the per-sigma curves of every checkpoint as tables
+    with line plots (:mod:`.curves`: distances, patch sizes, linearity).
     """
     import wandb
 
@@ -243,6 +245,10 @@ def log_report_to_wandb(report: dict, folder: Path, project: str, name: str) -> 
         linearity = [v for v in (rec.get("generalization") or {}).get("linearity", []) if v]
         if linearity:
             scalars[f"{rec['label']}/linearity/min"] = min(linearity)
+        if rec.get("linear_distillation"):
+            scalars[f"{rec['label']}/linear_distillation/gaussian_nmse_mid"] = mid_band_mean(
+                rec["linear_distillation"]
+            )
         for ref, stats in (rec.get("agreement") or {}).items():
             if isinstance(stats, dict) and "pearson" in stats:
                 scalars[f"{rec['label']}/agreement/{ref}/pearson_median"] = stats["pearson"][

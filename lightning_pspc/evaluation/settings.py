@@ -22,6 +22,7 @@ from .calibration import CalibrationSettings
 from .members.agreement import AgreementOptions
 from .members.comparison import ComparisonOptions
 from .members.generalization import GeneralizationOptions
+from .members.linear_distillation import LinearDistillationOptions
 from .members.memorization import MemorizationOptions
 from .members.panel import PanelOptions
 from .members.patch_sizes import LocalityOptions
@@ -42,7 +43,7 @@ class EvaluationOptions(OptionGroup):
     references: tuple[str, ...] = option(
         ("empirical", "pspc", "gaussian"),
         "reference denoisers: empirical, pspc, gaussian, pspc_flex, pspc_flex_soft, ls, els, "
-        "wiener_locality (the local ones are slow on CPU; see README)",
+        "wiener_locality, linear_distilled (the local ones are slow on CPU; see README)",
     )
     sigmas: list[float] | None = option(
         None, "noise levels (default: the 18 EDM sigmas)", item=float
@@ -102,7 +103,7 @@ class EvaluationOptions(OptionGroup):
                     "patch sides >= 1 separated by commas (one per evaluation sigma, largest "
                     "sigma first)"
                 )
-        return ReferenceOptions(self.flex_probes, choice)
+        return ReferenceOptions(flex_probes=self.flex_probes, pspc_schedule=choice)
 
     def torch_device(self) -> torch.device:
         """``auto``: CUDA when available, else CPU."""
@@ -181,6 +182,7 @@ GROUPS: tuple[type[OptionGroup], ...] = (
     GeneralizationOptions,
     AgreementOptions,
     FeatureOptions,
+    LinearDistillationOptions,
 )
 
 
@@ -238,6 +240,23 @@ class EvalSettings:
         """The evaluation members of these settings, in order."""
         return [m for g in self.groups.values() for m in g.build(self)]
 
+    def for_data(self, image_shape: tuple[int, ...], device: torch.device) -> EvalSettings:
+        """These settings with every ``auto`` option decided for images of ``image_shape``
+        ``[C, H, W]`` evaluated on ``device`` (:meth:`OptionGroup.resolve`); an option that
+        does not fit the images is an :class:`EvalError`."""
+        decided: dict[str, Any] = {}
+        for group in self.groups.values():
+            try:
+                decided |= group.resolve(tuple(image_shape), device)
+            except ValueError as err:
+                raise EvalError(str(err)) from None
+        if not decided:
+            return self
+        values = {
+            f.name: getattr(g, f.name) for g in self.groups.values() for f in g.option_fields()
+        }
+        return EvalSettings(**(values | decided))
+
     def build_evaluation(
         self,
         data: EvalData,
@@ -245,9 +264,13 @@ class EvalSettings:
         sigma_range: tuple[float, float] | None = None,
         features: Any = None,
     ) -> Evaluation:
-        """The evaluation of these settings on ``data``; ``sigma_range``: the noise levels the
-        network accepts; ``features``: the feature extractor (:meth:`FeatureOptions.load`)."""
-        ev = self.evaluation
+        """The evaluation of these settings (``auto`` options decided for ``data`` and
+        ``device``) on ``data``; ``sigma_range``: the noise levels the network accepts;
+        ``features``: the feature extractor (:meth:`FeatureOptions.load`)."""
+        settings = self.for_data(data.image_shape, device)
+        if settings is not self:
+            return settings.build_evaluation(data, device, sigma_range, features)
+        ev, linear = self.evaluation, self.groups["linear"]
         calibration = CalibrationSettings(
             ev.calibration_probes,
             ev.calibration_reverse_probes,
@@ -261,7 +284,11 @@ class EvalSettings:
             ev.seed,
             ev.batch_size,
             device,
-            reference_options=ev.reference_options(),
+            reference_options=dataclasses.replace(
+                ev.reference_options(),
+                linear_probes=linear.linear_probes,
+                linear_ridge=linear.linear_ridge,
+            ),
             calibration=calibration,
             sigma_range=sigma_range,
             features=features,

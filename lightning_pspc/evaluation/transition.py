@@ -4,7 +4,9 @@
 checkpoint, twin records) to one row per training-set size ``N`` (runs of one size averaged, as
 in the transition chart): memorized fraction, MSE to the empirical denoiser in the middle sigma
 band on training probes, and, for twin runs, the twins' median centred cosine and the median
-cosine of a sample to its nearest training image.
+cosine of a sample to its nearest training image; with the linear distillation, the mean over
+the middle sigma band of the distilled linear map's normalised MSE to the Gaussian denoiser
+(Li et al. 2024 find it falls as the network generalizes).
 
 :func:`transition_checks` states, with their values, the properties a resolved transition shows
 (the sweep prints them and keeps them in ``sweep.json``):
@@ -30,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .plots.linear_charts import mid_band_mean
 
 #: The transition band of the memorized fraction and the ends' thresholds.
 BAND = (0.1, 0.9)
@@ -59,8 +63,10 @@ def _mean(values: Sequence[float | None]) -> float:
 
 def transition_rows(report: Mapping) -> list[dict[str, float]]:
     """One row per training-set size, sorted by N: ``num_train``, ``runs``,
-    ``memorized_fraction``, ``empirical_mse_mid`` (training probes) and, where the report has
-    twins of that size, ``twin_cos_median``, ``train_cos_median``, ``reproducibility``."""
+    ``memorized_fraction``, ``empirical_mse_mid`` (training probes), where the records have a
+    ``linear_distillation`` entry ``linear_gaussian_nmse_mid`` (mid-band mean of the distilled
+    map's normalised MSE to the Gaussian denoiser) and, where the report has twins of that size,
+    ``twin_cos_median``, ``train_cos_median``, ``reproducibility``."""
     by_n: dict[int, list[Mapping]] = {}
     for rec in report.get("checkpoints", []):
         by_n.setdefault(int(rec["num_train"]), []).append(rec)
@@ -76,6 +82,11 @@ def transition_rows(report: Mapping) -> list[dict[str, float]]:
                 [r.get("bands", {}).get("empirical", {}).get("train", {}).get("mid") for r in recs]
             ),
         }
+        linear = [
+            mid_band_mean(r["linear_distillation"]) for r in recs if r.get("linear_distillation")
+        ]
+        if linear:
+            row["linear_gaussian_nmse_mid"] = _mean(linear)
         if n in twins:
             for key in ("twin_cos_median", "train_cos_median", "reproducibility"):
                 row[key] = float(twins[n][key])

@@ -31,8 +31,12 @@ EVAL_ARGS = [
     "1",
     "--locality-stride",
     "7",
+    "--linear-distillation",  # on by default for the sweep preset's 16x16 images: LINEAR_ARGS
+    "off",
     "--no-progress",
 ]
+#: The linear distillation as eval.py decides it by default (``auto``), with fewer probes.
+LINEAR_ARGS = ["--linear-distillation", "auto", "--linear-probes", "300", "--linear-images", "2"]
 TINY_TRAIN = [
     "--trainer.max_epochs=1",
     "--data.epoch_length=32",

@@ -26,7 +26,7 @@ from lightning_pspc.evaluation import (
 )
 from lightning_pspc.evaluation import checkpoints as evaluate
 from lightning_pspc.metrics import memorized_mask
-from tests.e2e.sweeps import EVAL_ARGS, TINY_TRAIN, sweep_in_process
+from tests.e2e.sweeps import EVAL_ARGS, LINEAR_ARGS, TINY_TRAIN, sweep_in_process
 from tests.helpers import REPO, popen_stub
 
 
@@ -125,23 +125,27 @@ def test_eval_logs_to_wandb_offline(swept, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     ckpt = swept / "runs" / "t-n00048" / "last.ckpt"
     args = ["--ckpt", str(ckpt), "--out", str(tmp_path / "ev"), "--wandb", *EVAL_ARGS]
-    code = eval_main([*args, "--references", "empirical"])
+    code = eval_main([*args, "--references", "empirical", *LINEAR_ARGS])
     assert code == 0
     (run,) = (tmp_path / "ev" / "wandb").glob("offline-run-*")
     assert list(run.glob("*.wandb"))
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     # per checkpoint: MSE to empirical, neighbours, panel, generalization vs sigma, agreement
-    # grid, locality patch size vs sigma and heatmaps; then the phase diagram (the sweep's runs
-    # keep a memorization history)
+    # grid, locality patch size vs sigma and heatmaps, linear distillation vs sigma; then the
+    # phase diagram (the sweep's runs keep a memorization history)
     assert report["phase_diagram"] == "phase_diagram.png"
-    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 7 + 1
+    assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 8 + 1
+    # 16x16 images on CPU: auto turns the linear distillation on, its linear map sampled too
+    (rec,) = report["checkpoints"]
+    assert rec["linear_distillation"]["num_probes"] == 300
+    assert len(rec["linear_distillation"]["gaussian_nmse"]) == 18
+    assert "linear_distilled" in rec["agreement"]
     # the per-sigma curves as tables with line plots: every finite distance of the record, once
     tables = run / "files" / "media" / "table" / "curves"
     charts = {p.name.split("_table")[0] for p in tables.glob("*.table.json")}
     assert charts == {"distances", "patch_sizes", "linearity"}
     distances = json.loads(next(tables.glob("distances_*.table.json")).read_text())
     assert distances["columns"] == ["run", "epoch", "series", "line", "sigma", "value"]
-    (rec,) = report["checkpoints"]
     expected = [
         (f"{ref} {kind}", s, v)
         for ref, kinds in rec["mse"].items()
@@ -187,6 +191,17 @@ def _eval_error(args: list[str], capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and err.count("\n") == 0, err
     return err
+
+
+def test_too_few_linear_probes_for_the_images_are_refused_before_any_work(swept, tmp_path, capsys):
+    ckpt = ["--ckpt", str(swept / "runs" / "t-n00016" / "last.ckpt")]
+    # 256 = D of the sweep preset's 16x16 images
+    args = [*ckpt, "--out", str(tmp_path / "out"), *EVAL_ARGS, "--linear-probes", "256"]
+    code = eval_main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert err.startswith("error: --linear-probes 256 must exceed D = C*H*W = 256")
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_out_device_or_wandb_login_is_refused_before_any_work(

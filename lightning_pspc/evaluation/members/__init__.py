@@ -10,7 +10,9 @@
   (Li et al. 2024; Lukoianov et al. 2025);
 * :class:`Agreement`: the network's and closed forms' samples from the same noise (Kamb &
   Ganguli 2024);
-* :class:`Locality`: sensitivity and best-fit patch sizes (Niedoba et al. 2024; Kamb & Ganguli).
+* :class:`Locality`: sensitivity and best-fit patch sizes (Niedoba et al. 2024; Kamb & Ganguli);
+* :class:`LinearDistillation`: the network's closed-form linear distillation against the
+  Gaussian denoiser and the network (Li et al. 2024).
 """
 
 from .agreement import Agreement, AgreementOptions, AgreementResult
@@ -22,6 +24,11 @@ from .comparison import (
     distance_table,
 )
 from .generalization import Generalization, GeneralizationOptions, GeneralizationResult
+from .linear_distillation import (
+    LinearDistillation,
+    LinearDistillationOptions,
+    LinearDistillationResult,
+)
 from .memorization import (
     Memorization,
     MemorizationOptions,
@@ -46,6 +53,9 @@ __all__ = [
     "Generalization",
     "GeneralizationOptions",
     "GeneralizationResult",
+    "LinearDistillation",
+    "LinearDistillationOptions",
+    "LinearDistillationResult",
     "Locality",
     "LocalityOptions",
     "LocalityResult",

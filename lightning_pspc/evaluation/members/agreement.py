@@ -179,7 +179,9 @@ class AgreementOptions(OptionGroup):
         "closed-form samples take seconds on CPU, once per checkpoint)",
     )
     agreement_references: tuple[str, ...] = option(
-        ("empirical", "pspc"), "closed-form denoisers the network's samples are compared with"
+        ("empirical", "pspc"),
+        "closed-form denoisers the network's samples are compared with (linear_distilled is "
+        "added when --linear-distillation is on)",
     )
 
     def check(self) -> None:
@@ -195,4 +197,7 @@ class AgreementOptions(OptionGroup):
         if not self.num_agreement_samples:
             return []
         steps = settings.evaluation.num_steps
-        return [Agreement(self.agreement_references, self.num_agreement_samples, steps)]
+        references = self.agreement_references
+        if getattr(settings, "linear_distillation", "off") == "on":  # the linear map's samples
+            references = tuple(dict.fromkeys((*references, "linear_distilled")))
+        return [Agreement(references, self.num_agreement_samples, steps)]

@@ -5,6 +5,7 @@
   samples above their nearest training images;
 * :mod:`.generalization_charts`: linearity and Gaussian fit, sample agreement, memorization over
   training time, the phase diagram;
+* :mod:`.linear_charts`: the linear distillation against sigma, over epochs and over N;
 * :mod:`.locality_charts`: patch sizes against sigma and over epochs, heatmaps of pixels;
 * :mod:`.transition_charts`: across training-set sizes (the transition, twins, locality).
 """
@@ -35,6 +36,7 @@ from .generalization_charts import (
     per_sigma_heatmap,
     phase_diagram_figure,
 )
+from .linear_charts import linear_distillation_figure, linear_distillation_heatmap
 from .locality_charts import (
     best_fit_figure,
     heatmap_pixels_figure,
@@ -65,6 +67,8 @@ __all__ = [
     "draw_twins_panel",
     "heatmap_figure",
     "heatmap_pixels_figure",
+    "linear_distillation_figure",
+    "linear_distillation_heatmap",
     "locality_transition_figure",
     "memorized_vs_images_figure",
     "mse_vs_sigma_figure",

@@ -24,6 +24,7 @@ from .common import (
     mosaic,
     tile_start,
 )
+from .linear_charts import draw_linear_line
 
 
 def transition_figure(
@@ -138,7 +139,8 @@ def draw_twins_panel(ax: Axes, twins: Sequence[Mapping]) -> None:
 def draw_linearity_panel(ax: Axes, records: Sequence[Mapping]) -> None:
     """Per training-set size (runs of one N averaged): the lowest linearity score over sigma and
     the normalised Gaussian MSE averaged over the mid sigma band [0.25, 10) (records of
-    ``eval.py`` with a ``generalization`` entry; Li et al. 2024: both move with N)."""
+    ``eval.py`` with a ``generalization`` entry; Li et al. 2024: both move with N), and that of
+    the network's distilled linear map (records with a ``linear_distillation`` entry)."""
     by_n: dict[int, list[tuple[float, float]]] = {}
     for rec in records:
         gen = rec.get("generalization")
@@ -155,8 +157,10 @@ def draw_linearity_panel(ax: Axes, records: Sequence[Mapping]) -> None:
     sizes = sorted(by_n)
     lows = [float(np.nanmean([v[0] for v in by_n[n]])) for n in sizes]
     nmses = [float(np.nanmean([v[1] for v in by_n[n]])) for n in sizes]
-    ax.plot(sizes, lows, "o-", ms=3, color="tab:blue", label="min linearity over sigma")
-    ax.plot(sizes, nmses, "s--", ms=3, color="tab:brown", label="Gaussian NMSE, mid sigma")
+    if sizes:
+        ax.plot(sizes, lows, "o-", ms=3, color="tab:blue", label="min linearity over sigma")
+        ax.plot(sizes, nmses, "s--", ms=3, color="tab:brown", label="Gaussian NMSE, mid sigma")
+    draw_linear_line(ax, records)
     log_axes(ax, x_base=2, y_log=False)
     ax.set_xlabel("training-set size N")
     ax.set_title("linearity and Gaussian fit")
