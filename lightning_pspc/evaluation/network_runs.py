@@ -37,10 +37,13 @@ class NetworkHolder:
     def __init__(self, denoiser: Any) -> None:
         self.denoiser = denoiser
 
-    def cpu(self) -> NetworkHolder:
+    def to(self, device: torch.device | str) -> NetworkHolder:
         if isinstance(self.denoiser, torch.nn.Module):
-            self.denoiser.cpu()
+            self.denoiser.to(device)
         return self
+
+    def cpu(self) -> NetworkHolder:
+        return self.to("cpu")
 
 
 def load_data_preset(preset: str | Path) -> Any:
