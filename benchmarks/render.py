@@ -44,6 +44,11 @@ DESCRIPTIONS = {
     "DiffusionModule against a bare PyTorch loop doing the same work.",
     "callbacks": "Cost of one evaluation of the DenoiserComparison and MemorizationMonitor "
     "callbacks against training time, and the overhead expected for given evaluation periods.",
+    "seed_experiments": "The seed papers' measurements on the small UNet and DiT presets trained "
+    "on the same 1,024 Fashion-MNIST images: shared errors of the two networks (Niedoba et al., "
+    "sec. 3), the UNet's linear distillation against the Gaussian denoiser (Li et al.), "
+    "calibrated against scaled PSPC-Square, and sample agreement with calibrated LS / ELS beside "
+    "Kamb & Ganguli's published median.",
     "gpu_check": "The steps of scripts/gpu_check.sh on a GPU machine: their status and seconds, "
     "and the counts of the cuda tests.",
     "gpu_h100_transcribed": "Figures on one H100 GPU: the cuda tests, the local family and PSPC-Square on "
@@ -67,6 +72,12 @@ PARTS = {
     "small presets' networks with 4 x D probes, and of the same fit with a teacher that costs "
     "nothing.",
     "training": "Training throughput",
+    "shared_errors": "Shared errors: UNet against DiT, each against the empirical denoiser",
+    "pspc_schedule": "The UNet's MSE to PSPC-Square, scaled CIFAR-10 schedule against the "
+    "calibrated one",
+    "agreement": "Sample agreement (median Pearson r, 20 Heun steps)",
+    "linear_fit": "The UNet's linear distillation: normalised MSE to the Gaussian denoiser of the "
+    "distilled map and of the network, and the map's MSE to the network",
 }
 
 #: Column headings (keys not listed are shown as they are, underscores as spaces).
@@ -123,6 +134,7 @@ ORDER = [
     "linear_distillation",
     "training",
     "callbacks",
+    "seed_experiments",
     "gpu_check",
 ]
 
