@@ -42,6 +42,7 @@ from .network_runs import (
     clipped_sigmas,
     load_data_preset,
     load_network_run,
+    loaded_data,
     network_sigma_range,
 )
 from .pipeline import EvalData, figures_of
@@ -121,18 +122,12 @@ def load_checkpoint_run(path: str | Path, device: torch.device) -> LoadedRun:
         module, dm = load_run(path, map_location=device)
     except RunSetupError as err:
         raise EvalError(str(err)) from None
-    try:
-        dm.setup("validate")
-        dm.reference_images()
-    except (OSError, ValueError) as err:
-        raise EvalError(
-            f"checkpoint {str(path)!r}: cannot load its training data ({err}). Fix: make the data "
-            f"set named in {str(path.parent / 'config.yaml')!r} available."
-        ) from None
-    if dm.train_images().shape[0] < 2:
-        raise EvalError(
-            f"checkpoint {str(path)!r} was trained on fewer than 2 images; nothing to compare"
-        )
+    loaded_data(
+        dm,
+        f"checkpoint {str(path)!r}: cannot load its training data",
+        f"make the data set named in {str(path.parent / 'config.yaml')!r} available.",
+        f"checkpoint {str(path)!r} was trained on fewer than 2 images; nothing to compare",
+    )
     meta = {k: int(ckpt.get(k, -1)) for k in ("epoch", "global_step", "images_seen")}
     history = memorization_history(ckpt)
     return LoadedRun(path, f"{path.parent.name}/{path.stem}", module, dm, meta, history)

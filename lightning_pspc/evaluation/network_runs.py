@@ -53,16 +53,24 @@ def load_data_preset(preset: str | Path) -> Any:
         dm = build_datamodule(data_preset_section(preset), f"data preset {str(preset)!r}")
     except RunSetupError as err:
         raise EvalError(str(err)) from None
+    return loaded_data(
+        dm,
+        f"data preset {str(preset)!r}: cannot load its data",
+        "make the data set it names available (a local copy: docs/pretrained.md)",
+        f"data preset {str(preset)!r} holds fewer than 2 training images",
+    )
+
+
+def loaded_data(dm: Any, cannot: str, fix: str, too_few: str) -> Any:
+    """``dm`` with its data loaded, or one :class:`EvalError`: ``"{cannot} (reason). Fix:
+    {fix}."`` when they do not load, ``too_few`` with fewer than 2 training images."""
     try:
         dm.setup("validate")
         dm.reference_images()
     except (OSError, ValueError) as err:
-        raise EvalError(
-            f"data preset {str(preset)!r}: cannot load its data ({err}). Fix: make the data set "
-            "it names available (a local copy: docs/pretrained.md)"
-        ) from None
+        raise EvalError(f"{cannot} ({err}). Fix: {fix}") from None
     if dm.train_images().shape[0] < 2:
-        raise EvalError(f"data preset {str(preset)!r} holds fewer than 2 training images")
+        raise EvalError(too_few)
     return dm
 
 
