@@ -173,7 +173,7 @@ def main() -> None:
             [c["error_cosine"] for c in mid if c["probes"] == "forward"]
         ),
         "agreement_pearson_median": {
-            c["reference"]: c["pearson_median"] for c in cells if c["part"] == "agreement"
+            c["reference"]: round(c["pearson_median"], 3) for c in cells if c["part"] == "agreement"
         },
     }
     for c in cells:
