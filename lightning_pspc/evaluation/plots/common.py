@@ -7,9 +7,12 @@ no global backend or figure registry is touched (safe inside training processes)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 from torch import Tensor
@@ -31,6 +34,28 @@ def epoch_label(epoch: int | None) -> str:
     """A chart's label of an evaluation after ``epoch`` epochs; ``None`` (a network trained
     elsewhere, no epoch known) reads ``network``."""
     return "network" if epoch is None else f"epoch {epoch}"
+
+
+def plot_over_evaluations(
+    ax: Axes, sigmas: np.ndarray, lines: Sequence[tuple[int | None, object]], count: int
+) -> None:
+    """One line per evaluation on ``ax`` against ``sigmas``: ``lines`` are ``(index, (epoch,
+    values))`` of ``count`` evaluations in order (values: a sequence, ``None`` for missing
+    points, or a tensor); the last evaluation bold black with markers, earlier ones thin,
+    coloured from light to dark (Niedoba et al., fig. 2); the first and last are labelled."""
+    cmap = colormaps["viridis"]
+    for j, (epoch, values) in lines:
+        last = j == count - 1
+        ax.plot(
+            sigmas,
+            as_array(values.tolist() if isinstance(values, Tensor) else values),
+            color="black" if last else cmap(0.15 + 0.7 * j / max(count - 1, 1)),
+            lw=2.2 if last else 1.0,
+            alpha=1.0 if last else 0.6,
+            marker="o" if last else None,
+            ms=3,
+            label=epoch_label(epoch) if last or j == 0 else None,
+        )
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:

@@ -7,18 +7,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from .common import (
     KIND_LABELS,
-    epoch_label,
     finite,
     grid_axes,
     log_axes,
     mosaic,
+    plot_over_evaluations,
     tile_centre,
     tile_start,
 )
@@ -39,25 +38,11 @@ def mse_vs_sigma_figure(
     kinds = [k for k in KIND_LABELS if any(k in table for _, table in history)]
     fig = Figure(figsize=(4.2 * max(len(kinds), 1), 3.4))
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.15, top=0.83, wspace=0.28)
-    cmap = colormaps["viridis"]
     s = sigmas.double().cpu().numpy()
     for i, kind in enumerate(kinds):
         ax = fig.add_subplot(1, len(kinds), i + 1)
-        for j, (epoch, table) in enumerate(history):
-            if kind not in table:
-                continue
-            last = j == len(history) - 1
-            color = "black" if last else cmap(0.15 + 0.7 * j / max(len(history) - 1, 1))
-            ax.plot(
-                s,
-                finite(table[kind]),
-                color=color,
-                lw=2.2 if last else 1.0,
-                alpha=1.0 if last else 0.6,
-                marker="o" if last else None,
-                ms=3,
-                label=epoch_label(epoch) if last or j == 0 else None,
-            )
+        lines = [(j, (e, t[kind])) for j, (e, t) in enumerate(history) if kind in t]
+        plot_over_evaluations(ax, s, lines, len(history))
         log_axes(ax)
         ax.set_xlabel("sigma")
         ax.set_title(KIND_LABELS[kind])

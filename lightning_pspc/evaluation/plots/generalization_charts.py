@@ -11,7 +11,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .common import as_array, epoch_label, grid_axes, log_axes, mosaic, tile_start
+from .common import as_array, grid_axes, log_axes, mosaic, plot_over_evaluations, tile_start
 
 #: ``(key in a generalization record, axis label, log y axis)`` of the per-sigma measures.
 PER_SIGMA_MEASURES = (
@@ -28,24 +28,15 @@ def per_sigma_figure(sigmas: Tensor, history: Sequence[tuple[int, Mapping]]) -> 
     panels = [*PER_SIGMA_MEASURES, *((f"r2:{r}", f"R^2({r} vs network)", False) for r in refs)]
     fig = Figure(figsize=(3.9 * len(panels), 3.4))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.83, wspace=0.3)
-    cmap, s = colormaps["viridis"], sigmas.double().cpu().numpy()
+    s = sigmas.double().cpu().numpy()
     for i, (key, label, log_y) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
+        lines = []
         for j, (epoch, rec) in enumerate(history):
             values = rec["r_squared"].get(key[3:]) if key.startswith("r2:") else rec.get(key)
-            if values is None:
-                continue
-            last = j == len(history) - 1
-            ax.plot(
-                s,
-                as_array(values),
-                color="black" if last else cmap(0.15 + 0.7 * j / max(len(history) - 1, 1)),
-                lw=2.2 if last else 1.0,
-                alpha=1.0 if last else 0.6,
-                marker="o" if last else None,
-                ms=3,
-                label=epoch_label(epoch) if last or j == 0 else None,
-            )
+            if values is not None:
+                lines.append((j, (epoch, values)))
+        plot_over_evaluations(ax, s, lines, len(history))
         log_axes(ax, y_log=log_y)
         if key.startswith("r2:"):  # R^2 is <= 1; far-off (very negative) values at the bottom
             lo = min((v for line in ax.get_lines() for v in line.get_ydata()), default=0.0)

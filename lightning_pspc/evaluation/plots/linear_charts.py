@@ -6,13 +6,12 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..probes import SIGMA_BANDS
-from .common import as_array, log_axes
+from .common import as_array, log_axes, plot_over_evaluations
 
 #: ``(key in a linear_distillation record, panel title)`` of the per-sigma measures.
 LINEAR_MEASURES = (
@@ -28,21 +27,11 @@ def linear_distillation_figure(sigmas: Tensor, history: Sequence[tuple[int, Mapp
     linear_distillation record)`` in order, the last bold black, earlier ones thin."""
     fig = Figure(figsize=(3.9 * len(LINEAR_MEASURES), 3.4))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.83, wspace=0.3)
-    cmap, s = colormaps["viridis"], sigmas.double().cpu().numpy()
+    s = sigmas.double().cpu().numpy()
     for i, (key, title) in enumerate(LINEAR_MEASURES):
         ax = fig.add_subplot(1, len(LINEAR_MEASURES), i + 1)
-        for j, (epoch, rec) in enumerate(history):
-            last = j == len(history) - 1
-            ax.plot(
-                s,
-                as_array(rec[key]),
-                color="black" if last else cmap(0.15 + 0.7 * j / max(len(history) - 1, 1)),
-                lw=2.2 if last else 1.0,
-                alpha=1.0 if last else 0.6,
-                marker="o" if last else None,
-                ms=3,
-                label=f"epoch {epoch}" if last or j == 0 else None,
-            )
+        lines = [(j, (epoch, rec[key])) for j, (epoch, rec) in enumerate(history)]
+        plot_over_evaluations(ax, s, lines, len(history))
         log_axes(ax)
         ax.set_xlabel("sigma")
         ax.set_title(title, fontsize=9)
