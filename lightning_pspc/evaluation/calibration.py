@@ -195,12 +195,17 @@ class BestFit:
 
     @torch.no_grad()
     def fit(
-        self, network: Denoiser, outputs: Tensor | None = None, bar: tqdm | None = None
+        self,
+        network: Denoiser,
+        outputs: Tensor | None = None,
+        bar: tqdm | None = None,
+        reverse: tuple[ProbeSet, Tensor] | None = None,
     ) -> Fits:
         """Best side per sigma and the MSE tables of ``network``, keyed by probe set:
         ``"forward"``, and with reverse probes also ``"reverse"`` and ``"forward+reverse"``
         (pooled: the mean over every probe at a sigma). ``outputs``: the network's outputs on
-        the forward probes, when the caller has them."""
+        the forward probes, and ``reverse``: :meth:`reverse_fit_probes`, when the caller has
+        them."""
         if outputs is None:
             outputs = denoise_batched(
                 network, self.forward.z, self.forward.sigma, self.batch_size, bar
@@ -209,7 +214,7 @@ class BestFit:
             "forward": (self.forward.sigma, candidate_errors(self.forward_outputs(bar), outputs))
         }
         if self.num_reverse and self.fit_kinds:
-            probes, rev_out = self.reverse_fit_probes(network, bar)
+            probes, rev_out = reverse or self.reverse_fit_probes(network, bar)
             rev_fit = self.candidate_outputs(probes, bar)
             errors["reverse"] = (probes.sigma, candidate_errors(rev_fit, rev_out))
             errors["forward+reverse"] = (
@@ -283,6 +288,9 @@ class Calibration:
         self._best_fits: dict[str, BestFit] = {}
         self._fits: dict[str, Fits] = {}
         self._forward: ProbeSet | None = None
+        #: the network's outputs on the forward probes and its reverse-trajectory probes, shared
+        #: by every kind fitted after a refresh
+        self._network_outputs: tuple[Tensor, tuple[ProbeSet, Tensor] | None] | None = None
 
     def fits(self, kind: str) -> bool:
         """Whether ``kind`` gets a fit of its own (calibration on; ELS only when listed)."""
@@ -292,7 +300,7 @@ class Calibration:
 
     def forget(self) -> None:
         """The network changed: the next :meth:`schedule` fits again."""
-        self._fits = {}
+        self._fits, self._network_outputs = {}, None
 
     def best_fit(self, kind: str = "pspc") -> BestFit:
         """The fit of ``kind``: its probes (shared by every kind) and candidates (built once)."""
@@ -321,7 +329,13 @@ class Calibration:
             return None
         best_fit = self.best_fit(kind)
         if kind not in self._fits:
-            self._fits[kind] = best_fit.fit(network)
+            if self._network_outputs is None:  # every kind shares the probes: run them once
+                forward = best_fit.forward
+                outputs = denoise_batched(network, forward.z, forward.sigma, best_fit.batch_size)
+                reverse = best_fit.reverse_fit_probes(network) if best_fit.num_reverse else None
+                self._network_outputs = (outputs, reverse)
+            outputs, reverse = self._network_outputs
+            self._fits[kind] = best_fit.fit(network, outputs, reverse=reverse)
         best, _ = self._fits[kind][best_fit.pooled(self._fits[kind])]
         return list(best_fit.sigmas), list(best[kind])
 
