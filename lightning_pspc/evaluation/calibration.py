@@ -24,7 +24,7 @@ from ..denoisers import EquivariantLocalDenoiser, LocalDenoiser, PSPCSquareDenoi
 from ..diffusion import edm_sigmas
 from ..types import Denoiser
 from .batching import denoise_batched
-from .probes import ProbeSet, fixed_noise, reverse_probes
+from .probes import ProbeSet, fixed_noise, noisy_images, reverse_probes
 
 if TYPE_CHECKING:
     from .pipeline import Evaluation
@@ -375,9 +375,4 @@ def calibration_probes(evaluation: Evaluation, num_images: int) -> ProbeSet:
     )
     idx = order.flip(0)[:n]
     gen = torch.Generator().manual_seed(seeds.calibration_probes)
-    s = evaluation.sigmas.double().cpu()
-    x = pool[idx].detach().float().cpu()  # [n, C, H, W]
-    eps = torch.randn((n, s.numel(), *x.shape[1:]), generator=gen)  # [n, S, C, H, W]
-    z = x.unsqueeze(1) + s.float().view(1, -1, 1, 1, 1) * eps
-    probes = ProbeSet(z.flatten(0, 1).contiguous(), s.repeat(n), idx.repeat_interleave(s.numel()))
-    return probes.to(evaluation.device)
+    return noisy_images(pool, idx, evaluation.sigmas, gen).to(evaluation.device)

@@ -134,13 +134,21 @@ def forward_probes(images: Tensor, sigmas: Tensor, num_images: int, seed: int) -
     gen = torch.Generator().manual_seed(seed)
     n = min(num_images, images.shape[0])
     idx = torch.randperm(images.shape[0], generator=gen)[:n]  # [n]
+    return noisy_images(images, idx, sigmas, gen)
+
+
+def noisy_images(
+    images: Tensor, idx: Tensor, sigmas: Tensor, generator: torch.Generator
+) -> ProbeSet:
+    """``z = x + sigma * eps`` for the images ``images[idx]`` at every one of ``sigmas [S]``,
+    ``eps`` drawn from ``generator``; image-major probes (``P = len(idx) * S``)."""
     x = images[idx].detach().float().cpu()  # [n, C, H, W]
     s = sigmas.detach().cpu().to(torch.float64)  # [S]
-    eps = torch.randn((n, s.numel(), *x.shape[1:]), generator=gen)  # [n, S, C, H, W]
+    eps = torch.randn((idx.numel(), s.numel(), *x.shape[1:]), generator=generator)
     z = x.unsqueeze(1) + s.float().view(1, -1, 1, 1, 1) * eps  # [n, S, C, H, W]
     return ProbeSet(
         z.flatten(0, 1).contiguous(),  # [n*S, C, H, W]
-        s.repeat(n),  # [n*S]
+        s.repeat(idx.numel()),  # [n*S]
         idx.repeat_interleave(s.numel()),  # [n*S]
     )
 
